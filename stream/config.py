@@ -1,0 +1,259 @@
+"""Pipeline configuration: one YAML file -> one frozen, typed ``PipelineConfig``.
+
+``${VAR}`` in any string value is read from the environment (``${VAR:-default}`` gives a
+default); a missing variable, an unknown key or a value of the wrong type is a
+``ConfigError`` naming the key and the file. Raw librdkafka settings pass through
+unchanged as a dict merged over the defaults. Secrets (SASL passwords, Redis passwords)
+only ever come from the environment; ``redacted()`` hides them for logs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from schemas.errors import ConfigError
+
+__all__ = [
+    "BatchConfig",
+    "DlqConfig",
+    "DriftConfig",
+    "FeaturesConfig",
+    "FraudPolicy",
+    "KafkaConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "PipelineConfig",
+    "PricingPolicy",
+    "TopicsConfig",
+    "expand_env",
+    "load_pipeline",
+]
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_KEY = re.compile(r"(password|secret|token|credentials|private|key\.pem|\.key$)", re.I)
+
+
+class _Frozen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every config section: immutable, unknown keys rejected."""
+
+
+class KafkaConfig(_Frozen):
+    """Broker connection and client settings.
+
+    ``bootstrap_servers`` empty means: ``KAFKA_BOOTSTRAP_SERVERS`` from the environment,
+    else the embedded broker started by ``streamscore dev up`` / the demo.
+    ``settings`` apply to every client; ``consumer``/``producer`` to one kind only.
+    Any librdkafka key passes through unchanged.
+    """
+
+    bootstrap_servers: str = ""
+    group_id: str = ""
+    settings: dict[str, str | int | float | bool] = {}
+    consumer: dict[str, str | int | float | bool] = {}
+    producer: dict[str, str | int | float | bool] = {}
+    exactly_once: bool = False
+
+
+class TopicsConfig(_Frozen):
+    """Names (and partition count when streamscore creates them) of the pipeline's topics."""
+
+    input: str
+    decisions: str
+    dead_letter: str
+    drift: str
+    partitions: int = 4
+    replication_factor: int = 1
+
+
+class FeaturesConfig(_Frozen):
+    """Where online features come from: a Feast repo and feature references."""
+
+    repo: str
+    refs: list[str] = []
+    redis_url: str = ""
+    timeout_ms: float = 20.0
+    velocity_updates: bool = True
+
+
+class ModelConfig(_Frozen):
+    """Which model scores: a registry reference ``name@version|alias`` or a file."""
+
+    ref: str
+    registry: str = ""
+    challenger: str = ""
+    reload_check_s: float = 5.0
+    reason_codes: int = 3
+
+
+class FraudPolicy(_Frozen, tag_field="kind", tag="fraud"):
+    """Score bands and hard rules for approve / review / decline."""
+
+    review_above: float = 0.5
+    decline_above: float = 0.85
+    max_amount: float = 10_000.0
+    blocked_countries: list[str] = []
+    fallback_review_above_amount: float = 500.0
+
+
+class PricingPolicy(_Frozen, tag_field="kind", tag="pricing"):
+    """Candidate price multipliers and the clamps around the base price."""
+
+    candidates: list[float] = msgspec.field(
+        default_factory=lambda: [0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15]
+    )
+    floor_ratio: float = 0.7
+    ceiling_ratio: float = 1.3
+    max_step_ratio: float = 0.15
+
+
+class BatchConfig(_Frozen):
+    """Micro-batching: up to ``max_messages`` or ``timeout_ms`` per consume call."""
+
+    max_messages: int = 1024
+    min_messages: int = 1
+    timeout_ms: float = 5.0
+    adaptive: bool = True
+
+
+class DriftConfig(_Frozen):
+    """Drift windows and alarm calibration."""
+
+    enabled: bool = True
+    window_events: int = 5000
+    window_seconds: float = 60.0
+    sub_windows: int = 5
+    false_alarm_rate: float = 0.01
+    page_hinkley: bool = True
+
+
+class DlqConfig(_Frozen):
+    """Dead-letter handling and the cap that turns a flood of bad input into an incident."""
+
+    max_payload_bytes: int = 64 * 1024
+    max_bad_ratio: float = 0.5
+    window_events: int = 1000
+
+
+class MetricsConfig(_Frozen):
+    """Prometheus and health endpoint."""
+
+    port: int = 9464
+    host: str = "127.0.0.1"
+
+
+class PipelineConfig(_Frozen):
+    """One pipeline, as read from ``pipelines/<name>.yaml``."""
+
+    name: str
+    kafka: KafkaConfig
+    topics: TopicsConfig
+    schema: str
+    features: FeaturesConfig
+    model: ModelConfig
+    policy: FraudPolicy | PricingPolicy
+    budget_ms: float = 100.0
+    batch: BatchConfig = BatchConfig()
+    drift: DriftConfig = DriftConfig()
+    dead_letter: DlqConfig = DlqConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    source: str = ""
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as plain data with secret-looking values replaced by ``***``."""
+        return _redact(msgspec.to_builtins(self))
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from the file, relative to the pipeline file's folder's parent."""
+        path = Path(value)
+        if path.is_absolute() or not self.source:
+            return path
+        # pipelines/<name>.yaml lives one level below the project root.
+        return (Path(self.source).resolve().parent.parent / path).resolve()
+
+
+def _redact(node: Any, key: str = "") -> Any:
+    if isinstance(node, dict):
+        return {k: _redact(v, str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_redact(v, key) for v in node]
+    if key and _SECRET_KEY.search(key) and node not in ("", None):
+        return "***"
+    return node
+
+
+def expand_env(node: Any, source: str, path: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    if isinstance(node, dict):
+        return {
+            k: expand_env(v, source, f"{path}.{k}" if path else str(k)) for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [expand_env(v, source, f"{path}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            if default is None:
+                raise ConfigError(
+                    f"{source}: key '{path}' needs environment variable {name}, which is not set"
+                )
+            return default
+        return value
+
+    expanded = _VAR.sub(sub, node)
+    # A value that was only a variable gets YAML typing back (ports, booleans, numbers).
+    if _VAR.fullmatch(node):
+        try:
+            typed = yaml.safe_load(expanded)
+        except yaml.YAMLError:
+            return expanded
+        if isinstance(typed, bool | int | float):
+            return typed
+    return expanded
+
+
+def _explain(exc: msgspec.ValidationError, source: str) -> ConfigError:
+    # msgspec says e.g. "Object contains unknown field `kafak` - at `$.topics`".
+    text = str(exc)
+    match = re.search(r"at `\$\.?([^`]*)`", text)
+    where = match.group(1) if match else ""
+    message = re.sub(r"\s*- at `[^`]*`", "", text)
+    unknown = re.search(r"unknown field `([^`]+)`", message)
+    if unknown:
+        key = f"{where}.{unknown.group(1)}" if where else unknown.group(1)
+        return ConfigError(f"{source}: unknown key '{key}'")
+    return ConfigError(f"{source}: key '{where or '(top level)'}': {message}")
+
+
+def load_pipeline(path: str | Path) -> PipelineConfig:
+    """Read, expand and validate a pipeline file; every problem is one ``ConfigError``."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline file not found: {source}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read pipeline file {source}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{source}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings at the top level")
+    raw = expand_env(raw, source)
+    raw["source"] = str(Path(path).resolve())
+    try:
+        return msgspec.convert(raw, PipelineConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _explain(exc, source) from None
