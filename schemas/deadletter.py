@@ -1,0 +1,45 @@
+"""The dead-letter record: one per rejected input message, nothing dropped silently.
+
+It keeps the original bytes (base64 in JSON, exactly as received), where they came
+from (topic/partition/offset/key), a stable error code for dashboards and alerts, and
+msgspec's human-readable message naming the offending field.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+__all__ = ["DEADLETTER_SCHEMA_VERSION", "ERROR_CODES", "DeadLetter", "ErrorCode"]
+
+DEADLETTER_SCHEMA_VERSION = 1
+
+ErrorCode = Literal[
+    "not_json",
+    "wrong_type",
+    "missing_field",
+    "out_of_range",
+    "invalid_value",
+    "oversize",
+    "unknown_schema_version",
+    "empty",
+]
+ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A message the worker could not accept as an event, with the reason."""
+
+    pipeline: str
+    error_code: ErrorCode
+    error: str
+    payload: bytes
+    payload_size: int
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+    key: bytes | None = None
+    failed_at: float = 0.0
+    worker_id: str = ""
+    schema_version: int = DEADLETTER_SCHEMA_VERSION

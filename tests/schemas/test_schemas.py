@@ -1,0 +1,124 @@
+"""Input validation error codes, record round trips and JSON Schema files in sync."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.deadletter import ERROR_CODES, DeadLetter
+from schemas.decisions import Decision, Reason, StageLatencies
+from schemas.events import FraudTransaction, PricingRequest
+from schemas.generate import JSONSCHEMA_DIR, render_all
+from schemas.registry import SCHEMAS, decode_batch, decoder_for, schema_type
+
+GOOD = {
+    "event_id": "e1", "card_id": 42, "merchant_id": "m7", "amount": 12.5,
+    "currency": "EUR", "country": "DE", "channel": "ecom", "mcc": 5411,
+    "event_time": 1_795_000_000.0,
+}
+
+
+def enc(doc: dict) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def with_(**changes) -> bytes:
+    doc = {**GOOD, **changes}
+    return enc({k: v for k, v in doc.items() if v is not ...})
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"{not json", "not_json"),
+        (b"\xff\xfe\x00", "not_json"),
+        (b"[1, 2]", "wrong_type"),
+        (b"", "empty"),
+        (None, "empty"),
+        (with_(card_id="42"), "wrong_type"),
+        (with_(amount=...), "missing_field"),
+        (with_(amount=-1), "out_of_range"),
+        (with_(mcc=10_000), "out_of_range"),
+        (with_(event_id=""), "out_of_range"),
+        (with_(event_time=1_795_000_000_000.0), "out_of_range"),
+        (with_(channel="teleport"), "invalid_value"),
+        (with_(currency="euro"), "invalid_value"),
+        (with_(schema_version=2), "unknown_schema_version"),
+        (with_(merchant_id="x" * 70_000), "oversize"),
+    ],
+)
+def test_bad_fraud_payloads_get_their_error_code(payload, code):
+    batch = decode_batch("fraud_transaction", [payload])
+    assert batch.events == []
+    assert [r.code for r in batch.rejected] == [code]
+    assert code in ERROR_CODES
+    assert batch.rejected[0].message
+
+
+def test_good_and_bad_keep_their_batch_positions():
+    payloads = [enc(GOOD), b"nope", with_(event_id="e3", extra_field=1), with_(amount="x")]
+    batch = decode_batch("fraud_transaction", payloads)
+    assert batch.indices == [0, 2]
+    assert [e.event_id for e in batch.events] == ["e1", "e3"]
+    assert [(r.index, r.code) for r in batch.rejected] == [(1, "not_json"), (3, "wrong_type")]
+    assert isinstance(batch.events[0], FraudTransaction)
+    assert batch.events[0].schema_version == 1
+
+
+def test_pricing_request_decodes_and_rejects_zero_price():
+    doc = {"event_id": "p1", "sku_id": 3, "store_id": "s1", "base_price": 10.0,
+           "candidate_price": 11.0, "event_time": 1_795_000_000.0}
+    ok = decode_batch("pricing_request", [enc(doc), enc({**doc, "base_price": 0})])
+    assert isinstance(ok.events[0], PricingRequest)
+    assert [r.code for r in ok.rejected] == ["out_of_range"]
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_raise_and_are_accounted_for(payload):
+    batch = decode_batch("fraud_transaction", [payload, enc(GOOD)])
+    assert len(batch.events) + len(batch.rejected) == 2
+    assert batch.indices[-1] == 1
+
+
+def test_decision_and_dead_letter_round_trip():
+    d = Decision(
+        event_id="e1", pipeline="fraud", key="42", outcome="review", score=0.5,
+        model_name="fraud", model_version="3", model_sha256="ab" * 32,
+        reasons=[Reason("amount", 900.0, 1.2)], degraded=True,
+        degraded_reasons=["features_missing"], latency_ms=StageLatencies(decode=0.1),
+    )
+    assert decoder_for("decision").decode(msgspec.json.encode(d)) == d
+    raw = b"\x00\xffbinary"
+    dl = DeadLetter(pipeline="fraud", error_code="not_json", error="bad", payload=raw,
+                    payload_size=len(raw), topic="t", partition=1, offset=7)
+    wire = msgspec.json.encode(dl)
+    assert json.loads(wire)["payload"] == "AP9iaW5hcnk="  # base64 of the original bytes
+    assert decoder_for("dead_letter").decode(wire).payload == raw
+
+
+def test_unknown_schema_name_is_a_clear_error():
+    from schemas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="known: "):
+        schema_type("fraud_transactions")
+
+
+def test_jsonschema_files_are_in_sync_with_the_structs():
+    rendered = render_all()
+    assert set(rendered) == {f"{n}.json" for n in SCHEMAS}
+    for fname, text in rendered.items():
+        path = JSONSCHEMA_DIR / fname
+        assert path.exists(), f"run python -m schemas.generate ({fname} missing)"
+        assert path.read_text() == text, f"run python -m schemas.generate ({fname} stale)"
+
+
+def test_jsonschema_states_the_constraints():
+    doc = json.loads((JSONSCHEMA_DIR / "fraud_transaction.json").read_text())
+    props = doc["$defs"]["FraudTransaction"]["properties"]
+    assert props["mcc"]["maximum"] == 9999
+    assert sorted(props["channel"]["enum"]) == ["atm", "ecom", "moto", "pos"]
+    assert "amount" in doc["$defs"]["FraudTransaction"]["required"]
