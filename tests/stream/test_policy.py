@@ -1,0 +1,67 @@
+"""Fraud bands, hard rules and fallbacks; pricing choice and clamps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stream.config import FraudPolicy, PricingPolicy
+from stream.policy import FRAUD_OUTCOMES, FRAUD_RULES, choose_price, clamp_price, decide_fraud
+
+POLICY = FraudPolicy(review_above=0.4, decline_above=0.8, max_amount=1000.0,
+                     blocked_countries=["KP"], fallback_review_above_amount=100.0)
+
+
+def names(decisions):
+    return ([FRAUD_OUTCOMES[i] for i in decisions.outcome],
+            [FRAUD_RULES[i] for i in decisions.rule])
+
+
+def test_score_bands_with_edges_inclusive():
+    score = np.array([0.1, 0.4, 0.79, 0.8, 0.99])
+    n = len(score)
+    out, rules = names(decide_fraud(POLICY, score, np.full(n, 10.0), np.zeros(n, bool),
+                                    np.zeros(n, bool)))
+    assert out == ["approve", "review", "review", "decline", "decline"]
+    assert rules == [""] * n
+
+
+def test_hard_rules_come_first():
+    score = np.array([0.0, 0.0, 0.95])
+    amount = np.array([5.0, 5000.0, 5000.0])
+    blocked = np.array([True, False, False])
+    out, rules = names(decide_fraud(POLICY, score, amount, blocked, np.zeros(3, bool)))
+    assert out == ["decline", "review", "decline"]
+    assert rules == ["blocked_country", "amount_over_limit", "amount_over_limit"]
+
+
+def test_fallback_uses_amount_rule_and_never_loosens_the_model():
+    score = np.array([np.nan, np.nan, 0.1, 0.9])
+    amount = np.array([50.0, 500.0, 500.0, 5.0])
+    degraded = np.ones(4, bool)
+    out, rules = names(decide_fraud(POLICY, score, amount, np.zeros(4, bool), degraded))
+    assert out == ["approve", "review", "review", "decline"]
+    assert rules == ["fallback_amount"] * 4
+
+
+def test_pricing_picks_revenue_max_and_clamps():
+    policy = PricingPolicy(candidates=[0.8, 1.0, 1.2], floor_ratio=0.7, ceiling_ratio=1.3,
+                           max_step_ratio=0.1)
+    base = np.array([10.0, 10.0, 10.0])
+    demand = np.array([
+        [0.9, 0.85, 0.2],   # revenue 7.2, 8.5, 2.4 -> 1.0x = 10.00
+        [0.9, 0.1, 0.05],   # -> 0.8x = 8.00, clamped by max step to 9.00
+        [np.nan, np.nan, np.nan],  # no model output -> base price, fallback
+    ])
+    got = choose_price(policy, base, demand, np.array([False, False, False]))
+    assert got.price.tolist() == [10.0, 9.0, 10.0]
+    assert got.rule == ["", "clamped", "fallback_base_price"]
+    assert got.demand[0] == 0.85 and np.isnan(got.demand[2])
+    degraded = choose_price(policy, base, demand, np.array([True, True, True]))
+    assert degraded.rule == ["fallback_base_price"] * 3
+
+
+def test_clamp_price_respects_floor_and_ceiling():
+    policy = PricingPolicy(candidates=[1.0], floor_ratio=0.9, ceiling_ratio=1.05,
+                           max_step_ratio=0.5)
+    got = clamp_price(policy, np.array([100.0, 100.0, 100.0]), np.array([10.0, 99.0, 500.0]))
+    assert got.tolist() == [90.0, 99.0, 105.0]
