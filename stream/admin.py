@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Mapping
 
 from confluent_kafka import KafkaException
@@ -19,7 +18,7 @@ def ensure_topics(
     *,
     partitions: int = 1,
     replication_factor: int = 1,
-    settings: Mapping[str, object] | None = None,
+    settings: Mapping[str, str | int | float | bool] | None = None,
     timeout: float = 15.0,
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names it created."""
@@ -45,8 +44,7 @@ def ensure_topics(
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             # Another worker may have created it between our list and create calls.
-            with contextlib.suppress(AttributeError):
-                if err.name() == "TOPIC_ALREADY_EXISTS":
-                    continue
+            if getattr(err, "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
+                continue
             raise InfrastructureError(f"cannot create topic {name!r}: {exc}") from None
     return created

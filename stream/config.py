@@ -43,7 +43,7 @@ class _Frozen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     """Base of every config section: immutable, unknown keys rejected."""
 
 
-class KafkaConfig(_Frozen):
+class KafkaConfig(_Frozen, frozen=True):
     """Broker connection and client settings.
 
     ``bootstrap_servers`` empty means: ``KAFKA_BOOTSTRAP_SERVERS`` from the environment,
@@ -60,7 +60,7 @@ class KafkaConfig(_Frozen):
     exactly_once: bool = False
 
 
-class TopicsConfig(_Frozen):
+class TopicsConfig(_Frozen, frozen=True):
     """Names (and partition count when streamscore creates them) of the pipeline's topics."""
 
     input: str
@@ -71,7 +71,7 @@ class TopicsConfig(_Frozen):
     replication_factor: int = 1
 
 
-class FeaturesConfig(_Frozen):
+class FeaturesConfig(_Frozen, frozen=True):
     """Where online features come from: a Feast repo and feature references."""
 
     repo: str
@@ -81,7 +81,7 @@ class FeaturesConfig(_Frozen):
     velocity_updates: bool = True
 
 
-class ModelConfig(_Frozen):
+class ModelConfig(_Frozen, frozen=True):
     """Which model scores: a registry reference ``name@version|alias`` or a file."""
 
     ref: str
@@ -91,7 +91,7 @@ class ModelConfig(_Frozen):
     reason_codes: int = 3
 
 
-class FraudPolicy(_Frozen, tag_field="kind", tag="fraud"):
+class FraudPolicy(_Frozen, frozen=True, tag_field="kind", tag="fraud"):
     """Score bands and hard rules for approve / review / decline."""
 
     review_above: float = 0.5
@@ -101,7 +101,7 @@ class FraudPolicy(_Frozen, tag_field="kind", tag="fraud"):
     fallback_review_above_amount: float = 500.0
 
 
-class PricingPolicy(_Frozen, tag_field="kind", tag="pricing"):
+class PricingPolicy(_Frozen, frozen=True, tag_field="kind", tag="pricing"):
     """Candidate price multipliers and the clamps around the base price."""
 
     candidates: list[float] = msgspec.field(
@@ -112,7 +112,7 @@ class PricingPolicy(_Frozen, tag_field="kind", tag="pricing"):
     max_step_ratio: float = 0.15
 
 
-class BatchConfig(_Frozen):
+class BatchConfig(_Frozen, frozen=True):
     """Micro-batching: up to ``max_messages`` or ``timeout_ms`` per consume call."""
 
     max_messages: int = 1024
@@ -121,7 +121,7 @@ class BatchConfig(_Frozen):
     adaptive: bool = True
 
 
-class DriftConfig(_Frozen):
+class DriftConfig(_Frozen, frozen=True):
     """Drift windows and alarm calibration."""
 
     enabled: bool = True
@@ -132,7 +132,7 @@ class DriftConfig(_Frozen):
     page_hinkley: bool = True
 
 
-class DlqConfig(_Frozen):
+class DlqConfig(_Frozen, frozen=True):
     """Dead-letter handling and the cap that turns a flood of bad input into an incident."""
 
     max_payload_bytes: int = 64 * 1024
@@ -140,14 +140,14 @@ class DlqConfig(_Frozen):
     window_events: int = 1000
 
 
-class MetricsConfig(_Frozen):
+class MetricsConfig(_Frozen, frozen=True):
     """Prometheus and health endpoint."""
 
     port: int = 9464
     host: str = "127.0.0.1"
 
 
-class PipelineConfig(_Frozen):
+class PipelineConfig(_Frozen, frozen=True):
     """One pipeline, as read from ``pipelines/<name>.yaml``."""
 
     name: str

@@ -42,10 +42,12 @@ __all__ = [
     "client_settings_for",
     "default_broker_kind",
     "free_port",
+    "pid_alive",
     "redis_answers",
     "resolve_redis",
     "start_broker",
     "start_redis_server",
+    "terminate_pid",
 ]
 
 BROKER_KINDS = ("noida", "tansu")
@@ -118,16 +120,17 @@ class EmbeddedProcess:
         """Whether the process still runs."""
         if self._proc is not None:
             return self._proc.poll() is None
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, wait, SIGKILL if needed; then remove the scratch dir."""
-        _terminate(self.pid, timeout, self._proc)
+        terminate_pid(self.pid, timeout, self._proc)
         if self.data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID runs (zombies count as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -141,14 +144,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _terminate(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def terminate_pid(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM a process, wait up to ``timeout``, then SIGKILL."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return
-        if proc is None and not _pid_alive(pid):
+        if proc is None and not pid_alive(pid):
             return
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
