@@ -1,11 +1,274 @@
-"""Subcommands contributed by the `scorers` package to the ``streamscore`` CLI."""
+"""The ``streamscore model`` commands: train, register, list, show, promote, verify.
+
+All of them work on the model registry (``--registry DIR``, default
+``$STREAMSCORE_HOME/models``). LightGBM, pandas and rich are imported inside the
+handlers so ``streamscore --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
 
 __all__ = ["register"]
 
 
+def _registry(args: argparse.Namespace) -> Any:
+    from scorers.registry import Registry
+
+    return Registry(args.registry)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from scorers.train import TrainOptions, train_and_register
+
+    if args.pipeline is None and args.data is None:
+        from scorers.registry import RegistryError
+
+        raise RegistryError("model train needs --pipeline fraud|pricing or --data FILE")
+    options = TrainOptions(
+        num_trees=args.trees,
+        num_leaves=args.leaves,
+        learning_rate=args.learning_rate,
+        valid_fraction=args.valid_fraction,
+        early_stopping_rounds=args.early_stopping,
+        split=args.split,
+        seed=args.seed,
+        threads=args.threads,
+        bins=args.bins,
+        progress=not args.no_progress,
+    )
+    mv = train_and_register(
+        pipeline=args.pipeline,
+        data=args.data,
+        name=args.name,
+        registry=_registry(args),
+        label=args.label,
+        features=args.features,
+        categorical=args.categorical,
+        objective=args.objective,
+        options=options,
+        promote=args.promote or [],
+    )
+    m = mv.metadata.get("metrics", {})
+    shown = ", ".join(
+        f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "label_rate"
+    )
+    aliases = [a for a, v in _registry(args).aliases(mv.name).items() if v == mv.version]
+    print(
+        f"registered {mv.ref} ({mv.metadata.get('num_trees')} trees, "
+        f"{len(mv.feature_names)} features; holdout {shown})"
+        + (f" as {', '.join(sorted(aliases))}" if aliases else "")
+    )
+    print(f"sha256 {mv.sha256}  {mv.model_path}")
+    return 0
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    meta: dict[str, Any] = {}
+    if args.description:
+        meta["description"] = args.description
+    mv = _registry(args).register(args.file, args.name, meta, aliases=args.alias or [])
+    print(f"registered {mv.ref} sha256 {mv.sha256}")
+    if mv.reference is None:
+        print("note: no reference statistics (train with 'streamscore model train' for drift)")
+    return 0
+
+
+def _headline_metric(meta: dict[str, Any]) -> str:
+    m = meta.get("metrics") or {}
+    for key in ("auc", "rmse", "logloss", "accuracy", "mae"):
+        if isinstance(m.get(key), (int, float)):
+            return f"{key} {m[key]:.4f}"
+    return "-"
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    reg = _registry(args)
+    versions = reg.list(args.name)
+    if not versions:
+        print(f"no models in {reg.root}")
+        return 0
+    by_name: dict[str, dict[int, list[str]]] = {}
+    for n in {mv.name for mv in versions}:
+        by_name[n] = {}
+        for alias, v in reg.aliases(n).items():
+            by_name[n].setdefault(v, []).append(alias)
+    table = Table(title=f"models in {reg.root}")
+    for col in ("name", "version", "aliases", "created (UTC)", "objective", "trees",
+                "features", "holdout", "sha256"):
+        numeric = col in ("version", "trees", "features")
+        table.add_column(col, justify="right" if numeric else "left")
+    for mv in versions:
+        md = mv.metadata
+        table.add_row(
+            mv.name,
+            str(mv.version),
+            ", ".join(sorted(by_name[mv.name].get(mv.version, []))),
+            str(md.get("created_at", "-")).replace("T", " ").rstrip("Z"),
+            str(md.get("objective", "-")),
+            str(md.get("num_trees", "-")),
+            str(len(mv.feature_names)),
+            _headline_metric(md),
+            mv.sha256[:12],
+        )
+    Console(width=max(Console().width, 120)).print(table)
+    return 0
+
+
+def _summarise_reference(ref: dict[str, Any]) -> dict[str, Any]:
+    feats = ref.get("features", {})
+    return {
+        "n": ref.get("n"),
+        "features": {
+            name: (
+                f"numeric, {len(e.get('counts', []))} bins, {e.get('missing', 0)} missing"
+                if e.get("kind") == "numeric"
+                else f"categorical, {len(e.get('categories', []))} categories, "
+                f"{e.get('other', 0)} other, {e.get('missing', 0)} missing"
+            )
+            for name, e in feats.items()
+        },
+        "score": f"{len(ref.get('score', {}).get('counts', []))} bins",
+    }
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    mv = reg.resolve(args.ref)
+    meta = dict(mv.metadata)
+    meta["aliases"] = sorted(a for a, v in reg.aliases(mv.name).items() if v == mv.version)
+    meta["path"] = str(mv.path)
+    if args.json:
+        print(json.dumps(meta, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.pretty import Pretty
+
+    if isinstance(meta.get("reference"), dict) and not args.full:
+        meta["reference"] = _summarise_reference(meta["reference"])
+    if isinstance(meta.get("vocab"), dict) and not args.full:
+        meta["vocab"] = {k: f"{len(v)} values" for k, v in meta["vocab"].items()}
+    Console(width=max(Console().width, 110)).print(f"[bold]{mv.ref}[/bold]", Pretty(meta))
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    mv = _registry(args).promote(args.name, args.version, args.alias)
+    print(f"{args.name}@{args.alias} -> version {mv.version} (sha256 {mv.sha256[:12]})")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    mv = reg.resolve(args.ref)
+    mv.read_text()  # raises IntegrityError on a mismatch
+    print(f"{mv.ref} ok: sha256 {mv.sha256}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this package's commands to the top-level parser."""
+    """Add ``model`` and its subcommands to the top-level parser."""
+    p = sub.add_parser(
+        "model",
+        help="train, register, list, show and promote model versions",
+        description="The model registry: versioned LightGBM text models with sha256, "
+        "metadata, drift reference statistics and aliases (champion, challenger...). "
+        "References: NAME, NAME@VERSION, NAME@latest, NAME@ALIAS.",
+    )
+    msub = p.add_subparsers(dest="model_command", metavar="SUBCOMMAND")
+    msub.required = True
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--registry", metavar="DIR", default=None,
+        help="registry root (default $STREAMSCORE_HOME/models, i.e. ./.streamscore/models)",
+    )
+
+    t = msub.add_parser(
+        "train", parents=[common], help="train a model and register it with drift references",
+        description="Train a LightGBM model on a pipeline's synthetic training set "
+        "($STREAMSCORE_HOME/data/<pipeline>/training.parquet + training.json) or any parquet, "
+        "with a holdout split, early stopping and a progress bar; register it with "
+        "holdout metrics and reference statistics for drift monitoring.",
+    )
+    t.add_argument("--pipeline", choices=("fraud", "pricing"), help="demo pipeline to train")
+    t.add_argument("--data", metavar="PARQUET", help="training parquet (default: the pipeline's)")
+    t.add_argument("--name", help="model name (default: the pipeline name or the file's stem)")
+    t.add_argument("--label", help="label column (default: from the sidecar JSON)")
+    t.add_argument("--features", type=_csv, metavar="A,B,...",
+                   help="ordered feature columns (default: sidecar, else numeric columns)")
+    t.add_argument("--categorical", type=_csv, metavar="A,B,...",
+                   help="categorical feature columns (strings are encoded with the vocabulary)")
+    t.add_argument("--objective", help="LightGBM objective (default: sidecar, else inferred)")
+    t.add_argument("--trees", type=int, help="maximum boosting rounds (fraud/pricing: 300)")
+    t.add_argument("--leaves", type=int, help="leaves per tree (fraud 63, pricing 31)")
+    t.add_argument("--learning-rate", type=float, help="learning rate (default 0.05)")
+    t.add_argument("--valid-fraction", type=float, default=0.2,
+                   help="holdout fraction (default 0.2)")
+    t.add_argument("--early-stopping", type=int, default=30, metavar="ROUNDS",
+                   help="stop after ROUNDS without holdout improvement; 0 disables (default 30)")
+    t.add_argument("--split", choices=("random", "time"),
+                   help="holdout split (default: time if the sidecar names a timestamp)")
+    t.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    t.add_argument("--threads", type=int, default=2, help="LightGBM threads (default 2)")
+    t.add_argument("--bins", type=int, default=10,
+                   help="quantile bins per numeric feature in the reference (default 10)")
+    t.add_argument("--promote", action="append", metavar="ALIAS",
+                   help="point ALIAS (e.g. champion) at the new version; repeatable")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+
+    r = msub.add_parser(
+        "register", parents=[common], help="register an existing LightGBM text model file",
+        description="Register a LightGBM text model (Booster.save_model output) as a new "
+        "version. Pickles and other formats are refused.",
+    )
+    r.add_argument("file", metavar="FILE", help="LightGBM text model file")
+    r.add_argument("--name", required=True, help="model name")
+    r.add_argument("--alias", action="append", metavar="ALIAS",
+                   help="also point ALIAS at the new version; repeatable")
+    r.add_argument("--description", help="free text stored in the metadata")
+    r.set_defaults(func=_cmd_register)
+
+    ls = msub.add_parser(
+        "list", parents=[common], help="list models and versions as a table",
+        description="List registered versions with aliases, creation time, objective, trees, "
+        "holdout metric and sha256.",
+    )
+    ls.add_argument("name", nargs="?", metavar="NAME", help="only this model")
+    ls.set_defaults(func=_cmd_list)
+
+    s = msub.add_parser(
+        "show", parents=[common], help="show a version's metadata",
+        description="Show the metadata of a model reference (NAME, NAME@VERSION, NAME@latest, "
+        "NAME@ALIAS); reference statistics are summarised unless --full or --json.",
+    )
+    s.add_argument("ref", metavar="REF", help="model reference, e.g. fraud@champion")
+    s.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+    s.add_argument("--full", action="store_true", help="do not summarise reference statistics")
+    s.set_defaults(func=_cmd_show)
+
+    pr = msub.add_parser(
+        "promote", parents=[common], help="point an alias (champion, challenger...) at a version",
+        description="Point an alias of NAME at VERSION, atomically; running workers that "
+        "follow NAME@ALIAS pick it up.",
+    )
+    pr.add_argument("name", metavar="NAME", help="model name")
+    pr.add_argument("version", metavar="VERSION", type=int, help="version number")
+    pr.add_argument("--alias", default="champion", help="alias to move (default champion)")
+    pr.set_defaults(func=_cmd_promote)
+
+    v = msub.add_parser(
+        "verify", parents=[common], help="check a version's model file against its sha256",
+        description="Re-hash the model file of REF and compare with its registered sha256.",
+    )
+    v.add_argument("ref", metavar="REF", help="model reference")
+    v.set_defaults(func=_cmd_verify)

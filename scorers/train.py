@@ -1,0 +1,489 @@
+"""Training of LightGBM models from a parquet training set, registered with drift references.
+
+Kept apart from inference: the worker never imports this module. A training set is a
+parquet file plus an optional sidecar ``<stem>.json`` (``training.json`` beside
+``training.parquet`` as written by ``streamscore features generate``)::
+
+    {"label": "label", "features": [...ordered...], "categorical": [...],
+     "objective": "binary" | "regression" | ..., "timestamp": "event_timestamp" (optional)}
+
+Command-line flags override the sidecar. String-valued columns are encoded to integer
+codes with the pipeline's ``features/repos/<P>/vocab.json`` (unknown/missing -> NaN),
+the same vocabulary the online reader uses; a string column without a vocabulary gets
+one built from the data, recorded in the model's metadata. The model's feature order is
+the order of its training columns.
+
+Steps: holdout split (stratified for binary labels, or by time when the sidecar names a
+timestamp column), boosting with early stopping and a progress bar, holdout metrics,
+reference statistics on the holdout rows (features and the model's scores on rows it
+did not fit, so the score histogram is what production should look like), then
+registration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from scorers.refstats import DEFAULT_BINS, reference_stats
+from scorers.registry import ModelVersion, Registry, RegistryError
+
+__all__ = [
+    "DEMO_DEFAULTS",
+    "TrainOptions",
+    "TrainResult",
+    "TrainingSpec",
+    "default_data_path",
+    "evaluate",
+    "load_spec",
+    "load_training_data",
+    "roc_auc",
+    "train",
+    "train_and_register",
+]
+
+log = logging.getLogger("streamscore.train")
+
+# Demo model shapes: fraud is a rare-positive binary problem with enough trees and leaves
+# to be a realistic scoring load; pricing a smaller regression model.
+DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fraud": {"objective": "binary", "num_trees": 300, "num_leaves": 63, "learning_rate": 0.05},
+    "pricing": {
+        "objective": "regression",
+        "num_trees": 300,
+        "num_leaves": 31,
+        "learning_rate": 0.05,
+    },
+}
+_GENERIC_DEFAULTS: dict[str, Any] = {"num_trees": 300, "num_leaves": 31, "learning_rate": 0.05}
+
+_BINARY = frozenset({"binary", "cross_entropy", "xentropy"})
+_MULTICLASS = frozenset({"multiclass", "softmax", "multiclassova", "multiclass_ova", "ova"})
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class TrainingError(RegistryError):
+    """Training data or settings are unusable (missing file, unknown column, bad label)."""
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """What to learn: label, ordered features, which are categorical, objective."""
+
+    label: str
+    features: tuple[str, ...]
+    categorical: tuple[str, ...] = ()
+    objective: str = "binary"
+    timestamp: str | None = None
+
+
+@dataclass
+class TrainOptions:
+    """How to learn; None means the pipeline's demo default (or the generic one)."""
+
+    num_trees: int | None = None
+    num_leaves: int | None = None
+    learning_rate: float | None = None
+    min_data_in_leaf: int = 50
+    valid_fraction: float = 0.2
+    early_stopping_rounds: int = 30
+    split: str | None = None  # "random" | "time"; default: time if spec.timestamp
+    seed: int = 42
+    threads: int = 2
+    bins: int = DEFAULT_BINS
+    progress: bool = True
+    params: dict[str, Any] = field(default_factory=dict)  # extra LightGBM params
+
+
+@dataclass
+class TrainResult:
+    """A trained model and everything the registry stores about it."""
+
+    model_text: str
+    spec: TrainingSpec
+    metadata: dict[str, Any]
+
+
+def default_data_path(pipeline: str) -> Path:
+    """``$STREAMSCORE_HOME/data/<pipeline>/training.parquet``."""
+    home = Path(os.environ.get("STREAMSCORE_HOME") or ".streamscore")
+    return home / "data" / pipeline / "training.parquet"
+
+
+def _vocab_path(pipeline: str) -> Path:
+    # features/ is a sibling package of scorers/ (editable or installed alike).
+    return Path(__file__).resolve().parent.parent / "features" / "repos" / pipeline / "vocab.json"
+
+
+def load_spec(
+    data: Path,
+    *,
+    label: str | None = None,
+    features: Sequence[str] | None = None,
+    categorical: Sequence[str] | None = None,
+    objective: str | None = None,
+    columns: Mapping[str, str] | None = None,
+) -> TrainingSpec:
+    """The spec from the sidecar JSON (if any) with explicit arguments winning.
+
+    ``columns`` (name -> dtype string of the parquet) lets defaults be inferred: without
+    a feature list, every numeric or boolean column except the label and timestamp is a
+    feature (string columns only if listed as categorical); without an objective, a 0/1
+    label means binary and anything else regression.
+    """
+    sidecar = data.with_suffix(".json")
+    side: dict[str, Any] = {}
+    if sidecar.is_file():
+        try:
+            side = json.loads(sidecar.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise TrainingError(f"corrupt training sidecar {sidecar}: {exc}") from exc
+        if not isinstance(side, dict):
+            raise TrainingError(f"corrupt training sidecar {sidecar}: expected an object")
+    lab = label or side.get("label")
+    if not lab:
+        raise TrainingError(f"no label column: pass --label (no 'label' in {sidecar})")
+    cats = list(categorical if categorical is not None else side.get("categorical", []))
+    ts = side.get("timestamp")
+    feats = list(features) if features is not None else side.get("features")
+    if not feats:
+        if columns is None:
+            raise TrainingError(f"no feature list: pass --features (none in {sidecar})")
+        feats = [
+            c for c, dtype in columns.items()
+            if c not in (lab, ts)
+            and (c in cats or dtype.startswith(("int", "uint", "float", "bool", "Int", "Float")))
+        ]
+    bad = [c for c in cats if c not in feats]
+    if bad:
+        raise TrainingError(f"categorical features not among the features: {bad}")
+    if lab in feats:
+        raise TrainingError(f"the label {lab!r} cannot also be a feature")
+    return TrainingSpec(
+        label=str(lab),
+        features=tuple(feats),
+        categorical=tuple(cats),
+        objective=str(objective or side.get("objective") or ""),
+        timestamp=ts,
+    )
+
+
+def _encode(values: Any, vocab: list[str] | None) -> tuple[FloatArray, list[str]]:
+    """Strings -> float codes (index in vocab; unknown/missing -> NaN)."""
+    import pandas as pd
+
+    s = pd.Series(values, copy=False)
+    if vocab is None:
+        vocab = sorted(str(v) for v in s.dropna().unique())
+    codes = pd.Categorical(s.astype("string"), categories=vocab).codes.astype(np.float64)
+    codes[codes < 0] = np.nan
+    return codes, vocab
+
+
+def load_training_data(
+    data: Path, spec: TrainingSpec, vocab: Mapping[str, list[str]] | None = None
+) -> tuple[FloatArray, FloatArray, dict[str, list[str]], Any]:
+    """(X float64 in spec order, y, vocabularies used for string columns, timestamps)."""
+    import pandas as pd
+
+    wanted = [*spec.features, spec.label] + ([spec.timestamp] if spec.timestamp else [])
+    try:
+        frame = pd.read_parquet(data, columns=wanted)
+    except (OSError, ValueError, KeyError) as exc:  # pyarrow raises these for bad files
+        raise TrainingError(f"cannot read training data {data}: {exc}") from exc
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise TrainingError(f"{data} has no column(s) {missing}")
+    used: dict[str, list[str]] = {}
+    cols: list[FloatArray] = []
+    for name in spec.features:
+        col = frame[name]
+        if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+            cols.append(col.to_numpy(dtype=np.float64, na_value=np.nan))
+            continue
+        if not (
+            pd.api.types.is_string_dtype(col.dtype)
+            or pd.api.types.is_object_dtype(col.dtype)
+            or isinstance(col.dtype, pd.CategoricalDtype)
+        ):
+            raise TrainingError(f"feature {name!r} has unsupported dtype {col.dtype}")
+        if name not in spec.categorical:
+            raise TrainingError(f"string feature {name!r} must be listed as categorical")
+        codes, used[name] = _encode(col, (vocab or {}).get(name))
+        cols.append(codes)
+    X = np.column_stack(cols) if cols else np.empty((len(frame), 0))
+    y = frame[spec.label].to_numpy(dtype=np.float64, na_value=np.nan)
+    ts = frame[spec.timestamp].to_numpy() if spec.timestamp else None
+    keep = ~np.isnan(y)
+    if not keep.all():
+        log.warning("dropping %d rows without a label", int((~keep).sum()))
+        X, y = X[keep], y[keep]
+        ts = ts[keep] if ts is not None else None
+    return np.ascontiguousarray(X), y, used, ts
+
+
+def _split(
+    y: FloatArray, ts: Any, objective: str, options: TrainOptions
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], str]:
+    """Indices of (train, valid) rows and the split kind."""
+    n = y.size
+    frac = options.valid_fraction
+    if not 0.0 < frac < 1.0:
+        raise TrainingError(f"valid fraction must be in (0, 1), got {frac}")
+    kind = options.split or ("time" if ts is not None else "random")
+    if kind == "time":
+        if ts is None:
+            raise TrainingError("a time split needs a timestamp column in the sidecar")
+        order = np.argsort(ts, kind="stable")
+        cut = n - max(1, round(n * frac))
+        return np.sort(order[:cut]), np.sort(order[cut:]), kind
+    if kind != "random":
+        raise TrainingError(f"unknown split {kind!r} (random or time)")
+    rng = np.random.default_rng(options.seed)
+    # Stratify binary/multiclass labels so a rare class is represented in both parts.
+    groups = [np.flatnonzero(y == v) for v in np.unique(y)] if (
+        objective in _BINARY | _MULTICLASS
+    ) else [np.arange(n)]
+    valid_parts = []
+    for g in groups:
+        k = round(g.size * frac)
+        valid_parts.append(rng.permutation(g)[:k])
+    valid = np.sort(np.concatenate(valid_parts)).astype(np.int64)
+    mask = np.ones(n, dtype=bool)
+    mask[valid] = False
+    return np.flatnonzero(mask).astype(np.int64), valid, kind
+
+
+def roc_auc(y: Any, scores: Any) -> float:
+    """Area under the ROC curve (Mann-Whitney with average ranks for ties)."""
+    yv = np.asarray(y, dtype=np.float64) > 0.5
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos = int(yv.sum())
+    n_neg = yv.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    _, inverse, counts = np.unique(s[order], return_inverse=True, return_counts=True)
+    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based average rank per value
+    pos_rank_sum = float(avg_rank[inverse][yv[order]].sum())
+    return (pos_rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def evaluate(objective: str, y: Any, pred: Any) -> dict[str, float]:
+    """Holdout metrics: AUC/logloss for binary, logloss/accuracy for multiclass, else errors."""
+    yv = np.asarray(y, dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    eps = 1e-15
+    if objective in _BINARY:
+        pc = np.clip(p, eps, 1 - eps)
+        return {
+            "auc": roc_auc(yv, p),
+            "logloss": float(-np.mean(yv * np.log(pc) + (1 - yv) * np.log(1 - pc))),
+            "brier": float(np.mean((p - yv) ** 2)),
+            "label_rate": float(yv.mean()),
+        }
+    if objective in _MULTICLASS:
+        idx = yv.astype(np.int64)
+        picked = np.clip(p[np.arange(idx.size), idx], eps, 1.0)
+        return {
+            "logloss": float(-np.mean(np.log(picked))),
+            "accuracy": float(np.mean(p.argmax(axis=1) == idx)),
+        }
+    err = p - yv
+    var = float(np.var(yv))
+    return {
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "r2": float(1.0 - np.mean(err**2) / var) if var > 0 else float("nan"),
+    }
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _progress_callback(total: int, desc: str, enabled: bool) -> Any:
+    """A LightGBM callback driving a tqdm bar; shows the latest validation metric."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="tree", disable=not enabled, leave=True)
+
+    def callback(env: Any) -> None:
+        bar.update(1)
+        if env.evaluation_result_list:
+            _, metric, value, *_ = env.evaluation_result_list[0]
+            bar.set_postfix({metric: f"{value:.5g}"}, refresh=False)
+
+    callback.order = 5  # type: ignore[attr-defined]  # before early stopping (order 30)
+    callback.bar = bar  # type: ignore[attr-defined]
+    return callback
+
+
+def train(
+    data: Path,
+    spec: TrainingSpec,
+    options: TrainOptions | None = None,
+    *,
+    pipeline: str | None = None,
+    vocab: Mapping[str, list[str]] | None = None,
+) -> TrainResult:
+    """Train one model on ``data`` per ``spec``; returns its text and registry metadata."""
+    import lightgbm as lgb
+
+    options = options or TrainOptions()
+    if vocab is None and pipeline is not None and _vocab_path(pipeline).is_file():
+        vocab = json.loads(_vocab_path(pipeline).read_text(encoding="utf-8"))
+    X, y, used_vocab, ts = load_training_data(data, spec, vocab)
+    if y.size < 10:
+        raise TrainingError(f"{data} has only {y.size} labelled rows; need at least 10")
+    objective = spec.objective
+    if not objective:
+        objective = "binary" if set(np.unique(y)) <= {0.0, 1.0} else "regression"
+    if objective == "binary" and not set(np.unique(y)) <= {0.0, 1.0}:
+        raise TrainingError(f"binary objective needs a 0/1 label; {spec.label!r} has others")
+    defaults = {**_GENERIC_DEFAULTS, **DEMO_DEFAULTS.get(pipeline or "", {})}
+    num_trees = int(options.num_trees or defaults["num_trees"])
+    params: dict[str, Any] = {
+        "objective": objective,
+        "learning_rate": options.learning_rate or defaults["learning_rate"],
+        "num_leaves": options.num_leaves or defaults["num_leaves"],
+        "min_data_in_leaf": options.min_data_in_leaf,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+        "seed": options.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": options.threads,
+        "verbosity": -1,
+    }
+    if objective in _MULTICLASS:
+        params["num_class"] = int(np.nanmax(y)) + 1
+    params.update(options.params)
+
+    train_idx, valid_idx, split_kind = _split(y, ts, objective, options)
+    cats = list(spec.categorical)
+    dtrain = lgb.Dataset(
+        X[train_idx], y[train_idx], feature_name=list(spec.features),
+        categorical_feature=cats or "auto", free_raw_data=True,
+    )
+    dvalid = dtrain.create_valid(X[valid_idx], y[valid_idx])
+    progress = _progress_callback(num_trees, f"training {objective} model", options.progress)
+    callbacks = [progress]
+    if options.early_stopping_rounds > 0:
+        callbacks.append(lgb.early_stopping(options.early_stopping_rounds, verbose=False))
+    try:
+        booster = lgb.train(
+            params, dtrain, num_boost_round=num_trees, valid_sets=[dvalid],
+            valid_names=["valid"], callbacks=callbacks,
+        )
+    except lgb.basic.LightGBMError as exc:
+        raise TrainingError(f"LightGBM refused the training set: {exc}") from exc
+    finally:
+        progress.bar.close()
+    best = int(booster.best_iteration or booster.current_iteration())
+    text = booster.model_to_string(num_iteration=best)
+    # Score the holdout with the model exactly as it will be registered.
+    final = lgb.Booster(model_str=text)
+    pred = final.predict(X[valid_idx])
+    metrics = evaluate(objective, y[valid_idx], pred)
+    reference = reference_stats(
+        X[valid_idx], list(spec.features), pred, categorical=cats, bins=options.bins
+    )
+    summary: dict[str, Any] = {
+        "source": str(data.resolve()),
+        "source_sha256": _file_sha256(data),
+        "pipeline": pipeline,
+        "label": spec.label,
+        "rows": int(y.size),
+        "train_rows": int(train_idx.size),
+        "valid_rows": int(valid_idx.size),
+        "split": split_kind,
+        "seed": options.seed,
+        "reference_rows": "valid",
+    }
+    if objective in _BINARY:
+        summary["label_rate"] = float(y.mean())
+        summary["positives"] = int((y > 0.5).sum())
+    else:
+        summary["label_mean"] = float(y.mean())
+        summary["label_std"] = float(y.std())
+    metadata: dict[str, Any] = {
+        "source": "streamscore model train",
+        "training": summary,
+        "metrics": {**metrics, "best_iteration": best, "split": "valid"},
+        "params": {**params, "num_boost_round": num_trees,
+                   "early_stopping_rounds": options.early_stopping_rounds},
+        "lightgbm_version": lgb.__version__,
+        "reference": reference,
+    }
+    if used_vocab:
+        metadata["vocab"] = used_vocab
+    return TrainResult(model_text=text, spec=spec, metadata=metadata)
+
+
+def train_and_register(
+    *,
+    pipeline: str | None = None,
+    data: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    registry: Registry | None = None,
+    label: str | None = None,
+    features: Sequence[str] | None = None,
+    categorical: Sequence[str] | None = None,
+    objective: str | None = None,
+    options: TrainOptions | None = None,
+    promote: Sequence[str] = (),
+) -> ModelVersion:
+    """Train from a pipeline's training set (or any parquet) and register the result."""
+    if data is None:
+        if pipeline is None:
+            raise TrainingError("say what to train on: a pipeline or a parquet file")
+        path = default_data_path(pipeline)
+        if not path.is_file():
+            raise TrainingError(
+                f"no training data at {path}; run 'streamscore features generate "
+                f"--pipeline {pipeline}' first, or pass --data"
+            )
+    else:
+        path = Path(data)
+        if not path.is_file():
+            raise TrainingError(f"training data {path} does not exist")
+    columns = _parquet_columns(path)
+    spec = load_spec(
+        path, label=label, features=features, categorical=categorical,
+        objective=objective, columns=columns,
+    )
+    result = train(path, spec, options, pipeline=pipeline)
+    reg = registry or Registry()
+    model_name = name or pipeline or path.stem
+    return reg.register(result.model_text, model_name, result.metadata, aliases=promote)
+
+
+def _parquet_columns(path: Path) -> dict[str, str]:
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"cannot read training data {path}: {exc}") from exc
+    out: dict[str, str] = {}
+    for f in schema:
+        t = str(f.type)
+        out[f.name] = "float64" if t == "double" else ("float32" if t == "float" else t)
+    return out
