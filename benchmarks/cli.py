@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from typing import Any
 
 __all__ = ["BENCHMARKS", "register"]
 
@@ -20,10 +21,23 @@ BENCHMARKS = {
 }
 
 
+def _load(name: str) -> object | None:
+    """The benchmark module, or None when it is not part of this checkout."""
+    try:
+        return importlib.import_module(f"benchmarks.bench_{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"benchmarks.bench_{name}":
+            raise
+        return None
+
+
 def _run_all(args: argparse.Namespace) -> int:
     worst = 0
     for name in BENCHMARKS:
-        module = importlib.import_module(f"benchmarks.bench_{name}")
+        module: Any = _load(name)
+        if module is None:
+            print(f"bench {name}: not available in this checkout, skipped")
+            continue
         parser = argparse.ArgumentParser()
         module.add_arguments(parser)
         sub_args = parser.parse_args(["--quick"] if args.quick else [])
@@ -42,12 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     kinds = bench.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=type(bench))
     kinds.required = True
     for name, text in BENCHMARKS.items():
-        try:
-            module = importlib.import_module(f"benchmarks.bench_{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"benchmarks.bench_{name}":
-                raise
-            continue  # not written yet: the command is simply absent
+        module: Any = _load(name)
+        if module is None:
+            continue  # not part of this checkout: the command is simply absent
         p = kinds.add_parser(name, help=text, description=text)
         module.add_arguments(p)
         p.set_defaults(func=module.run)
