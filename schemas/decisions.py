@@ -54,7 +54,7 @@ class StageLatencies(msgspec.Struct, frozen=True, omit_defaults=True):
     encode: float = 0.0
 
 
-class Decision(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Decision(msgspec.Struct, frozen=True, kw_only=True):
     """What the engine decided for one input event, and why."""
 
     event_id: str

@@ -106,7 +106,7 @@ def clamp_price(policy: PricingPolicy, base: FloatArray, price: FloatArray) -> F
     """Clamp prices to the floor/ceiling around the base and to the max step from it."""
     low = base * max(policy.floor_ratio, 1.0 - policy.max_step_ratio)
     high = base * min(policy.ceiling_ratio, 1.0 + policy.max_step_ratio)
-    return np.round(np.clip(price, low, high), 2)
+    return np.asarray(np.round(np.clip(price, low, high), 2), dtype=np.float64)
 
 
 def choose_price(

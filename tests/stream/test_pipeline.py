@@ -1,0 +1,204 @@
+"""The Kafka-free batch core: one decision per good payload, one dead letter per bad one."""
+
+from __future__ import annotations
+
+import json
+
+import lightgbm as lgb
+import msgspec
+import numpy as np
+import pytest
+
+from features.repo import load_vocab, repo_path
+from features.request import RequestFeatures
+from schemas.registry import decoder_for
+from scorers import compile_lightgbm
+from stream.config import PipelineConfig
+from stream.pipeline import BatchCore, DeadLetterFlood, DlqGuard, LoadedModel
+
+NOW = 1_795_000_000.0
+FRAUD_FEATURES = ["amount_usd", "channel", "country", "hour_of_day", "mcc"]
+PRICING_FEATURES = ["price_ratio", "hour_of_day", "base_price"]
+
+
+def config(kind: str, **over) -> PipelineConfig:
+    raw = {
+        "name": kind, "schema": "fraud_transaction" if kind == "fraud" else "pricing_request",
+        "kafka": {}, "topics": {"input": "i", "decisions": "d", "dead_letter": "x", "drift": "y"},
+        "features": {"repo": f"features/repos/{kind}"}, "model": {"ref": f"{kind}@champion"},
+        "policy": {"kind": kind, **({"review_above": 0.3, "decline_above": 0.7,
+                                     "blocked_countries": ["KP"], "max_amount": 5000,
+                                     "fallback_review_above_amount": 300}
+                                    if kind == "fraud" else {"candidates": [0.9, 1.0, 1.1]})},
+        "budget_ms": 100,
+        **over,
+    }
+    return msgspec.convert(raw, PipelineConfig)
+
+
+class BoosterScorer:
+    """The reference library behind the scorer protocol (gives contributions too)."""
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        self.booster = booster
+        self.feature_names = booster.feature_name()
+
+    def predict(self, X, raw_score=False):
+        return self.booster.predict(X, raw_score=raw_score)
+
+    def contributions(self, X):
+        return self.booster.predict(X, pred_contrib=True)
+
+
+def fraud_event(i: int, **over) -> dict:
+    rng = np.random.default_rng(i)
+    doc = {"event_id": f"e{i}", "card_id": int(rng.integers(1, 50)), "merchant_id": "m1",
+           "amount": float(rng.uniform(1, 900)), "currency": "USD",
+           "country": ["US", "DE", "FR"][i % 3], "channel": ["pos", "ecom"][i % 2],
+           "mcc": 5411, "event_time": NOW - 0.01}
+    return {**doc, **over}
+
+
+@pytest.fixture(scope="module")
+def fraud_booster() -> lgb.Booster:
+    rng = np.random.default_rng(0)
+    n = 3000
+    request = RequestFeatures("fraud", load_vocab(repo_path("fraud")))
+    cols = {"amount": rng.uniform(1, 900, n), "currency": np.array(["USD"] * n, object),
+            "country": rng.choice(np.array(["US", "DE", "FR"], object), n),
+            "channel": rng.choice(np.array(["pos", "ecom"], object), n),
+            "mcc": np.full(n, 5411.0), "event_time": NOW + rng.uniform(0, 86400, n),
+            "avg_amount_30d": np.full(n, np.nan), "std_amount_30d": np.full(n, np.nan),
+            "home_country": np.full(n, np.nan), "merchant_country": np.full(n, np.nan)}
+    out = request.compute(cols)
+    X = np.column_stack([out[f] for f in FRAUD_FEATURES])
+    y = ((cols["amount"] > 450) ^ (rng.random(n) < 0.05)).astype(float)
+    data = lgb.Dataset(X, y, feature_name=FRAUD_FEATURES)
+    return lgb.train({"objective": "binary", "num_leaves": 7, "verbose": -1}, data, 30)
+
+
+def fraud_core(booster, **kw) -> BatchCore:
+    cfg = kw.pop("cfg", None) or config("fraud")
+    scorer = kw.pop("scorer", None) or BoosterScorer(booster)
+    model = LoadedModel("fraud", "1", "ab" * 32, scorer)
+    request = RequestFeatures("fraud", load_vocab(repo_path("fraud")))
+    return BatchCore(cfg, model, request=request, worker_id="w1", **kw)
+
+
+def test_every_payload_gives_exactly_one_record(fraud_booster):
+    core = fraud_core(fraud_booster)
+    good = [json.dumps(fraud_event(i)).encode() for i in range(40)]
+    bad = [b"{oops", json.dumps(fraud_event(99, amount=-5)).encode(), b""]
+    payloads = good[:20] + bad + good[20:]
+    sources = [("in", 0, off) for off in range(len(payloads))]
+    res = core.process(payloads, sources=sources, keys=[b"k"] * len(payloads), now=NOW)
+    assert len(res.decisions) == 40 and len(res.dead_letters) == 3
+    decode = decoder_for("decision").decode
+    records = [decode(v) for _, v in res.decisions]
+    assert sorted(r.event_id for r in records) == sorted(f"e{i}" for i in range(40))
+    assert [k for k, _ in res.decisions] == [r.key.encode() for r in records]
+    assert {r.source_offset for r in records} == set(range(len(payloads))) - {20, 21, 22}
+    dls = [decoder_for("dead_letter").decode(v) for _, v in res.dead_letters]
+    assert [(d.offset, d.error_code) for d in dls] == [
+        (20, "not_json"), (21, "out_of_range"), (22, "empty")]
+    assert dls[0].payload == b"{oops"
+    assert res.dead_letter_reasons == {"not_json": 1, "out_of_range": 1, "empty": 1}
+    assert sum(res.outcomes.values()) == 40
+
+
+def test_scores_match_lightgbm_and_bands_follow_policy(fraud_booster):
+    core = fraud_core(fraud_booster, scorer=compile_lightgbm(fraud_booster))
+    events = [fraud_event(i) for i in range(64)]
+    res = core.process([json.dumps(e).encode() for e in events], now=NOW)
+    assert res.features is not None
+    want = fraud_booster.predict(res.features)
+    records = [decoder_for("decision").decode(v) for _, v in res.decisions]
+    np.testing.assert_allclose([r.score for r in records], want, rtol=1e-12)
+    for r in records:
+        band = "decline" if r.score >= 0.7 else "review" if r.score >= 0.3 else "approve"
+        assert r.outcome == band and not r.degraded
+        assert r.model_sha256 == "ab" * 32 and r.worker_id == "w1"
+    assert any(r.outcome == "approve" for r in records)
+    assert any(r.outcome != "approve" for r in records)
+
+
+def test_reason_codes_are_the_top_positive_contributions(fraud_booster):
+    core = fraud_core(fraud_booster)
+    res = core.process([json.dumps(fraud_event(i, amount=800.0)).encode() for i in range(5)],
+                       now=NOW)
+    contrib = fraud_booster.predict(res.features, pred_contrib=True)[:, :-1]
+    for j, (_, value) in enumerate(res.decisions):
+        reasons = json.loads(value)["reasons"]
+        assert len(reasons) == 3
+        top = np.argsort(-contrib[j], kind="stable")[:3]
+        assert [r["feature"] for r in reasons] == [FRAUD_FEATURES[t] for t in top]
+        assert reasons[0]["contribution"] == pytest.approx(contrib[j, top[0]], abs=1e-6)
+
+
+def test_old_events_and_hard_rules_are_flagged(fraud_booster):
+    core = fraud_core(fraud_booster)
+    old = fraud_event(1, amount=350.0, event_time=NOW - 5)
+    blocked = fraud_event(2, country="KP", amount=10.0)
+    res = core.process([json.dumps(old).encode(), json.dumps(blocked).encode()], now=NOW)
+    r_old, r_blocked = (json.loads(v) for _, v in res.decisions)
+    assert r_old["degraded"] and r_old["degraded_reasons"] == ["over_budget"]
+    assert r_old["rule"] == "fallback_amount" and r_old["outcome"] in ("review", "decline")
+    assert r_blocked["outcome"] == "decline" and r_blocked["rule"] == "blocked_country"
+    assert res.budget_misses == 1 and res.degraded_reasons == {"over_budget": 1}
+    # The producer timestamp, when given, starts the end-to-end clock.
+    res2 = core.process([json.dumps(old).encode()], timestamps=[NOW - 0.02], now=NOW)
+    assert not json.loads(res2.decisions[0][1])["degraded"]
+    assert json.loads(res2.decisions[0][1])["e2e_ms"] == pytest.approx(20.0, abs=0.01)
+
+
+def test_a_failing_model_still_decides_every_event_by_rules(fraud_booster):
+    class Broken(BoosterScorer):
+        def predict(self, X, raw_score=False):
+            raise RuntimeError("kernel exploded")
+
+    core = fraud_core(fraud_booster, scorer=Broken(fraud_booster))
+    res = core.process([json.dumps(fraud_event(i, amount=100.0 + 100 * i)).encode()
+                        for i in range(4)], now=NOW)
+    records = [json.loads(v) for _, v in res.decisions]
+    assert [r["outcome"] for r in records] == ["approve", "approve", "approve", "review"]
+    assert all(r["degraded_reasons"] == ["model_error"] and r["score"] is None
+               for r in records)
+
+
+def test_model_needing_unknown_features_is_a_config_error(fraud_booster):
+    from schemas.errors import ConfigError
+
+    X = np.random.default_rng(0).random((50, 2))
+    other = lgb.train({"objective": "binary", "verbose": -1},
+                      lgb.Dataset(X, (X[:, 0] > 0.5).astype(float),
+                                  feature_name=["amount_usd", "shoe_size"]), 3)
+    with pytest.raises(ConfigError, match="shoe_size"):
+        fraud_core(fraud_booster, scorer=BoosterScorer(other))
+
+
+def test_pricing_sweeps_candidates_and_clamps():
+    rng = np.random.default_rng(1)
+    n = 2000
+    ratio = rng.uniform(0.8, 1.2, n)
+    # Demand falls steeply with the price ratio: revenue peaks at the lowest candidate.
+    X = np.column_stack([ratio, rng.uniform(0, 24, n), rng.uniform(5, 50, n)])
+    y = 10.0 * np.exp(-8.0 * (ratio - 0.8))
+    booster = lgb.train({"objective": "regression", "num_leaves": 7, "verbose": -1},
+                        lgb.Dataset(X, y, feature_name=PRICING_FEATURES), 40)
+    model = LoadedModel("pricing", "2", "cd" * 32, compile_lightgbm(booster))
+    request = RequestFeatures("pricing", load_vocab(repo_path("pricing")))
+    core = BatchCore(config("pricing"), model, request=request)
+    docs = [{"event_id": f"p{i}", "sku_id": i, "store_id": "s1", "base_price": 20.0,
+             "candidate_price": 21.0, "event_time": NOW} for i in range(3)]
+    res = core.process([json.dumps(d).encode() for d in docs], now=NOW)
+    records = [json.loads(v) for _, v in res.decisions]
+    assert [r["price"] for r in records] == [18.0] * 3  # 0.9 x base, within the 15% step
+    assert all(r["outcome"] == "price" and r["score"] > 0 for r in records)
+
+
+def test_dlq_guard_trips_only_on_a_full_bad_window():
+    guard = DlqGuard(0.5, 100)
+    guard.add(50, 50)  # not a full window yet
+    guard.add(60, 0)  # window of 110 with 50 bad: under the cap, resets
+    with pytest.raises(DeadLetterFlood, match="stopping"):
+        guard.add(100, 60)
