@@ -1,0 +1,181 @@
+"""``compile_lightgbm`` and ``CompiledModel``: the scorer's public surface.
+
+Orchestrates parse (``textmodel``) → tables (``kernels``) → numba kernels, and owns the
+per-call contract: check the input once, allocate the output once, call compiled code.
+LightGBM is never called here; it is only the test oracle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from scorers import kernels
+from scorers.exceptions import ModelFormatError
+from scorers.ir import ModelIR
+from scorers.objectives import transform_code
+from scorers.textmodel import parse_model
+
+__all__ = ["CompiledModel", "compile_lightgbm"]
+
+F64 = npt.NDArray[np.float64]
+
+
+def _read_model(model: Any) -> bytes:
+    """Model text bytes from a path, the text itself, or a ``lightgbm.Booster``."""
+    if hasattr(model, "model_to_string"):
+        return str(model.model_to_string()).encode()
+    if isinstance(model, bytes):
+        return model
+    if isinstance(model, str) and (model.startswith("tree\n") or model.startswith("tree\r\n")):
+        return model.encode()
+    if isinstance(model, str | os.PathLike):
+        path = Path(model)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise ModelFormatError(f"model file not found: {path}") from exc
+        except OSError as exc:
+            raise ModelFormatError(f"cannot read model file {path}: {exc.strerror}") from exc
+    raise TypeError(f"cannot compile a {type(model).__name__}: pass a path, model text or Booster")
+
+
+class CompiledModel:
+    """A LightGBM model compiled to numba kernels; predicts what ``Booster.predict`` does.
+
+    ``kernel`` is ``"quickscorer"`` (all trees <= 64 constant leaves) or ``"general"``.
+    ``parallel=True`` spreads large batches over threads (prange); results are identical.
+    """
+
+    def __init__(self, text: bytes, *, parallel: bool = False) -> None:
+        self.sha256 = hashlib.sha256(text).hexdigest()
+        try:
+            decoded = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ModelFormatError("model text is not UTF-8") from exc
+        self.ir: ModelIR = parse_model(decoded)
+        ir = self.ir
+        self.feature_names: list[str] = list(ir.feature_names)
+        self.num_features = ir.num_features
+        self.num_class = ir.num_class
+        self.num_trees = len(ir.trees)
+        self.objective = ir.objective
+        self.pandas_categorical = ir.pandas_categorical
+        self.parallel = parallel
+        self._k = ir.num_tree_per_iteration
+        self._code, self._param = transform_code(ir.objective, ir.num_class)
+        self._divide = float(max(ir.num_iterations, 1)) if ir.average_output else 1.0
+        self._general: kernels.GeneralTables | None = None
+        self._local = threading.local()
+        if kernels.qs_supported(ir):
+            self.kernel = "quickscorer"
+            q = kernels.build_qs_tables(ir)
+            self._qs_args = (q.thr, q.e_tree, q.e_mask, q.starts, q.zflag, q.cat_info,
+                             q.cat_base, q.catbits, q.leafvals, q.leaf_off, q.tree_class)
+        else:
+            self.kernel = "general"
+            self._general_tables()
+
+    def _general_tables(self) -> kernels.GeneralTables:
+        if self._general is None:
+            g = kernels.build_general_tables(self.ir)
+            self._general = g
+            self._g_args = (g.node_off, g.feat, g.thr, g.dtype, g.left, g.right, g.cat_off,
+                            g.cat_nw, g.catbits, g.leaf_off, g.leafvals, g.tree_class,
+                            g.is_linear, g.lin_const, g.lin_start, g.lin_feat, g.lin_coeff)
+        return self._general
+
+    # ------------------------------------------------------------------ input
+
+    def _matrix(self, X: Any) -> F64:
+        """X as a C-contiguous float64 (rows × num_features) matrix, or a clear ValueError."""
+        if type(X) is np.ndarray:
+            if (X.dtype == np.float64 and X.ndim == 2 and X.shape[1] == self.num_features
+                    and X.flags.c_contiguous):
+                return X  # the hot path: nothing to convert
+        elif hasattr(X, "columns") and hasattr(X, "dtypes"):
+            return self._from_pandas(X)
+        arr = np.asarray(X)
+        if arr.dtype.kind not in "fiub":
+            raise ValueError(f"X must be numeric, got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            raise ValueError(f"X must be 2-D (rows × features), got {arr.ndim}-D")
+        if arr.shape[1] != self.num_features:
+            raise ValueError(f"X has {arr.shape[1]} columns but the model has "
+                             f"{self.num_features} features")
+        return np.ascontiguousarray(arr, dtype=np.float64)
+
+    def _from_pandas(self, df: Any) -> F64:
+        import pandas as pd
+
+        missing = [n for n in self.feature_names if n not in df.columns]
+        if missing:
+            raise ValueError(f"DataFrame lacks the model's features: {', '.join(missing[:5])}")
+        df = df[self.feature_names]
+        cats = [c for c in df.columns if isinstance(df[c].dtype, pd.CategoricalDtype)]
+        if cats:
+            df = df.copy(deep=False)
+            known = self.pandas_categorical or []
+            if len(known) != len(cats):
+                raise ValueError(f"DataFrame has {len(cats)} categorical columns, the model "
+                                 f"was trained with {len(known)}")
+            for col, categories in zip(cats, known, strict=True):
+                codes = df[col].cat.set_categories(categories).cat.codes.astype(np.float64)
+                df[col] = codes.where(codes >= 0, np.nan)
+        bad = [c for c in df.columns if df[c].dtype.kind not in "fiub"]
+        if bad:
+            raise ValueError(f"non-numeric columns: {', '.join(map(str, bad[:5]))}")
+        return np.ascontiguousarray(df.to_numpy(dtype=np.float64, na_value=np.nan))
+
+    def _scratch(self) -> tuple[npt.NDArray[np.uint64], F64]:
+        local = self._local
+        try:
+            return local.v, local.xb  # type: ignore[no-any-return]
+        except AttributeError:
+            local.v = np.empty(max(self.num_trees, 1) * kernels.BLOCK, np.uint64)
+            local.xb = np.empty(kernels.BLOCK, np.float64)
+            return local.v, local.xb
+
+    # ------------------------------------------------------------------ scoring
+
+    def predict(self, X: Any, raw_score: bool = False) -> F64:
+        """Scores of every row: what ``Booster.predict(X, raw_score=...)`` returns."""
+        x = self._matrix(X)
+        out = np.zeros((x.shape[0], self._k))
+        if self.kernel == "quickscorer":
+            if self.parallel and x.shape[0] >= 4 * kernels.BLOCK * 8:
+                kernels.qs_predict_parallel(x, out, *self._qs_args, raw_score, self._divide,
+                                            self._code, self._param)
+            else:
+                v, xb = self._scratch()
+                kernels.qs_predict(x, out, *self._qs_args, raw_score, self._divide,
+                                   self._code, self._param, v, xb)
+        else:
+            kernels.general_predict(x, out, *self._g_args, raw_score, self._divide,
+                                    self._code, self._param)
+        return out[:, 0] if self._k == 1 else out
+
+    def predict_general(self, X: Any, raw_score: bool = False) -> F64:
+        """Same as ``predict`` through the node-walking kernel (cross-check, benchmarks)."""
+        x = self._matrix(X)
+        self._general_tables()
+        out = np.zeros((x.shape[0], self._k))
+        kernels.general_predict(x, out, *self._g_args, raw_score, self._divide, self._code,
+                                self._param)
+        return out[:, 0] if self._k == 1 else out
+
+    def __repr__(self) -> str:
+        return (f"CompiledModel(trees={self.num_trees}, features={self.num_features}, "
+                f"classes={self.num_class}, objective={self.objective!r}, "
+                f"kernel={self.kernel!r}, sha256={self.sha256[:12]})")
+
+
+def compile_lightgbm(model: Any, *, parallel: bool = False) -> CompiledModel:
+    """Compile a LightGBM model (path, model text or ``Booster``) to a ``CompiledModel``."""
+    return CompiledModel(_read_model(model), parallel=parallel)

@@ -1,0 +1,514 @@
+"""Numba kernels that score a parsed model: QuickScorer and a general node walker.
+
+``build_qs_tables`` + ``qs_predict`` implement QuickScorer (Lucchese et al., SIGIR 2015)
+for models whose trees have at most 64 leaves and constant leaves: one 64-bit leaf
+bitvector per tree, per-feature threshold lists sorted ascending, every node a row
+fails (x > threshold) clears the leaves of its left subtree, the exit leaf is the
+lowest set bit. Leaf values are summed per row in tree order, so results are
+bit-identical to LightGBM's own loop. Rows are scored 16 at a time (one threshold scan
+shared by the block, branch-free updates LLVM vectorises) with a scalar early-exit
+path for the remainder and for batch 1.
+
+``build_general_tables`` + ``general_predict`` walk nodes one by one; they cover what
+QuickScorer cannot (trees with more than 64 leaves, linear trees) and serve TreeSHAP.
+
+LightGBM semantics mirrored here: a value with |x| <= 1e-35 (kZeroThreshold) is 0.0;
+NaN is 0.0 unless the node's missing type is NaN; zero/NaN missing types send the value
+to the default side; categorical values are truncated to int, and NaN, negative or
+out-of-range values go right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numba as nb
+import numpy as np
+import numpy.typing as npt
+from numba.cpython.unsafe.numbers import trailing_zeros as _trailing_zeros
+
+from scorers.ir import (
+    CATEGORICAL_MASK,
+    DEFAULT_LEFT_MASK,
+    MISSING_NAN,
+    MISSING_NONE,
+    MISSING_ZERO,
+    ZERO_THRESHOLD,
+    ModelIR,
+)
+from scorers.objectives import apply_transform
+
+__all__ = [
+    "BLOCK",
+    "GeneralTables",
+    "QSTables",
+    "build_general_tables",
+    "build_qs_tables",
+    "general_predict",
+    "qs_predict",
+    "qs_predict_parallel",
+    "qs_supported",
+]
+
+BLOCK = 16  # rows sharing one threshold scan
+ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+KZ = ZERO_THRESHOLD
+U64 = npt.NDArray[np.uint64]
+# count-trailing-zeros as one instruction (tzcnt/bsf): the QuickScorer exit leaf.
+trailing_zeros: Any = _trailing_zeros
+
+
+@dataclass(frozen=True)
+class QSTables:
+    """QuickScorer tables. Entry regions: numeric, NaN-case, zero-case, categorical."""
+
+    thr: npt.NDArray[np.float64]  # threshold of numeric entries (region 0)
+    e_tree: U64  # tree of every entry, all regions
+    e_mask: U64  # bitvector AND-mask of every entry
+    starts: U64  # (4, F+1): region r of feature f is starts[r, f]:starts[r, f+1]
+    zflag: npt.NDArray[np.uint8]  # feature has a zero-as-missing node
+    cat_info: U64  # (n_cat_entries, 2): bitset word offset, word count
+    cat_base: int  # first entry index of region 3
+    catbits: npt.NDArray[np.uint32]
+    leafvals: npt.NDArray[np.float64]  # in-order leaf values, tree after tree
+    leaf_off: U64
+    tree_class: U64
+
+
+@dataclass(frozen=True)
+class GeneralTables:
+    """Node arrays of all trees concatenated (LightGBM's own node and leaf numbering)."""
+
+    node_off: U64  # (T+1)
+    feat: U64
+    thr: npt.NDArray[np.float64]
+    dtype: npt.NDArray[np.uint8]
+    left: npt.NDArray[np.int64]
+    right: npt.NDArray[np.int64]
+    cat_off: U64
+    cat_nw: U64
+    catbits: npt.NDArray[np.uint32]
+    leaf_off: U64  # (T+1)
+    leafvals: npt.NDArray[np.float64]
+    leaf_count: npt.NDArray[np.float64]
+    node_count: npt.NDArray[np.float64]
+    tree_class: U64
+    is_linear: npt.NDArray[np.uint8]
+    lin_const: npt.NDArray[np.float64]
+    lin_start: U64  # (leaves+1)
+    lin_feat: U64
+    lin_coeff: npt.NDArray[np.float64]
+    max_depth: int
+
+
+def qs_supported(model: ModelIR) -> bool:
+    """QuickScorer applies when every tree has <= 64 leaves and constant leaf values."""
+    return all(t.num_leaves <= 64 and not t.is_linear for t in model.trees)
+
+
+def _goes_right_when_zero(dt: int, thr: float) -> bool:
+    """Side taken by the value 0.0 (also NaN on non-NaN missing types)."""
+    if (dt >> 2) & 3 == MISSING_ZERO:
+        return not dt & DEFAULT_LEFT_MASK
+    return thr < 0.0
+
+
+def build_qs_tables(model: ModelIR) -> QSTables:
+    """Build QuickScorer tables (bitvector masks, sorted per-feature lists)."""
+    nf = model.num_features
+    num: list[tuple[int, float, int, int]] = []
+    nan: list[tuple[int, int, int]] = []
+    zero: list[tuple[int, int, int]] = []
+    cat: list[tuple[int, int, int, int, int]] = []
+    bits: list[npt.NDArray[np.uint32]] = []
+    nbits = 0
+    zflag = np.zeros(nf, np.uint8)
+    leafvals: list[npt.NDArray[np.float64]] = []
+    leaf_off = np.zeros(len(model.trees) + 1, np.uint64)
+    for t, tree in enumerate(model.trees):
+        order = tree.leaves_in_order()
+        pos = np.empty(tree.num_leaves, np.int64)
+        pos[order] = np.arange(tree.num_leaves)
+        leafvals.append(tree.leaf_value[order])
+        leaf_off[t + 1] = leaf_off[t] + tree.num_leaves
+        if tree.num_leaves == 1:
+            continue
+        left, right = tree.left_child.tolist(), tree.right_child.tolist()
+        preorder, stack = [], [0]
+        while stack:
+            node = stack.pop()
+            preorder.append(node)
+            stack.extend(c for c in (left[node], right[node]) if c >= 0)
+        lo = [0] * tree.num_internal
+        hi = [0] * tree.num_internal
+        tree_bits_base = nbits
+        if tree.cat_threshold.size:
+            bits.append(tree.cat_threshold)
+            nbits += tree.cat_threshold.size
+        for node in reversed(preorder):  # children before parents
+            lc, rc = left[node], right[node]
+            llo, lhi = (int(pos[~lc]), int(pos[~lc]) + 1) if lc < 0 else (lo[lc], hi[lc])
+            rhi = int(pos[~rc]) + 1 if rc < 0 else hi[rc]
+            lo[node], hi[node] = llo, rhi
+            mask = ((1 << 64) - 1) & ~(((1 << (lhi - llo)) - 1) << llo)
+            f = int(tree.split_feature[node])
+            dt = int(tree.decision_type[node])
+            thr = float(tree.threshold[node])
+            if dt & CATEGORICAL_MASK:
+                ci = int(thr)
+                b0, b1 = int(tree.cat_boundaries[ci]), int(tree.cat_boundaries[ci + 1])
+                cat.append((f, t, mask, tree_bits_base + b0, b1 - b0))
+                continue
+            mt = (dt >> 2) & 3
+            num.append((f, thr, t, mask))
+            if mt == MISSING_ZERO:
+                zflag[f] = 1
+            nan_right = (not dt & DEFAULT_LEFT_MASK) if mt != MISSING_NONE else (thr < 0.0)
+            if nan_right:
+                nan.append((f, t, mask))
+            if _goes_right_when_zero(dt, thr):
+                zero.append((f, t, mask))
+    num.sort(key=lambda e: (e[0], e[1]))
+    nan.sort(key=lambda e: e[0])
+    zero.sort(key=lambda e: e[0])
+    cat.sort(key=lambda e: e[0])
+    starts = np.zeros((4, nf + 1), np.uint64)
+    base = 0
+    trees: list[int] = []
+    masks: list[int] = []
+    regions: list[list[tuple[int, int, int]]] = [
+        [(f, t, m) for f, _, t, m in num], nan, zero, [(f, t, m) for f, t, m, _, _ in cat]]
+    for region, entries in enumerate(regions):
+        counts = np.bincount(np.array([e[0] for e in entries], np.int64), minlength=nf)
+        starts[region, 0] = base
+        starts[region, 1:] = base + np.cumsum(counts)
+        base += len(entries)
+        trees.extend(e[1] for e in entries)
+        masks.extend(e[2] for e in entries)
+    cat_base = len(num) + len(nan) + len(zero)
+    return QSTables(
+        thr=np.array([e[1] for e in num], np.float64),
+        e_tree=np.array(trees, np.uint64),
+        e_mask=np.array(masks, np.uint64),
+        starts=starts,
+        zflag=zflag,
+        cat_info=np.array([(e[3], e[4]) for e in cat], np.uint64).reshape(-1, 2),
+        cat_base=cat_base,
+        catbits=np.concatenate(bits) if bits else np.zeros(1, np.uint32),
+        leafvals=np.concatenate(leafvals) if leafvals else np.zeros(0),
+        leaf_off=leaf_off,
+        tree_class=(np.arange(len(model.trees)) % model.num_tree_per_iteration).astype(np.uint64),
+    )
+
+
+def build_general_tables(model: ModelIR) -> GeneralTables:
+    """Concatenate every tree's node arrays for the node-walking kernel and TreeSHAP."""
+    trees = model.trees
+    nt = len(trees)
+    node_off = np.zeros(nt + 1, np.uint64)
+    leaf_off = np.zeros(nt + 1, np.uint64)
+    for t, tree in enumerate(trees):
+        node_off[t + 1] = node_off[t] + tree.num_internal
+        leaf_off[t + 1] = leaf_off[t] + tree.num_leaves
+    cat_off = np.zeros(int(node_off[-1]), np.uint64)
+    cat_nw = np.zeros(int(node_off[-1]), np.uint64)
+    bits: list[npt.NDArray[np.uint32]] = []
+    nbits = 0
+    lin_start = [0]
+    lin_feat: list[npt.NDArray[np.int32]] = []
+    lin_coeff: list[npt.NDArray[np.float64]] = []
+    lin_const: list[npt.NDArray[np.float64]] = []
+    for t, tree in enumerate(trees):
+        is_cat = (tree.decision_type & CATEGORICAL_MASK) != 0
+        if is_cat.any():
+            ci = tree.threshold[is_cat].astype(np.int64)
+            b = tree.cat_boundaries.astype(np.int64)
+            o = int(node_off[t])
+            idx = np.nonzero(is_cat)[0] + o
+            cat_off[idx] = (nbits + b[ci]).astype(np.uint64)
+            cat_nw[idx] = (b[ci + 1] - b[ci]).astype(np.uint64)
+        bits.append(tree.cat_threshold)
+        nbits += tree.cat_threshold.size
+        for leaf in range(tree.num_leaves):
+            if tree.is_linear:
+                lin_feat.append(tree.leaf_features[leaf])
+                lin_coeff.append(tree.leaf_coeff[leaf])
+                lin_start.append(lin_start[-1] + tree.leaf_features[leaf].size)
+            else:
+                lin_start.append(lin_start[-1])
+        lin_const.append(tree.leaf_const if tree.is_linear else tree.leaf_value)
+
+    def cat_arr(parts: Sequence[npt.NDArray[Any]], dtype: type) -> npt.NDArray[Any]:
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    return GeneralTables(
+        node_off=node_off,
+        feat=cat_arr([t.split_feature for t in trees], np.uint64),
+        thr=cat_arr([t.threshold for t in trees], np.float64),
+        dtype=cat_arr([t.decision_type for t in trees], np.uint8),
+        left=cat_arr([t.left_child for t in trees], np.int64),
+        right=cat_arr([t.right_child for t in trees], np.int64),
+        cat_off=cat_off,
+        cat_nw=cat_nw,
+        catbits=np.concatenate([*bits, np.zeros(1, np.uint32)]),
+        leaf_off=leaf_off,
+        leafvals=cat_arr([t.leaf_value for t in trees], np.float64),
+        leaf_count=cat_arr([t.leaf_count for t in trees], np.float64),
+        node_count=cat_arr([t.internal_count for t in trees], np.float64),
+        tree_class=(np.arange(nt) % model.num_tree_per_iteration).astype(np.uint64),
+        is_linear=np.array([t.is_linear for t in trees], np.uint8),
+        lin_const=cat_arr(lin_const, np.float64),
+        lin_start=np.array(lin_start, np.uint64),
+        lin_feat=cat_arr(lin_feat, np.uint64),
+        lin_coeff=cat_arr(lin_coeff, np.float64),
+        max_depth=max((t.max_depth() for t in trees), default=0),
+    )
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def cat_goes_left(x: float, catbits: npt.NDArray[np.uint32], off: np.uint64,
+                  nw: np.uint64) -> bool:
+    """LightGBM's CategoricalDecision: int(x) in the bitset → left; NaN/negative → right."""
+    # static_cast<int> of a value outside int range is INT_MIN on x86: negative → right.
+    if not (x > -1.0 and x < 2147483648.0):
+        return False
+    c = np.uint64(np.int64(x))
+    w = c >> np.uint64(5)
+    if w >= nw:
+        return False
+    return ((catbits[off + w] >> np.uint32(c & np.uint64(31))) & np.uint32(1)) != 0
+
+
+@nb.njit(cache=True, nogil=True)
+def finish_rows(out: npt.NDArray[np.float64], r0: int, r1: int, raw: bool, divide: float,
+                code: int, param: float) -> None:
+    """Average (rf) and apply the objective's transform to rows r0..r1 of ``out``."""
+    if raw:
+        return
+    for r in range(r0, r1):
+        row = out[r]
+        if divide != 1.0:
+            for k in range(row.shape[0]):
+                row[k] /= divide
+        apply_transform(row, code, param)
+
+
+# ---------------------------------------------------------------- QuickScorer
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _apply(v: U64, e_tree: U64, e_mask: U64, s: np.uint64, e: np.uint64) -> None:
+    for i in range(s, e):
+        v[e_tree[i]] &= e_mask[i]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _qs_row(x: npt.NDArray[np.float64], v: U64, thr: npt.NDArray[np.float64], e_tree: U64,
+            e_mask: U64, starts: U64, zflag: npt.NDArray[np.uint8], cat_info: U64,
+            cat_base: np.uint64, catbits: npt.NDArray[np.uint32]) -> None:
+    """Clear, in ``v``, the leaves one row cannot reach (scalar, early-exit scans)."""
+    for t in range(v.shape[0]):
+        v[t] = ALL
+    nf = x.shape[0]
+    for f in range(nf):
+        xo = x[f]
+        if np.isnan(xo):
+            _apply(v, e_tree, e_mask, starts[1, f], starts[1, f + 1])
+        elif abs(xo) <= KZ and zflag[f]:
+            _apply(v, e_tree, e_mask, starts[2, f], starts[2, f + 1])
+        else:
+            xv = 0.0 if abs(xo) <= KZ else xo
+            i = starts[0, f]
+            end = starts[0, f + 1]
+            while i < end and thr[i] < xv:
+                v[e_tree[i]] &= e_mask[i]
+                i += np.uint64(1)
+        cs = starts[3, f]
+        ce = starts[3, f + 1]
+        for i in range(cs, ce):
+            j = i - cat_base
+            if not cat_goes_left(xo, catbits, cat_info[j, 0], cat_info[j, 1]):
+                v[e_tree[i]] &= e_mask[i]
+
+
+@nb.njit(cache=True, nogil=True)
+def _qs_block(X: npt.NDArray[np.float64], r0: int, v: U64, thr: npt.NDArray[np.float64],
+              e_tree: U64, e_mask: U64, starts: U64, zflag: npt.NDArray[np.uint8],
+              cat_info: U64, cat_base: np.uint64, catbits: npt.NDArray[np.uint32],
+              xb: npt.NDArray[np.float64]) -> None:
+    """Clear unreachable leaves for BLOCK rows at once; v is laid out [tree, row]."""
+    ub = np.uint64(BLOCK)
+    for t in range(v.shape[0]):
+        v[t] = ALL
+    nf = X.shape[1]
+    for f in range(nf):
+        xmax = -np.inf
+        for r in range(BLOCK):
+            xo = X[r0 + r, f]
+            ur = np.uint64(r)
+            if np.isnan(xo):
+                for i in range(starts[1, f], starts[1, f + 1]):
+                    v[e_tree[i] * ub + ur] &= e_mask[i]
+                xb[r] = np.nan
+            elif abs(xo) <= KZ:
+                if zflag[f]:
+                    for i in range(starts[2, f], starts[2, f + 1]):
+                        v[e_tree[i] * ub + ur] &= e_mask[i]
+                    xb[r] = np.nan
+                else:
+                    xb[r] = 0.0
+                    xmax = max(xmax, 0.0)
+            else:
+                xb[r] = xo
+                xmax = max(xmax, xo)
+        for i in range(starts[0, f], starts[0, f + 1]):
+            t = thr[i]
+            if t >= xmax:
+                break
+            base = e_tree[i] * ub
+            m = e_mask[i]
+            # Branch-free: a row that does not fail the node ANDs with all-ones.
+            for r in range(BLOCK):
+                v[base + np.uint64(r)] &= m if xb[r] > t else ALL
+        cs = starts[3, f]
+        ce = starts[3, f + 1]
+        if cs < ce:
+            for r in range(BLOCK):
+                xo = X[r0 + r, f]
+                ur = np.uint64(r)
+                for i in range(cs, ce):
+                    j = i - cat_base
+                    if not cat_goes_left(xo, catbits, cat_info[j, 0], cat_info[j, 1]):
+                        v[e_tree[i] * ub + ur] &= e_mask[i]
+
+
+@nb.njit(cache=True, nogil=True)
+def qs_predict(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64],
+               thr: npt.NDArray[np.float64], e_tree: U64, e_mask: U64, starts: U64,
+               zflag: npt.NDArray[np.uint8], cat_info: U64, cat_base: int,
+               catbits: npt.NDArray[np.uint32], leafvals: npt.NDArray[np.float64],
+               leaf_off: U64, tree_class: U64, raw: bool, divide: float, code: int,
+               param: float, v: U64, xb: npt.NDArray[np.float64]) -> None:
+    """Score every row of X into ``out`` (rows × classes, zero-filled by the caller).
+
+    ``v`` is scratch of at least trees × BLOCK words and ``xb`` of BLOCK floats, passed in
+    so that a caller scoring many micro-batches allocates them once.
+    """
+    n = X.shape[0]
+    nt = leaf_off.shape[0] - 1
+    cb = np.uint64(cat_base)
+    ub = np.uint64(BLOCK)
+    nblocks = n // BLOCK
+    for b in range(nblocks):
+        r0 = b * BLOCK
+        _qs_block(X, r0, v, thr, e_tree, e_mask, starts, zflag, cat_info, cb, catbits, xb)
+        for t in range(nt):
+            k = tree_class[t]
+            lo = leaf_off[t]
+            base = np.uint64(t) * ub
+            for r in range(BLOCK):
+                leaf = np.uint64(trailing_zeros(v[base + np.uint64(r)]))
+                out[r0 + r, k] += leafvals[lo + leaf]
+    vt = v[:nt]
+    for r in range(nblocks * BLOCK, n):
+        _qs_row(X[r], vt, thr, e_tree, e_mask, starts, zflag, cat_info, cb, catbits)
+        for t in range(nt):
+            leaf = np.uint64(trailing_zeros(vt[t]))
+            out[r, tree_class[t]] += leafvals[leaf_off[t] + leaf]
+    finish_rows(out, 0, n, raw, divide, code, param)
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def qs_predict_parallel(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64],
+                        thr: npt.NDArray[np.float64], e_tree: U64, e_mask: U64, starts: U64,
+                        zflag: npt.NDArray[np.uint8], cat_info: U64, cat_base: int,
+                        catbits: npt.NDArray[np.uint32], leafvals: npt.NDArray[np.float64],
+                        leaf_off: U64, tree_class: U64, raw: bool, divide: float, code: int,
+                        param: float) -> None:
+    """``qs_predict`` with blocks of rows spread over threads (prange); same results."""
+    n = X.shape[0]
+    nt = leaf_off.shape[0] - 1
+    chunk = BLOCK * 8
+    nchunks = (n + chunk - 1) // chunk
+    for c in nb.prange(nchunks):
+        r0 = c * chunk
+        r1 = min(n, r0 + chunk)
+        v = np.empty(nt * BLOCK, np.uint64)
+        xb = np.empty(BLOCK, np.float64)
+        qs_predict(X[r0:r1], out[r0:r1], thr, e_tree, e_mask, starts, zflag, cat_info,
+                   cat_base, catbits, leafvals, leaf_off, tree_class, raw, divide, code,
+                   param, v, xb)
+
+
+# ---------------------------------------------------------------- general kernel
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def walk(x: npt.NDArray[np.float64], t: int, node_off: U64, feat: U64,
+         thr: npt.NDArray[np.float64], dtype: npt.NDArray[np.uint8],
+         left: npt.NDArray[np.int64], right: npt.NDArray[np.int64], cat_off: U64,
+         cat_nw: U64, catbits: npt.NDArray[np.uint32]) -> int:
+    """Leaf index (LightGBM numbering) reached by row x in tree t."""
+    o = node_off[t]
+    if node_off[t + 1] == o:
+        return 0
+    node = 0
+    while node >= 0:
+        g = o + np.uint64(node)
+        node = go_left_or_right(x[feat[g]], g, thr, dtype, left, right, cat_off, cat_nw,
+                                catbits)
+    return ~node
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def go_left_or_right(xo: float, g: np.uint64, thr: npt.NDArray[np.float64],
+                     dtype: npt.NDArray[np.uint8], left: npt.NDArray[np.int64],
+                     right: npt.NDArray[np.int64], cat_off: U64, cat_nw: U64,
+                     catbits: npt.NDArray[np.uint32]) -> int:
+    """LightGBM's Tree::Decision for node g: the child index taken by value xo."""
+    dt = dtype[g]
+    if dt & CATEGORICAL_MASK:
+        return left[g] if cat_goes_left(xo, catbits, cat_off[g], cat_nw[g]) else right[g]
+    x = 0.0 if abs(xo) <= KZ else xo
+    mt = (dt >> 2) & 3
+    if np.isnan(x) and mt != MISSING_NAN:
+        x = 0.0
+    if (mt == MISSING_ZERO and x == 0.0) or (mt == MISSING_NAN and np.isnan(x)):
+        return left[g] if dt & DEFAULT_LEFT_MASK else right[g]
+    return left[g] if x <= thr[g] else right[g]
+
+
+@nb.njit(cache=True, nogil=True)
+def general_predict(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64], node_off: U64,
+                    feat: U64, thr: npt.NDArray[np.float64], dtype: npt.NDArray[np.uint8],
+                    left: npt.NDArray[np.int64], right: npt.NDArray[np.int64], cat_off: U64,
+                    cat_nw: U64, catbits: npt.NDArray[np.uint32], leaf_off: U64,
+                    leafvals: npt.NDArray[np.float64], tree_class: U64,
+                    is_linear: npt.NDArray[np.uint8], lin_const: npt.NDArray[np.float64],
+                    lin_start: U64, lin_feat: U64, lin_coeff: npt.NDArray[np.float64],
+                    raw: bool, divide: float, code: int, param: float) -> None:
+    """Score rows by walking every tree node by node (any leaf count, linear leaves)."""
+    n = X.shape[0]
+    nt = leaf_off.shape[0] - 1
+    for r in range(n):
+        x = X[r]
+        for t in range(nt):
+            leaf = leaf_off[t] + np.uint64(
+                walk(x, t, node_off, feat, thr, dtype, left, right, cat_off, cat_nw, catbits))
+            if is_linear[t]:
+                value = lin_const[leaf]
+                for i in range(lin_start[leaf], lin_start[leaf + np.uint64(1)]):
+                    xv = x[lin_feat[i]]
+                    if np.isnan(xv):
+                        value = leafvals[leaf]  # LightGBM falls back to the constant leaf
+                        break
+                    value += lin_coeff[i] * (0.0 if abs(xv) <= KZ else xv)
+            else:
+                value = leafvals[leaf]
+            out[r, tree_class[t]] += value
+    finish_rows(out, 0, n, raw, divide, code, param)
