@@ -197,13 +197,13 @@ def load_training_data(
     import pandas as pd
 
     wanted = [*spec.features, spec.label] + ([spec.timestamp] if spec.timestamp else [])
+    missing = [c for c in wanted if c not in _parquet_columns(data)]
+    if missing:
+        raise TrainingError(f"{data} has no column(s) {missing}")
     try:
         frame = pd.read_parquet(data, columns=wanted)
     except (OSError, ValueError, KeyError) as exc:  # pyarrow raises these for bad files
         raise TrainingError(f"cannot read training data {data}: {exc}") from exc
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        raise TrainingError(f"{data} has no column(s) {missing}")
     used: dict[str, list[str]] = {}
     cols: list[FloatArray] = []
     for name in spec.features:
