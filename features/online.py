@@ -1,0 +1,357 @@
+"""The fast online reader: Feast-managed features from Redis in one pipelined round trip.
+
+``OnlineReader`` reads the Feast repo once at start-up (project, views, join keys and
+their types, feature value types, TTLs, the string vocabulary) and prebuilds every byte it
+can: the RESP encoding of each view's HMGET field list, key prefixes and suffixes. A
+``read`` then deduplicates the batch's entities per view, writes all HMGETs into one
+buffer, sends it on one connection and reads the replies, and decodes the Value protobufs
+straight into a float64 matrix in ``feature_refs`` order (``features.layout``).
+
+Faults never reach the caller: a Redis timeout (``timeout_ms``), a lost connection or an
+open circuit breaker gives an all-NaN matrix with ``status`` saying why; an unknown entity
+gives NaN for its view with ``present`` False; a row older than its view's TTL is NaN and
+flagged ``stale`` (Feast's own read path returns such rows as if fresh).
+
+``read_dict`` returns exactly what ``FeatureStore.get_online_features(...).to_dict()``
+returns, for the equality tests and checks; it is not the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+from features import layout
+from features.breaker import CircuitBreaker
+from features.exceptions import FeatureRepoError
+
+__all__ = ["OnlineReader", "ReadResult", "connection_pool"]
+
+log = logging.getLogger(__name__)
+
+_KINDS = {
+    "INT64": layout.KIND_INT64,
+    "INT32": layout.KIND_INT32,
+    "STRING": layout.KIND_STRING,
+    "BYTES": layout.KIND_BYTES,
+}
+_NUMERIC = {"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL", "UNIX_TIMESTAMP"}
+
+
+@dataclass
+class ReadResult:
+    """Features of one batch: ``values`` rows x feature_refs (NaN missing), flags per view.
+
+    ``status`` is ``"ok"``, ``"timeout"``, ``"unavailable"`` (connection lost or refused),
+    ``"circuit_open"`` (Redis skipped while the breaker is open) or ``"error"``; when it is
+    not ``"ok"`` every value is NaN and ``error`` holds the reason.
+    """
+
+    values: np.ndarray
+    present: np.ndarray  # bool rows x views: found and within TTL
+    stale: np.ndarray  # bool rows x views: found but older than the view's TTL
+    age: np.ndarray  # float seconds rows x views since the row's event time; NaN if not found
+    views: tuple[str, ...]
+    status: str = "ok"
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when Redis answered (entities may still be missing or stale)."""
+        return self.status == "ok"
+
+    @property
+    def missing(self) -> np.ndarray:
+        """bool rows x views: the entity has no row for that view at all."""
+        return ~self.present & ~self.stale
+
+
+@dataclass
+class _View:
+    name: str  # the name used in Redis field names (versioned if enabled)
+    join_keys: tuple[str, ...]
+    kinds: tuple[int, ...]
+    features: tuple[str, ...]  # requested features, in first-appearance order
+    cols: np.ndarray  # their columns in the output matrix
+    strings: list[tuple[int, dict[bytes, float]]]  # (feature index, vocabulary lookup)
+    ttl: float  # seconds; 0 = no TTL
+    cmd_tail: bytes  # RESP of the HMGET field list (features then the _ts field)
+    cmd_head: bytes  # RESP array header + HMGET
+    types: dict[str, Any]  # feature name -> feast ValueType (read_dict only)
+
+
+def connection_pool(url: str, timeout_s: float) -> redis.ConnectionPool:
+    """A redis-py pool whose connections time out after ``timeout_s`` (hiredis parser)."""
+    return redis.ConnectionPool.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, max_connections=64
+    )
+
+
+def _bulk(raw: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(raw), raw)
+
+
+class OnlineReader:
+    """Reads ``feature_refs`` (``"view:feature"``) for batches of entities from Feast's Redis."""
+
+    def __init__(
+        self,
+        repo_path: str | Path,
+        feature_refs: Sequence[str],
+        redis_url: str | None = None,
+        *,
+        timeout_ms: float = 20.0,
+        breaker: CircuitBreaker | None = None,
+        strict: bool = True,
+    ) -> None:
+        from features.repo import load_vocab, open_store, redis_url_from_repo
+
+        self.repo_path = Path(repo_path)
+        self.feature_refs = tuple(feature_refs)
+        if not self.feature_refs:
+            raise FeatureRepoError("OnlineReader needs at least one feature reference")
+        self.redis_url = redis_url or os.environ.get("REDIS_URL") or redis_url_from_repo(repo_path)
+        self.timeout_ms = timeout_ms
+        self.breaker = breaker or CircuitBreaker()
+        store = open_store(repo_path, self.redis_url)
+        self.project: str = store.config.project
+        self._store = store
+        vocab_file = self.repo_path / "vocab.json"
+        vocab = load_vocab(repo_path) if vocab_file.exists() else {}
+        self._views = self._plan(store, vocab, strict)
+        self.views = tuple(v.name for v in self._views)
+        self.join_keys = tuple(dict.fromkeys(k for v in self._views for k in v.join_keys))
+        self._suffix = self.project.encode("utf-8")
+        self._pool = connection_pool(self.redis_url, timeout_ms / 1000.0)
+        self.feature_names = tuple(ref.split(":", 1)[1] for ref in self.feature_refs)
+
+    # ---- start-up -------------------------------------------------------------------------
+
+    def _plan(self, store: Any, vocab: Mapping[str, list[str]], strict: bool) -> list[_View]:
+        from feast.infra.online_stores.helpers import compute_versioned_name
+
+        versioning = bool(
+            getattr(store.config.registry, "enable_online_feature_view_versioning", False)
+        )
+        by_name = {fv.name: fv for fv in store.list_feature_views()}
+        wanted: dict[str, list[tuple[str, int]]] = {}
+        for col, ref in enumerate(self.feature_refs):
+            view, sep, feature = ref.partition(":")
+            if not sep or view not in by_name:
+                raise FeatureRepoError(f"unknown feature reference {ref!r} (expected view:feature)")
+            wanted.setdefault(view, []).append((feature, col))
+        plans = []
+        for view_name, items in wanted.items():
+            fv = by_name[view_name]
+            fields = {f.name: f for f in fv.features}
+            entity_cols = list(fv.entity_columns)
+            join_keys = tuple(c.name for c in entity_cols)
+            kinds = []
+            for c in entity_cols:
+                kind = _KINDS.get(c.dtype.to_value_type().name)
+                if kind is None:
+                    raise FeatureRepoError(
+                        f"join key {c.name} of {view_name} has an unsupported type"
+                    )
+                kinds.append(kind)
+            features, cols, strings, types = [], [], [], {}
+            for i, (feature, col) in enumerate(items):
+                if feature not in fields:
+                    raise FeatureRepoError(f"view {view_name} has no feature {feature!r}")
+                vtype = fields[feature].dtype.to_value_type()
+                types[feature] = vtype
+                if vtype.name == "STRING" and feature in vocab:
+                    strings.append((i, layout.string_lookup(vocab[feature])))
+                elif vtype.name not in _NUMERIC and strict:
+                    raise FeatureRepoError(
+                        f"{view_name}:{feature} ({vtype.name}) cannot go into a float matrix"
+                        + (" (no vocabulary in vocab.json)" if vtype.name == "STRING" else "")
+                    )
+                features.append(feature)
+                cols.append(col)
+            name = compute_versioned_name(fv, versioning)
+            field_names = [layout.field_name(name, f) for f in features] + [layout.ts_field(name)]
+            ttl = fv.ttl.total_seconds() if fv.ttl else 0.0
+            plans.append(
+                _View(
+                    name=name,
+                    join_keys=join_keys,
+                    kinds=tuple(kinds),
+                    features=tuple(features),
+                    cols=np.array(cols, dtype=np.int64),
+                    strings=strings,
+                    ttl=ttl,
+                    cmd_tail=b"".join(_bulk(f) for f in field_names),
+                    cmd_head=b"*%d\r\n$5\r\nHMGET\r\n" % (len(field_names) + 2),
+                    types=types,
+                )
+            )
+        return plans
+
+    # ---- the hot path -----------------------------------------------------------------------
+
+    def _view_keys(
+        self, view: _View, entities: Mapping[str, Any], n: int
+    ) -> tuple[bytes, int, np.ndarray]:
+        """RESP bytes of the view's HMGETs for the unique entities, their count, row -> unique."""
+        if len(view.join_keys) == 1 and view.kinds[0] == layout.KIND_INT64:
+            ids = np.asarray(entities[view.join_keys[0]], dtype=np.int64)
+            uniq, inverse = np.unique(ids, return_inverse=True)
+            # every command has the same length: fill a template row, then the 8 id bytes
+            prefix = layout.entity_key(view.join_keys, view.kinds, [0])[:-8]
+            key_len = len(prefix) + 8 + len(self._suffix)
+            head = view.cmd_head + b"$%d\r\n" % key_len + prefix
+            template = np.frombuffer(
+                head + bytes(8) + self._suffix + b"\r\n" + view.cmd_tail, np.uint8
+            )
+            block = np.tile(template, (len(uniq), 1))
+            block[:, len(head) : len(head) + 8] = uniq.astype("<i8").view(np.uint8).reshape(-1, 8)
+            return block.tobytes(), len(uniq), inverse
+        columns = [entities[k] for k in view.join_keys]
+        index: dict[Any, int] = {}
+        rows = list(zip(*columns, strict=True)) if len(columns) > 1 else list(columns[0])
+        inverse = np.fromiter((index.setdefault(r, len(index)) for r in rows), np.int64, count=n)
+        parts = []
+        single = len(columns) == 1
+        for r in index:
+            key = layout.entity_key(view.join_keys, view.kinds, [r] if single else r) + self._suffix
+            parts.append(view.cmd_head + _bulk(key) + view.cmd_tail)
+        return b"".join(parts), len(index), inverse
+
+    def _roundtrip(self, payload: bytes, count: int) -> list[list[bytes | None]]:
+        conn = self._pool.get_connection()
+        try:
+            conn.send_packed_command([payload], check_health=False)
+            return [conn.read_response() for _ in range(count)]
+        except BaseException:
+            # unread replies may still be in flight: the connection cannot be reused
+            conn.disconnect()
+            raise
+        finally:
+            self._pool.release(conn)
+
+    def _empty(self, n: int, status: str = "ok", error: str | None = None) -> ReadResult:
+        nv = len(self._views)
+        return ReadResult(
+            values=np.full((n, len(self.feature_refs)), np.nan),
+            present=np.zeros((n, nv), bool),
+            stale=np.zeros((n, nv), bool),
+            age=np.full((n, nv), np.nan),
+            views=self.views,
+            status=status,
+            error=error,
+        )
+
+    def read(
+        self, entities: Mapping[str, Sequence[Any] | np.ndarray], *, now: float | None = None
+    ) -> ReadResult:
+        """Features for ``entities`` (join key -> values, one per row); no raise on Redis faults."""
+        missing = [k for k in self.join_keys if k not in entities]
+        if missing:
+            raise FeatureRepoError(f"entities lack join key(s): {', '.join(missing)}")
+        n = len(entities[self.join_keys[0]])
+        if n == 0:
+            return self._empty(0)
+        if not self.breaker.allow():
+            return self._empty(n, "circuit_open", "Redis circuit breaker is open")
+        plans = [self._view_keys(v, entities, n) for v in self._views]
+        try:
+            replies = self._roundtrip(b"".join(p[0] for p in plans), sum(p[1] for p in plans))
+        except redis.TimeoutError as exc:
+            self.breaker.record_failure()
+            return self._empty(n, "timeout", f"Redis timed out after {self.timeout_ms:g} ms: {exc}")
+        except (redis.ConnectionError, OSError) as exc:
+            self.breaker.record_failure()
+            return self._empty(n, "unavailable", f"Redis unavailable: {exc}")
+        except redis.RedisError as exc:
+            self.breaker.record_failure()
+            return self._empty(n, "error", f"Redis error: {exc}")
+        self.breaker.record_success()
+        return self._decode(replies, plans, n, time.time() if now is None else now)
+
+    def _decode(
+        self,
+        replies: list[list[bytes | None]],
+        plans: list[tuple[bytes, int, np.ndarray]],
+        n: int,
+        now: float,
+    ) -> ReadResult:
+        result = self._empty(n)
+        flat = list(chain.from_iterable(replies))
+        numbers = layout.decode_scalars(flat)
+        start = 0
+        for j, (view, (_, count, inverse)) in enumerate(zip(self._views, plans, strict=True)):
+            width = len(view.features) + 1
+            stop = start + count * width
+            block = numbers[start:stop].reshape(count, width)
+            for i, lookup in view.strings:
+                block[:, i] = [lookup.get(v, np.nan) for v in flat[start + i : stop : width]]  # type: ignore[arg-type]
+            ts = layout.decode_timestamps(flat[start + width - 1 : stop : width])
+            age = now - ts
+            stale = age > view.ttl if view.ttl > 0 else np.zeros(count, bool)
+            found = ~np.isnan(ts)
+            block = block[:, :-1]
+            block[stale] = np.nan
+            result.values[:, view.cols] = block[inverse]
+            result.present[:, j] = (found & ~stale)[inverse]
+            result.stale[:, j] = stale[inverse]
+            result.age[:, j] = age[inverse]
+            start = stop
+        return result
+
+    # ---- the SDK-shaped read (tests and checks) ------------------------------------------------
+
+    def read_dict(self, entity_rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+        """Exactly ``FeatureStore.get_online_features(features=feature_refs, entity_rows=...)
+        .to_dict()``: join keys first, then each view's features in Feast's own order, Python
+        values of Feast's types, None for missing. No TTL (Feast's read path has none);
+        raises on Redis errors (this is for checks, not the worker)."""
+        from feast.protos.feast.types.Value_pb2 import Value
+        from feast.type_map import feast_value_type_to_python_type
+
+        n = len(entity_rows)
+        keys = list(entity_rows[0]) if n else []
+        out: dict[str, list[Any]] = {k: [row[k] for row in entity_rows] for k in keys}
+        columns = {k: out[k] for k in self.join_keys if k in out}
+        plans = [self._view_keys(v, columns, n) for v in self._views]
+        replies = self._roundtrip(b"".join(p[0] for p in plans), sum(p[1] for p in plans))
+        start = 0
+        for view, (_, count, inverse) in zip(self._views, plans, strict=True):
+            mine = replies[start : start + count]
+            start += count
+            # Feast groups a view's requested names in a set, so its column order is that
+            # set's iteration order: rebuilding the set the same way reproduces it.
+            order = list(set(view.features))
+            position = {f: i for i, f in enumerate(view.features)}
+            for feature in order:
+                i = position[feature]
+                vtype = view.types[feature]
+                decoded = []
+                for reply in mine:
+                    raw = reply[i]
+                    decoded.append(
+                        feast_value_type_to_python_type(Value.FromString(raw), vtype)
+                        if raw
+                        else None
+                    )
+                out[feature] = [decoded[u] for u in inverse]
+        return out
+
+    def close(self) -> None:
+        """Close the reader's Redis connections."""
+        self._pool.disconnect()
+
+    def __enter__(self) -> OnlineReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
