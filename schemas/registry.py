@@ -40,9 +40,9 @@ SCHEMAS: dict[str, type[msgspec.Struct]] = {
 }
 
 try:  # the drift record is owned by the drift monitor's engineer; register it when present
-    from schemas.drift import DriftWindow  # type: ignore[attr-defined]
+    from schemas.drift import DriftRecord
 
-    SCHEMAS["drift_window"] = DriftWindow
+    SCHEMAS["drift_record"] = DriftRecord
 except ImportError:  # pragma: no cover - depends on the tree's state
     pass
 

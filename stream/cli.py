@@ -28,6 +28,7 @@ log = logging.getLogger("streamscore.cli")
 # Modules whose ``register(subparsers)`` adds commands, in the order --help lists them.
 COMMAND_MODULES = (
     "stream.commands",
+    "stream.worker_cli",
     "features.cli",
     "scorers.cli",
     "stream.drift_cli",

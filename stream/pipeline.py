@@ -120,9 +120,11 @@ class BatchResult:
     stage_s: dict[str, float] = field(default_factory=dict)
     e2e_s: FloatArray = field(default_factory=lambda: np.zeros(0))
     budget_misses: int = 0
+    n_degraded: int = 0
     online_status: str = "ok"
     features: FloatArray | None = None  # rows x model features (for drift)
-    scores: FloatArray | None = None
+    scores: FloatArray | None = None  # the score each decision reports (NaN if none)
+    drift_decisions: Any = None  # outcome labels (fraud) or price multipliers (pricing)
     columns: dict[str, Any] = field(default_factory=dict)  # decoded event columns
 
 
@@ -279,13 +281,14 @@ class BatchCore:
         challenger_score = self._shadow(pool, online, cols)
         t_score = time.perf_counter()
         res.stage_s["score"] = t_score - t_feat
-        res.features, res.scores = X, score
+        res.features = X
 
         records = self._decide_and_encode(
             batch.events, idx, cols, X, score, contrib, price_demand, challenger_score, mask,
             ages, start, keys, sources, wall, res, t_score,
         )
         res.decisions = records
+        res.n_degraded = int(np.count_nonzero(mask))
         for m, c in zip(*np.unique(mask[mask > 0], return_counts=True), strict=True):
             for reason in _REASONS_OF[int(m)]:
                 res.degraded_reasons[reason] += int(c)
@@ -444,6 +447,11 @@ class BatchCore:
             scores = pd.demand
         t_policy = time.perf_counter()
         res.stage_s["policy"] = t_policy - t_score
+        res.scores = np.asarray(scores, dtype=np.float64)
+        res.drift_decisions = (
+            outcome_names if isinstance(policy, FraudPolicy)
+            else np.asarray(prices, dtype=np.float64) / cols["base_price"]
+        )
 
         top, top_vals = self._top_reasons(X, contrib)
         names = self.model.feature_names

@@ -1,0 +1,304 @@
+"""Thin confluent-kafka wrappers: batch consumer, acked producer, commit after every ack.
+
+- ``BatchConsumer``: manual offsets (``enable.auto.commit`` and
+  ``enable.auto.offset.store`` off), cooperative-sticky assignment, ``consume(n, t)``
+  micro-batches, the next offset to commit per partition, lag from cached watermarks.
+- ``AckedProducer``: idempotent producer; counts outstanding deliveries with the delivery
+  callback, turns ``BufferError`` (queue full) into backpressure: pause the consumer,
+  serve delivery reports until the queue is below the low watermark, resume (hysteresis,
+  so it does not flap), and remembers the first delivery error.
+- ``publish_and_commit``: the one place where a batch's outputs are made durable and its
+  input offsets committed, in the order written down there. Exactly-once mode uses a
+  Kafka transaction for the same steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from schemas.errors import InfrastructureError
+
+__all__ = [
+    "AckedProducer",
+    "BatchConsumer",
+    "DeliveryFailed",
+    "next_offsets",
+    "publish_and_commit",
+]
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryFailed(InfrastructureError):
+    """The broker did not acknowledge an output record: the batch is not committed."""
+
+
+def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
+    """Per partition, the offset after the last message: what to commit for the batch."""
+    last: dict[tuple[str, int], int] = {}
+    for m in messages:
+        key: tuple[str, int] = (m.topic(), m.partition())  # type: ignore[assignment]
+        off: int = m.offset()  # type: ignore[assignment]
+        if off > last.get(key, -1):
+            last[key] = off
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+class BatchConsumer:
+    """A consumer in a group, reading micro-batches and committing explicitly."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        settings: Mapping[str, Any] | None = None,
+        *,
+        read_committed: bool = False,
+        on_assign: Callable[[list[TopicPartition]], None] | None = None,
+        on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+    ) -> None:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+            "fetch.wait.max.ms": 10,
+            "log_level": 3,
+        }
+        conf.update(settings or {})
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        try:
+            self.consumer = Consumer(conf)
+        except KafkaException as exc:
+            raise InfrastructureError(f"cannot create Kafka consumer: {exc}") from None
+        self.assignment: set[tuple[str, int]] = set()
+        self.paused = False
+        self.consumer.subscribe(list(topics), on_assign=self._assigned, on_revoke=self._revoked,
+                                on_lost=self._revoked)
+
+    def _assigned(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        self.assignment |= {(p.topic, p.partition) for p in parts}
+        if self.paused and parts:
+            consumer.pause(parts)  # newly assigned partitions join the paused state
+        if self._on_assign:
+            self._on_assign(parts)
+
+    def _revoked(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        # The worker finishes and commits every batch before it calls consume() again,
+        # and rebalance callbacks only run inside consume(): nothing of a revoked
+        # partition is in flight or uncommitted here.
+        self.assignment -= {(p.topic, p.partition) for p in parts}
+        if self._on_revoke:
+            self._on_revoke(parts)
+
+    def consume(self, n: int, timeout_s: float) -> list[Message]:
+        """Up to ``n`` messages with values; errors other than partition EOF raise."""
+        msgs = self.consumer.consume(num_messages=n, timeout=timeout_s)
+        out = []
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                out.append(m)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif err.fatal():
+                raise InfrastructureError(f"Kafka consumer failed: {err.str()}")
+            else:
+                log.warning("consumer: %s", err.str())
+        return out
+
+    def commit(self, offsets: list[TopicPartition]) -> None:
+        """Synchronous commit of the given next-offsets."""
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+
+    def pause(self) -> None:
+        if not self.paused:
+            parts = [TopicPartition(t, p) for t, p in self.assignment]
+            if parts:
+                self.consumer.pause(parts)
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.paused:
+            parts = [TopicPartition(t, p) for t, p in self.assignment]
+            if parts:
+                self.consumer.resume(parts)
+            self.paused = False
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """High watermark minus position per assigned partition (cached, no round trip)."""
+        parts = [TopicPartition(t, p) for t, p in sorted(self.assignment)]
+        if not parts:
+            return {}
+        out = {}
+        try:
+            positions = self.consumer.position(parts)
+        except KafkaException:
+            return {}
+        for tp in positions:
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high >= 0 and tp.offset >= 0:
+                out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+        return out
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class AckedProducer:
+    """An idempotent producer that knows when everything it sent is acknowledged."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        settings: Mapping[str, Any] | None = None,
+        *,
+        transactional_id: str | None = None,
+        on_backpressure: Callable[[bool], None] | None = None,
+        low_watermark: float = 0.5,
+    ) -> None:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "batch.num.messages": 10000,
+            "log_level": 3,
+        }
+        if transactional_id:
+            conf["transactional.id"] = transactional_id
+        conf.update(settings or {})
+        self.queue_max = int(conf.get("queue.buffering.max.messages", 100_000))
+        self.low = int(self.queue_max * low_watermark)
+        try:
+            self.producer = Producer(conf)
+        except KafkaException as exc:
+            raise InfrastructureError(f"cannot create Kafka producer: {exc}") from None
+        self.transactional = bool(transactional_id)
+        if self.transactional:
+            self.producer.init_transactions(30)
+        self.outstanding = 0
+        self.error: str | None = None
+        self._on_backpressure = on_backpressure
+        self.pauses = 0
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        self.outstanding -= 1
+        if err is not None and self.error is None:
+            self.error = f"{msg.topic()}: {err.str()}"
+
+    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Queue one record; when the queue is full, pause input and drain to the low mark."""
+        while True:
+            try:
+                self.producer.produce(topic, value, key, on_delivery=self._delivered)
+                self.outstanding += 1
+                return
+            except BufferError:
+                self._drain_to_low()
+
+    def _drain_to_low(self) -> None:
+        # Hysteresis: stay paused until the queue is at the low watermark, not just one
+        # slot below full, so consumption does not flap on every record.
+        self.pauses += 1
+        if self._on_backpressure:
+            self._on_backpressure(True)
+        try:
+            while len(self.producer) > self.low:
+                self.producer.poll(0.05)
+        finally:
+            if self._on_backpressure:
+                self._on_backpressure(False)
+
+    def produce_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+        produce = self.producer.produce
+        cb = self._delivered
+        n = 0
+        for key, value in records:
+            try:
+                produce(topic, value, key, on_delivery=cb)
+            except BufferError:
+                self.outstanding += n
+                n = 0
+                self._drain_to_low()
+                produce(topic, value, key, on_delivery=cb)
+            n += 1
+        self.outstanding += n
+
+    def wait_acks(self, timeout_s: float = 60.0) -> None:
+        """Block until every queued record is acknowledged; raise on any failure."""
+        deadline = time.monotonic() + timeout_s
+        while self.outstanding > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeliveryFailed(
+                    f"{self.outstanding} output records not acknowledged in {timeout_s:g} s"
+                )
+            self.producer.flush(min(left, 1.0))
+        if self.error is not None:
+            err, self.error = self.error, None
+            raise DeliveryFailed(f"broker rejected an output record: {err}")
+
+    def poll(self) -> None:
+        self.producer.poll(0)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.producer.flush(timeout_s)
+
+
+def publish_and_commit(
+    producer: AckedProducer,
+    consumer: BatchConsumer,
+    outputs: Sequence[tuple[str, Sequence[tuple[bytes | None, bytes]]]],
+    offsets: list[TopicPartition],
+    *,
+    exactly_once: bool = False,
+) -> None:
+    """Make a batch's outputs durable, then (and only then) commit its input offsets.
+
+    At-least-once order (a crash between any two steps re-delivers the batch, never
+    loses it):
+      1. produce every output of the batch: decisions, dead letters, drift records;
+      2. wait until the broker has acknowledged every one of them (delivery callbacks;
+         any failure raises ``DeliveryFailed`` and nothing is committed);
+      3. commit the batch's input offsets (synchronously).
+    Exactly-once order: begin transaction -> produce outputs -> send the input offsets
+    to the transaction -> commit the transaction (outputs and offsets become visible to
+    read_committed consumers atomically); on failure the transaction is aborted.
+    """
+    if exactly_once:
+        p = producer.producer
+        p.begin_transaction()
+        try:
+            for topic, records in outputs:
+                producer.produce_many(topic, records)
+            if offsets:
+                p.send_offsets_to_transaction(
+                    offsets, consumer.consumer.consumer_group_metadata(), 30
+                )
+            p.commit_transaction(60)
+            producer.outstanding = 0  # the commit flushed and acknowledged everything
+            if producer.error is not None:
+                err, producer.error = producer.error, None
+                raise DeliveryFailed(f"broker rejected an output record: {err}")
+        except KafkaException as exc:
+            p.abort_transaction(30)
+            raise DeliveryFailed(f"transaction aborted: {exc}") from None
+        return
+    for topic, records in outputs:  # 1. produce
+        producer.produce_many(topic, records)
+    producer.wait_acks()  # 2. every output acknowledged
+    consumer.commit(offsets)  # 3. only now: the input is done

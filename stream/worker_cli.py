@@ -1,0 +1,285 @@
+"""``streamscore run`` (the scoring worker, N processes) and ``streamscore produce`` (load).
+
+``run --pipeline FILE --workers N`` starts N worker processes in one consumer group; two
+machines running it share the partitions through Kafka's group protocol, nothing else.
+SIGTERM/SIGINT drain the in-flight batch, flush, commit and close.
+
+``produce --pipeline FILE --events N --rate R`` writes input events at a steady rate
+(replaying ``$STREAMSCORE_HOME/data/<P>/events.parquet`` when generated, else random
+events), with ``--bad-ratio`` of them malformed in assorted ways, keyed by entity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import ConfigError
+
+__all__ = ["make_events", "produce_events", "register", "run_workers"]
+
+log = logging.getLogger(__name__)
+
+_BAD_KINDS = ("not_json", "missing_field", "wrong_type", "out_of_range", "unknown_version")
+
+
+def _install_signals(stop: Any) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %d: draining the in-flight batch, then stopping", signum)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _run_one(path: str, index: int, options: dict[str, Any]) -> int:
+    from stream.config import load_pipeline
+    from stream.worker import Worker
+
+    config = load_pipeline(path)
+    port = options.get("metrics_port")
+    if port is None:
+        port = config.metrics.port
+    if port > 0:
+        port += index
+    worker = Worker(
+        config, worker_id=options.get("worker_id") or None, metrics_port=port,
+        exactly_once=options.get("exactly_once"), batch_max=options.get("batch"),
+    )
+    _install_signals(worker.request_stop)
+    worker.run(idle_exit_s=options.get("idle_exit"))
+    return 0
+
+
+def _child(path: str, index: int, options: dict[str, Any]) -> None:  # pragma: no cover
+    from stream.logs import setup_logging
+
+    setup_logging(options.get("log_level", "INFO"))
+    try:
+        sys.exit(_run_one(path, index, options))
+    except Exception as exc:
+        print(f"streamscore: error: worker {index}: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run_workers(path: str, workers: int, options: dict[str, Any]) -> int:
+    """Run ``workers`` worker processes (1 = this process) until they stop."""
+    if workers < 1:
+        raise ConfigError("--workers must be >= 1")
+    if workers == 1:
+        return _run_one(path, 0, options)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_child, args=(path, i, options), name=f"worker-{i}")
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+
+    def forward() -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    _install_signals(forward)
+    for p in procs:
+        p.join()
+    failed = [p.name for p in procs if p.exitcode]
+    if failed:
+        print(f"streamscore: error: {', '.join(failed)} exited with errors", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _handle_run(args: argparse.Namespace) -> int:
+    options = {"metrics_port": args.metrics_port, "exactly_once": args.exactly_once or None,
+               "batch": args.batch, "worker_id": args.worker_id, "idle_exit": args.idle_exit,
+               "log_level": args.log_level}
+    return run_workers(args.pipeline, args.workers, options)
+
+
+# ---- load generator ------------------------------------------------------------------
+
+def _bad_payload(doc: dict[str, Any], kind: str) -> bytes:
+    if kind == "not_json":
+        return json.dumps(doc).encode()[:-7]
+    bad = dict(doc)
+    if kind == "missing_field":
+        bad.pop("event_time", None)
+    elif kind == "wrong_type":
+        bad["event_time"] = "yesterday"
+    elif kind == "out_of_range":
+        bad["event_time"] = -1.0
+    elif kind == "unknown_version":
+        bad["schema_version"] = 99
+    return json.dumps(bad).encode()
+
+
+def make_events(
+    schema: str, n: int, *, seed: int = 1, data_dir: Path | None = None
+) -> list[dict[str, Any]]:
+    """``n`` input events: rows of ``events.parquet`` when present, else random ones."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    src = data_dir / "events.parquet" if data_dir else None
+    if src is not None and src.exists():
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(src)
+        rows = table.to_pylist()
+        picks = rng.integers(0, len(rows), n)
+        out = []
+        for j, i in enumerate(picks.tolist()):
+            doc = {k: v for k, v in rows[i].items() if k != "event_timestamp"}
+            doc["event_id"] = f"{seed}-{j}"
+            out.append(doc)
+        return out
+    if schema == "fraud_transaction":
+        countries = ["US", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "IN", "JP"]
+        currencies = ["USD", "GBP", "EUR", "EUR", "EUR", "EUR", "EUR", "BRL", "INR", "JPY"]
+        out = []
+        for j in range(n):
+            c = int(rng.integers(0, len(countries)))
+            out.append({
+                "event_id": f"{seed}-{j}", "card_id": 10_000_000 + int(rng.integers(0, 100_000)),
+                "merchant_id": f"m{int(rng.integers(0, 5000)):06d}",
+                "amount": round(float(rng.lognormal(3.5, 1.2)), 2), "currency": currencies[c],
+                "country": countries[c],
+                "channel": ["pos", "ecom", "atm", "moto"][int(rng.integers(0, 4))],
+                "mcc": int(rng.choice([5411, 5812, 5541, 4511, 5732, 5651, 7995])),
+                "event_time": 0.0,
+            })
+        return out
+    if schema == "pricing_request":
+        out = []
+        for j in range(n):
+            base = round(float(rng.uniform(2, 80)), 2)
+            out.append({
+                "event_id": f"{seed}-{j}", "sku_id": 500_000 + int(rng.integers(0, 20_000)),
+                "store_id": f"s{int(rng.integers(0, 200)):04d}", "base_price": base,
+                "candidate_price": round(base * float(rng.uniform(0.9, 1.1)), 2),
+                "event_time": 0.0,
+            })
+        return out
+    raise ConfigError(f"no event generator for schema {schema!r}")
+
+
+def produce_events(
+    config: Any, bootstrap: str, n: int, rate: float, *, bad_ratio: float = 0.0, seed: int = 1,
+    progress: bool = True, settings: dict[str, Any] | None = None,
+) -> dict[str, int]:
+    """Produce ``n`` events at ``rate``/s (0 = as fast as possible); return counts."""
+    import numpy as np
+    from confluent_kafka import Producer
+
+    from features.repo import data_dir
+    from stream.pipeline import EVENT_SPECS
+
+    spec = EVENT_SPECS.get(config.schema)
+    if spec is None:
+        raise ConfigError(f"no event spec for schema {config.schema!r}")
+    events = make_events(config.schema, n, seed=seed, data_dir=data_dir(spec.kind))
+    rng = np.random.default_rng(seed + 1)
+    bad = rng.random(n) < bad_ratio
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 3,
+                         **(settings or {})})
+    counts = {"good": 0, "bad": 0}
+    started = time.perf_counter()
+    from rich.progress import Progress
+
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"producing to {config.topics.input}", total=n)
+        for j, doc in enumerate(events):
+            if rate > 0:
+                due = started + j / rate
+                delay = due - time.perf_counter()
+                if delay > 0.001:
+                    time.sleep(delay)
+            doc["event_time"] = round(time.time(), 6)
+            key = str(doc.get(spec.key, "")).encode()
+            if bad[j]:
+                value = _bad_payload(doc, _BAD_KINDS[j % len(_BAD_KINDS)])
+                counts["bad"] += 1
+            else:
+                value = json.dumps(doc).encode()
+                counts["good"] += 1
+            while True:
+                try:
+                    producer.produce(config.topics.input, value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+            if j % 1000 == 0:
+                bar.update(task, completed=j)
+        bar.update(task, completed=n)
+    left = producer.flush(60)
+    if left:
+        raise ConfigError(f"{left} events were not acknowledged by the broker")
+    return counts
+
+
+def _handle_produce(args: argparse.Namespace) -> int:
+    from stream.admin import ensure_topics
+    from stream.config import load_pipeline
+    from stream.dev import resolve_bootstrap
+
+    config = load_pipeline(args.pipeline)
+    bootstrap = resolve_bootstrap(config.kafka.bootstrap_servers)
+    t = config.topics
+    ensure_topics(bootstrap, [t.input, t.decisions, t.dead_letter, t.drift],
+                  partitions=t.partitions, replication_factor=t.replication_factor,
+                  settings=dict(config.kafka.settings))
+    started = time.perf_counter()
+    counts = produce_events(config, bootstrap, args.events, args.rate, bad_ratio=args.bad_ratio,
+                            seed=args.seed, settings=dict(config.kafka.settings))
+    took = time.perf_counter() - started
+    print(f"produced {counts['good']} good and {counts['bad']} malformed events to "
+          f"{t.input} in {took:.1f} s ({args.events / max(took, 1e-9):,.0f}/s)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``run`` and ``produce``."""
+    p = sub.add_parser(
+        "run", help="run the scoring worker on a pipeline",
+        description="Consume the pipeline's input topic, score every event and publish one "
+        "decision per good event (one dead letter per bad one); offsets are committed only "
+        "after every output is acknowledged. SIGTERM/SIGINT drain and stop cleanly.",
+    )
+    p.add_argument("--pipeline", required=True, metavar="FILE", help="pipeline YAML file")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes in the consumer group (default 1)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="/metrics, /healthz, /readyz port (worker i uses PORT+i; 0 = any "
+                   "free port, -1 = off; default from the pipeline file)")
+    p.add_argument("--exactly-once", action="store_true",
+                   help="Kafka transactions: outputs and offsets commit atomically")
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="max messages per micro-batch (default from the pipeline file)")
+    p.add_argument("--worker-id", default="", help="worker id in records (default host-pid)")
+    p.add_argument("--idle-exit", type=float, default=None, metavar="S",
+                   help="stop after S seconds without input (benchmarks, tests)")
+    p.set_defaults(func=_handle_run)
+
+    q = sub.add_parser(
+        "produce", help="produce input events to a pipeline's topic",
+        description="Write N input events at a steady rate to the pipeline's input topic "
+        "(creating the pipeline's topics if missing), optionally with malformed ones.",
+    )
+    q.add_argument("--pipeline", required=True, metavar="FILE", help="pipeline YAML file")
+    q.add_argument("--events", type=int, default=10_000, metavar="N", help="events (10000)")
+    q.add_argument("--rate", type=float, default=1000.0, metavar="R",
+                   help="events per second; 0 = as fast as possible (default 1000)")
+    q.add_argument("--bad-ratio", type=float, default=0.0, metavar="F",
+                   help="fraction of malformed events (default 0)")
+    q.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    q.set_defaults(func=_handle_produce)
