@@ -114,27 +114,30 @@ def render_report(records: Sequence[DriftRecord], console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # piped or captured: do not squeeze into 80 columns
+            console.width = max(console.width, 140)
     if not records:
         console.print("no drift windows yet")
         return
     latest = records[-1]
     windows = Table(title=f"drift windows: {latest.pipeline} "
                           f"(model {latest.model_name}@{latest.model_version})")
-    for col in ("window end (UTC)", "events", "max PSI", "score PSI", "alarms"):
-        windows.add_column(col, justify="left" if col in ("alarms",) else "right")
+    for col in ("window end (UTC)", "events", "max PSI", "feature", "score PSI", "alarms"):
+        windows.add_column(col, justify="left" if col in ("feature", "alarms") else "right")
     for r in records:
         end = datetime.fromtimestamp(r.window_end, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         top = max(r.features, key=lambda f: f.psi, default=None)
         windows.add_row(
-            end, str(r.n), f"{top.psi:.4f} ({top.name})" if top else "-",
+            end, str(r.n), f"{top.psi:.4f}" if top else "-", top.name if top else "-",
             f"{r.score.psi:.4f}", ", ".join(r.alarms) or "-",
         )
     console.print(windows)
     detail = Table(title=f"latest window: {latest.n} events vs {latest.reference_n} in "
                          f"training, false-alarm rate {latest.false_alarm_rate:g} per feature")
     for col in ("feature", "kind", "PSI", "threshold", "alarm", "level", "JS", "KS",
-                "Wasserstein", "missing", "missing (train)"):
+                "Wasserstein", "missing", "train missing"):
         detail.add_column(col, justify="left" if col in ("feature", "kind", "level") else "right")
     for f in [*latest.features, latest.score]:
         detail.add_row(
@@ -169,15 +172,18 @@ def plot_psi(records: Sequence[DriftRecord], out: str | Path) -> Path:
     for name in names:
         series = [next((f for f in [*r.features, r.score] if f.name == name), None)
                   for r in records]
-        ys = [f.psi if f else float("nan") for f in series]
+        # Clipped at 1e-4 for the log axis (PSI is never exactly 0 with smoothing anyway).
+        ys = [max(f.psi, 1e-4) if f else float("nan") for f in series]
         (line,) = ax.plot(times, ys, marker=".", label=name,
                           linewidth=2.0 if name == "score" else 1.0)
         alarm_t = [t for t, f in zip(times, series, strict=True) if f and f.alarm]
-        alarm_y = [f.psi for f in series if f and f.alarm]
+        alarm_y = [max(f.psi, 1e-4) for f in series if f and f.alarm]
         ax.plot(alarm_t, alarm_y, "x", color=line.get_color(), markersize=9)
     ax.axhline(0.1, color="grey", linestyle=":", linewidth=1)
     ax.axhline(0.25, color="grey", linestyle="--", linewidth=1)
-    ax.set_yscale("symlog", linthresh=0.01)
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, 1e-4), max(high * 1.5, 0.5))
     ax.set_ylabel("PSI vs training (x = calibrated alarm; lines at 0.1 and 0.25)")
     ax.set_title(f"drift: {records[-1].pipeline}")
     ax.legend(fontsize="small", ncol=2, loc="upper left")
