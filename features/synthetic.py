@@ -293,7 +293,7 @@ def _fraud(
     n1 = rng.binomial(n24, 1 / 24).astype(np.int32)
     spend24 = n24 * avg * rng.lognormal(0.0, 0.3, n_cards)
     chargebacks = rng.poisson(0.04 + 0.25 * (age < 60)).astype(np.int64)
-    cb_age = rng.uniform(86400.0, 365 * 86400.0, n_cards)
+    cb_age = rng.uniform(86400.0, 365 * 86400.0, n_cards).round()  # Feast keeps whole seconds
     last_cb = np.where(chargebacks > 0, gen.now - cb_age, np.nan)
     card_ts = gen.snapshot_times(n_cards)
     last_cb_arr = pa.array(
