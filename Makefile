@@ -32,6 +32,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check stream features scorers schemas benchmarks tests
 	$(BIN)/mypy
+	$(BIN)/hadolint --config deploy/.hadolint.yaml deploy/Dockerfile
 
 bench: $(STAMP)
 	$(BIN)/streamscore bench all --quick

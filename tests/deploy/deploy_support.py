@@ -1,0 +1,111 @@
+"""Helpers of the deploy checks: file lists, PromQL of rules and dashboard, metric names.
+
+The metric names come from the worker's own source: a ``WorkerMetrics`` and a
+``DriftMonitor`` are built on a private registry and every family they register is
+expanded into the sample names Prometheus sees (``_total``, ``_bucket``, ``_info``...).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S_BASE = DEPLOY / "k8s" / "base"
+K8S_OVERLAY = DEPLOY / "k8s" / "overlays" / "example"
+ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
+PROM_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+DASHBOARD = DEPLOY / "grafana" / "streamscore.json"
+COMPOSE = DEPLOY / "compose.yaml"
+
+METRIC_TOKEN = re.compile(r"\bstreamscore_[a-z0-9_]+\b")
+
+
+def yaml_files() -> list[Path]:
+    return sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))
+
+
+def json_files() -> list[Path]:
+    return sorted(DEPLOY.rglob("*.json"))
+
+
+def load_all(path: Path) -> list[Any]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def _sample_names(family: Any) -> set[str]:
+    name, kind = family.name, family.type
+    if kind == "counter":
+        return {f"{name}_total", f"{name}_created"}
+    if kind == "histogram":
+        return {f"{name}_bucket", f"{name}_sum", f"{name}_count", f"{name}_created"}
+    if kind == "summary":
+        return {name, f"{name}_sum", f"{name}_count", f"{name}_created"}
+    if kind == "info":
+        return {f"{name}_info"}
+    return {name}
+
+
+def defined_sample_names() -> set[str]:
+    """Every sample name a worker can export, from ``stream.metrics`` and ``stream.drift``."""
+    from prometheus_client import CollectorRegistry
+
+    from stream.config import DriftConfig
+    from stream.drift import DriftMonitor
+    from stream.metrics import WorkerMetrics
+
+    registry = CollectorRegistry()
+    WorkerMetrics("deploycheck", registry=registry)
+    reference = {
+        "n": 4,
+        "features": {"x": {"kind": "numeric", "edges": [0.0, 1.0, 2.0], "counts": [2, 2],
+                           "missing": 0}},
+        "score": {"edges": [0.0, 0.5, 1.0], "counts": [2, 2]},
+    }
+    DriftMonitor(reference, ["x"], DriftConfig(), "deploycheck", registry=registry)
+    names: set[str] = set()
+    for family in registry.collect():
+        names |= _sample_names(family)
+    return names
+
+
+def rule_exprs() -> list[tuple[str, str]]:
+    """(alert name, expr) of every rule in alerts.yaml."""
+    doc = yaml.safe_load(ALERTS.read_text())
+    return [(r.get("alert") or r.get("record"), r["expr"])
+            for g in doc["groups"] for r in g["rules"]]
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    """(panel title, expr) of every query of the dashboard, template queries included."""
+    import json
+
+    dash = json.loads(DASHBOARD.read_text())
+    out: list[tuple[str, str]] = []
+
+    def walk(panels: list[dict[str, Any]]) -> None:
+        for panel in panels:
+            for target in panel.get("targets", []):
+                out.append((panel.get("title", "?"), target["expr"]))
+            walk(panel.get("panels", []))
+
+    walk(dash["panels"])
+    for var in dash["templating"]["list"]:
+        if var["type"] == "query":
+            query = var["query"]
+            out.append((f"variable {var['name']}",
+                        query["query"] if isinstance(query, dict) else query))
+    return out
+
+
+def used_metric_names(exprs: list[tuple[str, str]]) -> dict[str, set[str]]:
+    """metric sample name -> the rules/panels using it."""
+    used: dict[str, set[str]] = {}
+    for where, expr in exprs:
+        for name in METRIC_TOKEN.findall(expr):
+            used.setdefault(name, set()).add(where)
+    return used
