@@ -3,7 +3,8 @@
 Each pipeline (``fraud``, ``pricing``) has a real Feast repo under
 ``features/repos/<pipeline>/``: ``feature_store.yaml``, one Python definitions file,
 ``vocab.json`` (string feature -> list of values; code = index) and ``repo.json``
-(pipeline name and an optional offline data directory override).
+(pipeline name, an optional offline data directory override, the model's default
+online feature references).
 
 ``feature_store.yaml`` takes its environment-dependent parts from the environment, the
 way Feast expands ``${VAR}``:
@@ -99,7 +100,7 @@ def load_vocab(repo: str | Path) -> dict[str, list[str]]:
 
 
 def load_repo_info(repo: str | Path) -> dict[str, Any]:
-    """``repo.json``: ``{"pipeline": ..., "data_dir": null | path}``."""
+    """``repo.json``: pipeline, optional ``data_dir`` override, ``model_feature_refs``."""
     path = _repo_dir(repo) / "repo.json"
     try:
         info = json.loads(path.read_text())
@@ -157,14 +158,19 @@ def feature_refs(pipeline_or_repo: str | Path) -> list[str]:
     """Default online feature references (``view:feature``) of the pipeline's model.
 
     Every feature of every view in declared order, except timestamp-typed ones (kept
-    for request-time features and audits, not fed to the model as raw epochs).
+    for audits, not fed to the model as raw epochs). Read from ``repo.json``
+    (``model_feature_refs``, checked against the definitions by the tests) so callers
+    need not import Feast; a repo without that key falls back to its definitions.
     """
     repo = (
         repo_path(str(pipeline_or_repo))
         if str(pipeline_or_repo) in PIPELINES
         else Path(pipeline_or_repo)
     )
-    return list(load_definitions(repo).MODEL_FEATURE_REFS)
+    refs = load_repo_info(repo).get("model_feature_refs")
+    if refs is None:
+        refs = load_definitions(repo).MODEL_FEATURE_REFS
+    return [str(r) for r in refs]
 
 
 def feast_connection_string(redis_url: str) -> str:

@@ -39,7 +39,7 @@ def test_definitions(pipeline: str) -> None:
     for view in views:
         assert view.ttl is not None and view.ttl.total_seconds() > 0
         assert Path(view.batch_source.path).parent == repo_data_dir(repo_path(pipeline))
-    refs = feature_refs(pipeline)
+    refs = feature_refs(pipeline)  # from repo.json, so it must agree with the definitions
     assert refs == list(defs.MODEL_FEATURE_REFS)
     by_ref = {f"{v.name}:{f.name}": f.dtype for v in views for f in v.features}
     assert set(refs) <= set(by_ref)
