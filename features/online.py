@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import hiredis
 import numpy as np
 import redis
 
@@ -87,6 +89,7 @@ class _View:
     cmd_tail: bytes  # RESP of the HMGET field list (features then the _ts field)
     cmd_head: bytes  # RESP array header + HMGET
     types: dict[str, Any]  # feature name -> feast ValueType (read_dict only)
+    key_fn: Any  # entity value (or tuple of values) -> Redis key
 
 
 def connection_pool(url: str, timeout_s: float) -> redis.ConnectionPool:
@@ -193,6 +196,7 @@ class OnlineReader:
                     cmd_tail=b"".join(_bulk(f) for f in field_names),
                     cmd_head=b"*%d\r\n$5\r\nHMGET\r\n" % (len(field_names) + 2),
                     types=types,
+                    key_fn=layout.key_function(self.project, join_keys, kinds),
                 )
             )
         return plans
@@ -218,26 +222,62 @@ class OnlineReader:
             return block.tobytes(), len(uniq), inverse
         columns = [entities[k] for k in view.join_keys]
         index: dict[Any, int] = {}
-        rows = list(zip(*columns, strict=True)) if len(columns) > 1 else list(columns[0])
+        rows = list(zip(*columns, strict=True)) if len(columns) > 1 else columns[0]
         inverse = np.fromiter((index.setdefault(r, len(index)) for r in rows), np.int64, count=n)
-        parts = []
-        single = len(columns) == 1
-        for r in index:
-            key = layout.entity_key(view.join_keys, view.kinds, [r] if single else r) + self._suffix
-            parts.append(view.cmd_head + _bulk(key) + view.cmd_tail)
+        head, tail = view.cmd_head, view.cmd_tail
+        parts: list[bytes] = []
+        for key in map(view.key_fn, index):
+            parts += (head, b"$%d\r\n" % len(key), key, b"\r\n", tail)
         return b"".join(parts), len(index), inverse
 
     def _roundtrip(self, payload: bytes, count: int) -> list[list[bytes | None]]:
+        """Send every HMGET at once and parse the replies with hiredis, under one deadline.
+
+        redis-py's pooled connection does the connecting (AUTH, SELECT, TLS); the commands
+        and replies go straight over its socket through a hiredis Reader, which parses all
+        replies in C instead of one Python call chain per reply, and the whole round trip
+        (not each recv) is bounded by ``timeout_ms``.
+        """
+        timeout = self.timeout_ms / 1000.0
+        deadline = time.monotonic() + timeout
         conn = self._pool.get_connection()
         try:
-            conn.send_packed_command([payload], check_health=False)
-            return [conn.read_response() for _ in range(count)]
-        except BaseException:
+            sock: Any = conn._sock
+            if sock is None:
+                conn.connect()
+                sock = conn._sock
+            sock.settimeout(timeout)
+            sock.sendall(payload)
+            reader = hiredis.Reader()
+            replies: list[Any] = []
+            while len(replies) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise redis.TimeoutError("deadline passed while reading replies")
+                sock.settimeout(remaining)
+                data = sock.recv(1 << 18)
+                if not data:
+                    raise redis.ConnectionError("Redis closed the connection")
+                reader.feed(data)
+                reply = reader.gets()
+                while reply is not False:
+                    replies.append(reply)
+                    reply = reader.gets()
+            sock.settimeout(timeout)
+        except BaseException as exc:
             # unread replies may still be in flight: the connection cannot be reused
             conn.disconnect()
+            if isinstance(exc, socket.timeout):
+                raise redis.TimeoutError(str(exc) or "timed out") from exc
+            if isinstance(exc, OSError):
+                raise redis.ConnectionError(str(exc)) from exc
             raise
         finally:
             self._pool.release(conn)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise redis.ResponseError(str(reply))
+        return replies
 
     def _empty(self, n: int, status: str = "ok", error: str | None = None) -> ReadResult:
         nv = len(self._views)

@@ -163,7 +163,7 @@ def test_redis_hang_death_and_recovery(feast_repo: Any, throwaway: ThrowawayRedi
     merchants = _fill(feast_repo, throwaway.url)
     breaker = CircuitBreaker(failure_threshold=2, reset_timeout_s=0.3)
     refs = ["merchant_risk:fraud_rate", "merchant_risk:volume"]
-    reader = OnlineReader(feast_repo.path, refs, throwaway.url, timeout_ms=20, breaker=breaker)
+    reader = OnlineReader(feast_repo.path, refs, throwaway.url, timeout_ms=250, breaker=breaker)
     entities = {"merchant_id": [*merchants, "unknown"]}
     res = reader.read(entities)
     assert res.ok and res.values[:3].tolist() == [[0.1, 1.0], [0.2, 2.0], [0.3, 3.0]]
@@ -178,7 +178,7 @@ def test_redis_hang_death_and_recovery(feast_repo: Any, throwaway: ThrowawayRedi
     finally:
         throwaway.pause(False)
     assert res.status == "timeout" and np.isnan(res.values).all() and not res.present.any()
-    assert elapsed < 0.5, elapsed
+    assert 0.2 < elapsed < 1.5, elapsed  # bounded by timeout_ms, not by the hang
     assert reader.read(entities).ok  # a fresh connection works again; breaker closed again
 
     # a dead server: connection refused -> unavailable, then the breaker opens
@@ -192,7 +192,7 @@ def test_redis_hang_death_and_recovery(feast_repo: Any, throwaway: ThrowawayRedi
     t0 = time.perf_counter()
     skipped = reader.read(entities)
     assert skipped.status == "circuit_open" and np.isnan(skipped.values).all()
-    assert time.perf_counter() - t0 < 0.005  # no attempt to reach Redis at all
+    assert time.perf_counter() - t0 < 0.05  # no attempt to reach Redis at all
     updater = VelocityUpdater(feast_repo.path, redis_url=throwaway.url, breaker=CircuitBreaker())
     lost = updater.update([1, 2], [3.0, 4.0], [time.time()] * 2)
     assert lost.status == "unavailable" and lost.rows == 0

@@ -63,7 +63,7 @@ def _as_float(vocab: dict[str, list[str]], feature: str, value: Any) -> float:
 
 
 def test_read_dict_equals_sdk_on_every_value_type(big_repo: Repo) -> None:
-    reader = OnlineReader(big_repo.path, ALL_REFS, strict=False)
+    reader = OnlineReader(big_repo.path, ALL_REFS, strict=False, timeout_ms=5000)
     cards, merchants = _rows(big_repo, 2500, seed=1)
     rows = [{"card_id": c, "merchant_id": m} for c, m in zip(cards, merchants, strict=True)]
     want = big_repo.store.get_online_features(features=ALL_REFS, entity_rows=rows).to_dict()
@@ -78,7 +78,7 @@ def test_read_dict_equals_sdk_on_every_value_type(big_repo: Repo) -> None:
 
 
 def test_read_matrix_equals_sdk_values(big_repo: Repo) -> None:
-    reader = OnlineReader(big_repo.path, NUMERIC_REFS)
+    reader = OnlineReader(big_repo.path, NUMERIC_REFS, timeout_ms=5000)
     cards, merchants = _rows(big_repo, 3000, seed=2)
     rows = [{"card_id": c, "merchant_id": m} for c, m in zip(cards, merchants, strict=True)]
     want = big_repo.store.get_online_features(features=NUMERIC_REFS, entity_rows=rows).to_dict()
@@ -106,7 +106,7 @@ def test_read_matrix_equals_sdk_values(big_repo: Repo) -> None:
 
 def test_order_of_refs_and_single_entity(big_repo: Repo) -> None:
     refs = ["merchant_risk:volume", "card_history:txn_count_7d", "merchant_risk:fraud_rate"]
-    reader = OnlineReader(big_repo.path, refs)
+    reader = OnlineReader(big_repo.path, refs, timeout_ms=5000)
     card, merchant = int(big_repo.card_ids[3]), big_repo.merchant_ids[3]
     want = big_repo.store.get_online_features(
         features=refs, entity_rows=[{"card_id": card, "merchant_id": merchant}]
@@ -146,7 +146,7 @@ def test_ttl_expiry(feast_repo: Repo) -> None:
         ),
     )
     refs = ["card_merchant:pair_count", "card_history:avg_amount"]
-    reader = OnlineReader(feast_repo.path, refs)
+    reader = OnlineReader(feast_repo.path, refs, timeout_ms=5000)
     entities = {"card_id": [card], "merchant_id": [merchant]}
     fresh = reader.read(entities)
     assert reader.views == ("card_merchant", "card_history")  # first-appearance order

@@ -82,7 +82,7 @@ def test_updates_are_visible_to_feast_and_the_reader(feast_repo: Any) -> None:
     expected = _expected(cards, amounts, times)
     _check_sdk(feast_repo, expected)
 
-    reader = OnlineReader(feast_repo.path, REFS)
+    reader = OnlineReader(feast_repo.path, REFS, timeout_ms=5000)
     ids = np.array(sorted(expected))
     res = reader.read({"card_id": ids})
     # the view's TTL is 2 h: cards whose last event is older read as stale (NaN)
