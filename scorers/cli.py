@@ -208,9 +208,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("--categorical", type=_csv, metavar="A,B,...",
                    help="categorical feature columns (strings are encoded with the vocabulary)")
     t.add_argument("--objective", help="LightGBM objective (default: sidecar, else inferred)")
-    t.add_argument("--trees", type=int, help="maximum boosting rounds (fraud/pricing: 300)")
+    t.add_argument("--trees", type=int, help="maximum boosting rounds (fraud 400, pricing 300)")
     t.add_argument("--leaves", type=int, help="leaves per tree (fraud 63, pricing 31)")
-    t.add_argument("--learning-rate", type=float, help="learning rate (default 0.05)")
+    t.add_argument("--learning-rate", type=float, help="learning rate (fraud 0.02, others 0.05)")
     t.add_argument("--valid-fraction", type=float, default=0.2,
                    help="holdout fraction (default 0.2)")
     t.add_argument("--early-stopping", type=int, default=30, metavar="ROUNDS",

@@ -42,6 +42,8 @@ DEFAULT_BINS = 10
 DEFAULT_SCORE_BINS = 20
 DEFAULT_MAX_CATEGORIES = 20
 
+_HUGE_CODE = 2.0**62
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -124,9 +126,10 @@ def categorical_codes(values: Any) -> IntArray:
 
     LightGBM truncates a categorical value to an integer and treats NaN and negative
     values as missing; the reference does the same so its bins mean what the model saw.
+    Infinite and huge (>= 2^62) values are missing too: their integer cast is negative.
     """
     col = _as_float_column(values)
-    missing = ~np.isfinite(col) | (col < 0)
+    missing = ~np.isfinite(col) | (col < 0) | (col >= _HUGE_CODE)
     codes = np.where(missing, -1.0, np.trunc(np.where(missing, 0.0, col)))
     return codes.astype(np.int64)
 

@@ -118,10 +118,10 @@ def test_categorical_counts_match_counter_with_other_and_missing() -> None:
 
 
 def test_categorical_truncates_fractional_codes_and_breaks_ties_by_code() -> None:
-    entry = categorical_stats(np.array([2.7, 2.0, 1.0, 1.2, 0.0, np.nan]))
+    entry = categorical_stats(np.array([2.7, 2.0, 1.0, 1.2, 0.0, np.nan, np.inf, 1e300, -0.5]))
     assert entry["categories"] == [1, 2, 0]
     assert entry["counts"] == [2, 2, 1]
-    assert entry["other"] == 0 and entry["missing"] == 1
+    assert entry["other"] == 0 and entry["missing"] == 4
 
 
 def test_score_histogram_and_multiclass_summary() -> None:
