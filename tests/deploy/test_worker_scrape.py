@@ -1,0 +1,151 @@
+"""A real Prometheus scrapes a real running worker (``streamscore run``) on a real broker
+and Redis: the names it exports are the ones the rules and the dashboard use, and a burst
+of malformed input (``streamscore produce --bad-ratio``) fires the dead-letter alert.
+
+Setup is the production one in miniature: synthetic data, a private copy of the fraud
+Feast repo applied and materialized into Redis, a small model trained and promoted to
+champion in a private registry, the pipeline's topics created, then the two CLI commands.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_support import (
+    ROOT,
+    dashboard_exprs,
+    defined_sample_names,
+    rule_exprs,
+    used_metric_names,
+)
+from test_prometheus import (
+    firing,
+    free_port,
+    running_prometheus,
+    scraped_names,
+    target_up,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# Families a healthy worker creates only when something goes wrong (or on a promotion).
+ONLY_ON_FAULTS = {
+    "streamscore_degraded_total",
+    "streamscore_online_store_faults_total",
+    "streamscore_backpressure_pauses_total",
+    "streamscore_model_reloads_total",
+    "streamscore_drift_page_hinkley_alarms_total",
+}
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory, bootstrap: str, redis_url: str,
+           kafka_client_settings: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    from features.materialize import apply_repo, materialize_repo
+    from features.repo import delete_project_keys, prepare_repo
+    from features.synthetic import generate
+    from scorers.registry import Registry
+    from scorers.train import TrainOptions, train_and_register
+    from stream.admin import ensure_topics
+
+    tmp = tmp_path_factory.mktemp("deploy-worker")
+    name = f"dw{os.getpid():x}{int(time.time() * 1000) % 100000:x}"
+    data = tmp / "data"
+    generate("fraud", data, rows=3000, cards=400, merchants=80, seed=3, progress=False)
+    repo = prepare_repo("fraud", tmp / "repo", project=name, redis_url=redis_url,
+                        data_dir=data, registry_path=tmp / "feast_registry.db")
+    try:
+        apply_repo(repo)
+        materialize_repo(repo, progress=False)
+        train_and_register(pipeline="fraud", data=data / "training.parquet",
+                           registry=Registry(tmp / "models"), promote=["champion"],
+                           options=TrainOptions(num_trees=15, threads=1, progress=False))
+        topics = {"input": f"{name}.in", "decisions": f"{name}.decisions",
+                  "dead_letter": f"{name}.dlq", "drift": f"{name}.drift"}
+        ensure_topics(bootstrap, list(topics.values()), partitions=2,
+                      settings=kafka_client_settings)
+        port = free_port()
+        pipeline = yaml.safe_load((ROOT / "pipelines" / "fraud.yaml").read_text())
+        pipeline["kafka"].update(bootstrap_servers=bootstrap, group_id=name,
+                                 settings={"client.id": name, **kafka_client_settings})
+        pipeline["topics"] = {**topics, "partitions": 2}
+        pipeline["features"].update(repo=str(repo), redis_url=redis_url)
+        pipeline["model"]["registry"] = str(tmp / "models")
+        # Small windows so drift gauges exist after a few hundred events.
+        pipeline["drift"] = {"window_events": 200, "window_seconds": 2, "sub_windows": 1}
+        pipeline["metrics"] = {"host": "127.0.0.1", "port": port}
+        path = tmp / "fraud.yaml"
+        path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
+        env = {**os.environ, "STREAMSCORE_HOME": str(tmp / "home")}
+        log = (tmp / "worker.log").open("w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "run", "--pipeline", str(path)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not _http_ok(f"http://127.0.0.1:{port}/readyz"):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("worker did not become ready:\n"
+                                + (tmp / "worker.log").read_text()[-3000:])
+                time.sleep(0.5)
+            yield {"port": port, "pipeline": path, "env": env, "tmp": tmp}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+    finally:
+        delete_project_keys(redis_url, name)
+
+
+def test_worker_metrics_and_dead_letter_alert(worker: dict[str, Any], prometheus_bin: str,
+                                              tmp_path: Path) -> None:
+    port = worker["port"]
+    assert _http_ok(f"http://127.0.0.1:{port}/healthz")
+    with running_prometheus(prometheus_bin, tmp_path, f"127.0.0.1:{port}") as base:
+        wait_for(lambda: target_up(base), 20, "the worker was not scraped")
+        # 30% malformed input over ~5 s, so the dead-letter counter rises across scrapes.
+        produce = subprocess.run(
+            [sys.executable, "-m", "stream.cli", "produce", "--pipeline",
+             str(worker["pipeline"]), "--events", "500", "--rate", "100",
+             "--bad-ratio", "0.3", "--seed", "5"],
+            capture_output=True, text=True, env=worker["env"], cwd=ROOT, timeout=120,
+        )
+        assert produce.returncode == 0, produce.stderr
+        alert = wait_for(lambda: firing(base, "StreamscoreDeadLetterRate"), 30,
+                         "StreamscoreDeadLetterRate did not fire on malformed input")
+        assert alert[0]["labels"]["pipeline"] == "fraud"
+        assert not firing(base, "StreamscoreWorkerDown")
+        # Drift gauges appear once a window has closed (2 s windows here) and been scraped.
+        scraped = wait_for(lambda: (lambda n: n if "streamscore_drift_psi" in n else None)(
+            scraped_names(base)), 20, "no drift window was exported")
+
+    defined = defined_sample_names()
+    assert scraped <= defined, f"the worker exports undeclared names: {scraped - defined}"
+    used = set(used_metric_names(rule_exprs())) | set(used_metric_names(dashboard_exprs()))
+    missing = used - scraped - ONLY_ON_FAULTS
+    assert not missing, f"rules/dashboard use names the running worker did not export: " \
+                        f"{sorted(missing)}"
