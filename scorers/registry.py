@@ -15,7 +15,7 @@ Writes are atomic so a running worker can read while another process registers o
 promotes: a version is written into a hidden staging directory and renamed into place
 (the rename also picks the version number without a race), and ``aliases.json`` is
 replaced with ``os.replace`` under a lock file. Workers notice alias moves cheaply with
-:meth:`Registry.fingerprint` (two ``stat`` calls) or a :class:`RefWatcher`.
+:meth:`Registry.fingerprint` (a small read and a ``stat``) or a :class:`RefWatcher`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -53,6 +54,8 @@ MODEL_FILE = "model.txt"
 METADATA_FILE = "metadata.json"
 ALIASES_FILE = "aliases.json"
 LOCK_FILE = ".lock"
+
+log = logging.getLogger("streamscore.registry")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
@@ -292,11 +295,18 @@ class Registry:
     def load_text(self, ref: str, expected_sha256: str | None = None) -> str:
         """The verified model text of ``ref``; optionally pin the expected sha256 too."""
         mv = self.resolve(ref)
-        if expected_sha256 is not None and expected_sha256.lower() != mv.sha256:
-            raise IntegrityError(
-                f"{mv.ref} has sha256 {mv.sha256[:16]}..., expected {expected_sha256[:16]}..."
-            )
+        _check_pin(mv, expected_sha256)
         return mv.read_text()
+
+    def load_model(
+        self, ref: str, expected_sha256: str | None = None, **compile_options: Any
+    ) -> tuple[ModelVersion, Any]:
+        """Resolve, verify and compile ``ref``: (its version, a ``CompiledModel``)."""
+        mv = self.resolve(ref)
+        _check_pin(mv, expected_sha256)
+        from scorers.compiled import compile_lightgbm
+
+        return mv, compile_lightgbm(mv.read_text(), **compile_options)
 
     def list(self, name: str | None = None) -> builtins.list[ModelVersion]:
         """Every version (of one model, or of all), sorted by name then version."""
@@ -305,20 +315,24 @@ class Registry:
             raise self._unknown_name(name)
         return [self.get(n, v) for n in names for v in self.versions(n)]
 
-    def fingerprint(self, name: str) -> tuple[int, ...]:
-        """Changes whenever ``name`` gains a version or an alias moves (two stat calls).
+    def fingerprint(self, name: str) -> tuple[bytes, int, int]:
+        """Changes whenever ``name`` gains a version or an alias moves (cheap: one small
+        read and one ``stat``).
 
-        ``aliases.json`` is always replaced by a new file (new inode), and a new version
-        is a rename into ``<name>/``, which updates the directory's mtime.
+        The alias file's content (not its mtime: two promotions within one clock tick
+        would share it) plus the directory's mtime and link count (each new version
+        directory adds a link, so even same-tick registrations are seen).
         """
-        out: builtins.list[int] = []
-        for path in (self.root / name / ALIASES_FILE, self.root / name):
-            try:
-                st = os.stat(path)
-                out += [st.st_ino, st.st_mtime_ns, st.st_size]
-            except FileNotFoundError:
-                out += [0, 0, 0]
-        return tuple(out)
+        d = self.root / name
+        try:
+            aliases = (d / ALIASES_FILE).read_bytes()
+        except FileNotFoundError:
+            aliases = b""
+        try:
+            st = os.stat(d)
+        except FileNotFoundError:
+            return aliases, 0, 0
+        return aliases, st.st_mtime_ns, st.st_nlink
 
     def watch(self, ref: str) -> RefWatcher:
         """A watcher that tells when ``ref`` starts pointing at another version."""
@@ -487,9 +501,11 @@ class Registry:
 class RefWatcher:
     """Follows a reference (e.g. ``fraud@champion``) for a running worker.
 
-    ``poll()`` costs two ``stat`` calls while nothing changed; when the registry changed
-    and the reference now resolves to another version, it returns that version (and
-    remembers it), else None.
+    ``poll()`` costs one small read and one ``stat`` while nothing changed; when the
+    registry changed and the reference now resolves to another version, it returns that
+    version (and remembers it), else None. If the new target cannot be resolved (alias to a broken
+    version, corrupt metadata) it logs a warning, keeps ``current``, records
+    ``last_error`` and returns None: a running worker keeps scoring with what it has.
     """
 
     def __init__(self, registry: Registry, ref: str) -> None:
@@ -498,17 +514,33 @@ class RefWatcher:
         self.name, _ = parse_ref(ref)
         self._fp = registry.fingerprint(self.name)
         self.current = registry.resolve(ref)
+        self.last_error: RegistryError | None = None
 
     def poll(self) -> ModelVersion | None:
         fp = self.registry.fingerprint(self.name)
         if fp == self._fp:
             return None
         self._fp = fp
-        mv = self.registry.resolve(self.ref)
+        try:
+            mv = self.registry.resolve(self.ref)
+            if mv.version != self.current.version:
+                mv.read_text()  # refuse a target whose file fails its sha256
+        except RegistryError as exc:
+            self.last_error = exc
+            log.warning("keeping %s: %s", self.current.ref, exc)
+            return None
+        self.last_error = None
         if mv.version == self.current.version:
             return None
         self.current = mv
         return mv
+
+
+def _check_pin(mv: ModelVersion, expected_sha256: str | None) -> None:
+    if expected_sha256 is not None and expected_sha256.lower() != mv.sha256:
+        raise IntegrityError(
+            f"{mv.ref} has sha256 {mv.sha256[:16]}..., expected {expected_sha256[:16]}..."
+        )
 
 
 def _write_json(path: Path, obj: Any) -> None:

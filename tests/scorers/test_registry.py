@@ -280,3 +280,38 @@ def test_default_root_follows_streamscore_home(
     assert Registry().root == tmp_path / "home" / "models"
     monkeypatch.delenv("STREAMSCORE_HOME")
     assert default_root() == Path(".streamscore") / "models"
+
+
+def test_watcher_keeps_current_version_when_the_new_target_is_broken(
+    reg: Registry, boosters: list[lgb.Booster]
+) -> None:
+    reg.register(boosters[0], "fraud", aliases=["champion"])
+    bad = reg.register(boosters[1], "fraud")
+    watcher = reg.watch("fraud")
+    bad.model_path.write_text(bad.model_path.read_text() + "tampered\n")
+    # promote() refuses a tampered file, so move the alias by hand.
+    (reg.root / "fraud" / "aliases.json").write_text('{"champion": 2}')
+    assert watcher.poll() is None
+    assert watcher.current.version == 1
+    assert isinstance(watcher.last_error, IntegrityError)
+    (reg.root / "fraud" / "aliases.json").write_text('{"champion": 7}')
+    assert watcher.poll() is None and isinstance(watcher.last_error, ModelNotFoundError)
+    reg.register(boosters[0], "fraud", aliases=["champion"])  # version 3, healthy
+    moved = watcher.poll()
+    assert moved is not None and moved.version == 3 and watcher.last_error is None
+
+
+def test_load_model_compiles_the_verified_text(reg: Registry, boosters: list[lgb.Booster]) -> None:
+    scorers = pytest.importorskip("scorers")
+    if not hasattr(scorers, "compile_lightgbm"):
+        pytest.skip("scorers.compile_lightgbm not available yet")
+    mv0 = reg.register(boosters[0], "fraud", aliases=["champion"])
+    mv, model = reg.load_model("fraud@champion", expected_sha256=mv0.sha256)
+    assert mv.version == 1 and model.sha256 == mv.sha256
+    X = np.random.default_rng(0).random((50, 3)) * [2, 5, 1]
+    np.testing.assert_allclose(model.predict(X), boosters[0].predict(X), rtol=0, atol=1e-12)
+    with pytest.raises(IntegrityError, match="expected"):
+        reg.load_model("fraud", expected_sha256="ab" * 32)
+    mv.model_path.write_text(mv.model_path.read_text().replace("Tree=0", "Tree=0 ", 1))
+    with pytest.raises(IntegrityError, match="refusing to load"):
+        reg.load_model("fraud")
