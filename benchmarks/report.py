@@ -1,0 +1,254 @@
+"""Reports of an end-to-end benchmark run: JSON, Markdown and PNG plots.
+
+Input is the result dict built by ``benchmarks.bench_e2e`` (machine, command, settings,
+per-stack steps with percentiles, breakdowns and accounting, drain, summary ratios, and
+the raw latency quantiles used for the CDF). Plots use matplotlib's Agg backend (no
+display needed): latency percentiles vs offered rate for every stack, the stage
+breakdown at one rate, and the latency CDF at that rate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = ["machine_info", "write_reports"]
+
+_PACKAGES = ("confluent-kafka", "feast", "lightgbm", "numba", "numpy", "msgspec", "redis",
+             "hdrhistogram", "streamscore")
+_COLORS = {"worker": "tab:blue", "naive": "tab:red", "hop": "tab:gray"}
+_SEGMENTS = ("queue", "decode", "features", "score", "policy", "encode", "out")
+
+
+def machine_info(redis_url: str | None = None) -> dict[str, Any]:
+    """Cores, CPU model, load, OS, Python and package versions (and Redis's)."""
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(), "cpu_model": _cpu_model(), "platform": platform.platform(),
+        "python": sys.version.split()[0], "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
+    with _suppress():
+        info["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True,
+                                        check=False, timeout=5).stdout.strip()
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    with _suppress():
+        import confluent_kafka
+
+        versions["librdkafka"] = confluent_kafka.libversion()[0]
+    if redis_url:
+        with _suppress():
+            import redis
+
+            client = redis.Redis.from_url(redis_url, socket_timeout=2)
+            server: Any = client.info("server")
+            versions["redis-server"] = str(server.get("redis_version"))
+            client.close()
+    info["versions"] = versions
+    return info
+
+
+class _suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return True
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    return match.group(1).strip() if match else platform.processor() or "unknown"
+
+
+def write_reports(result: dict[str, Any], out_dir: str | Path, *, plots: bool = True) -> list[Path]:
+    """Write ``e2e.json``, ``e2e.md`` and the PNG plots into ``out_dir``; return the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "e2e.json", out / "e2e.md"]
+    pngs: dict[str, Path] = {}
+    if plots:
+        pngs = _plots(result, out)
+    result = {**result, "plots": {k: v.name for k, v in pngs.items()}}
+    files[0].write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+    files[1].write_text(markdown(result))
+    return files + list(pngs.values())
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def _fmt(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The Markdown report."""
+    m, s = result["machine"], result["summary"]
+    lines = [
+        f"# End-to-end latency benchmark ({result['settings']['pipeline']})",
+        "",
+        f"Run {result['started_at']} on {m['cores']} cores ({m['cpu_model']}), "
+        f"broker `{result['settings']['broker']}`, budget {result['settings']['budget_ms']} ms.",
+        f"Load average at start / end: {m['loadavg']} / {result.get('loadavg_end')} "
+        "(other processes share these cores: numbers are only as quiet as the machine).",
+        "",
+        "Command:",
+        "",
+        f"    {result['command']}",
+        "",
+        "## Summary",
+        "",
+        "| | value |",
+        "|---|---|",
+    ]
+    for key, value in s.items():
+        lines.append(f"| {key.replace('_', ' ')} | {_fmt(value, 2)} |")
+    lines += ["", "## Latency by offered rate (ms, from scheduled send to output received)", "",
+              "| stack | rate/s | sent rate | out rate | p50 | p99 | p99.9 | max | "
+              "worker own p99 | decisions | dead letters | missing | ok |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, stack in result["stacks"].items():
+        for st in stack["steps"]:
+            e, a = st["e2e"], st["accounting"]
+            own = st.get("worker_own", {}).get("p99")
+            lines.append(
+                f"| {name} | {_fmt(st['rate'], 0)} | {_fmt(st['send']['achieved_rate'], 0)} | "
+                f"{_fmt(st['throughput'], 0)} | {_fmt(e.get('p50'), 2)} | {_fmt(e.get('p99'), 2)}"
+                f" | {_fmt(e.get('p999'), 2)} | {_fmt(e.get('max'), 2)} | {_fmt(own, 2)} | "
+                f"{a['decisions']} | {a['dead_letters']} | {a['missing']} | "
+                f"{'yes' if st['ok'] else 'no'} |"
+            )
+    lines += ["", "## Where the time goes (mean ms per event at the breakdown rate)", "",
+              "| stack | " + " | ".join(_SEGMENTS) + " |",
+              "|---|" + "---|" * len(_SEGMENTS)]
+    for name, stack in result["stacks"].items():
+        bd = stack.get("breakdown")
+        if bd:
+            lines.append(f"| {name} @ {_fmt(bd['rate'], 0)}/s | "
+                         + " | ".join(_fmt(bd["mean_ms"].get(k), 3) for k in _SEGMENTS) + " |")
+    lines += ["", "queue = scheduled send -> fetched by the worker (input hop + waiting); "
+              "decode..encode = the worker's own stage stamps; out = the rest (produce, "
+              "acknowledgement wait, output hop, collector).", "",
+              "## Drain (backlog built while the stack was paused)", "",
+              "| stack | events | seconds | events/s |", "|---|---|---|---|"]
+    for name, stack in result["stacks"].items():
+        d = stack.get("drain")
+        if d:
+            lines.append(f"| {name} | {d['events']} | {_fmt(d['seconds'], 2)} | "
+                         f"{_fmt(d['rate'], 0)} |")
+    if result.get("plots"):
+        lines += ["", "## Plots", ""]
+        lines += [f"![{k}]({v})" for k, v in result["plots"].items()]
+    lines += ["", "## Versions", "", "| package | version |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in m.get("versions", {}).items()]
+    notes = result.get("notes") or []
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(result: dict[str, Any], out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths: dict[str, Path] = {}
+    budget = float(result["settings"]["budget_ms"])
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    top = 1.0
+    for name, stack in result["stacks"].items():
+        steps = [s for s in stack["steps"] if s["e2e"].get("p50") is not None]
+        if not steps:
+            continue
+        rates = [s["rate"] for s in steps]
+        top = max(top, *rates)
+        color = _COLORS.get(name)
+        for key, style in (("p50", ":"), ("p99", "-"), ("p999", "--")):
+            axes[0].plot(rates, [s["e2e"][key] for s in steps], style, marker="o",
+                         color=color, label=f"{name} {key}")
+        axes[1].plot(rates, [s["throughput"] for s in steps], "-", marker="o", color=color,
+                     label=name)
+    axes[0].axhline(budget, color="k", lw=0.8, ls=":", label=f"budget {budget:g} ms")
+    axes[0].set_ylabel("end-to-end latency (ms)")
+    axes[0].set_title("latency percentiles vs offered rate")
+    axes[1].plot([1, top], [1, top], color="k", lw=0.8, ls=":", label="output = offered")
+    axes[1].set_ylabel("output rate (events/s)")
+    axes[1].set_title("throughput vs offered rate")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("offered rate (events/s)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths["latency_vs_rate"] = out / "e2e_latency_vs_rate.png"
+    fig.savefig(paths["latency_vs_rate"], dpi=110)
+    plt.close(fig)
+
+    bds = {n: s["breakdown"] for n, s in result["stacks"].items() if s.get("breakdown")}
+    if bds:
+        fig, ax = plt.subplots(figsize=(10, 1.2 + 0.8 * len(bds)))
+        cmap = plt.get_cmap("tab10")
+        for row, bd in enumerate(bds.values()):
+            left = 0.0
+            for k, seg in enumerate(_SEGMENTS):
+                width = max(float(bd["mean_ms"].get(seg) or 0.0), 0.0)
+                ax.barh(row, width, left=left, color=cmap(k), label=seg if row == 0 else None)
+                left += width
+        ax.set_yticks(range(len(bds)))
+        ax.set_yticklabels([f"{n} @ {bd['rate']:g}/s" for n, bd in bds.items()])
+        ax.set_xlabel("mean ms per event")
+        ax.set_title("where the time goes")
+        ax.legend(ncol=len(_SEGMENTS), fontsize=8, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.35 if len(bds) < 3 else -0.2))
+        fig.tight_layout()
+        paths["stage_breakdown"] = out / "e2e_stage_breakdown.png"
+        fig.savefig(paths["stage_breakdown"], dpi=110)
+        plt.close(fig)
+
+    cdf_rate = result.get("cdf_rate")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for name, stack in result["stacks"].items():
+        cdf = stack.get("cdf")
+        if cdf and cdf["latency_ms"]:
+            ax.plot(cdf["latency_ms"], cdf["fraction"], color=_COLORS.get(name),
+                    label=f"{name} @ {cdf['rate']:g}/s")
+            drawn = True
+    if drawn:
+        ax.axvline(budget, color="k", lw=0.8, ls=":", label="budget")
+        ax.set_xscale("log")
+        ax.set_xlabel("end-to-end latency (ms)")
+        ax.set_ylabel("fraction of events")
+        ax.set_title(f"latency CDF at {cdf_rate:g} events/s" if cdf_rate else "latency CDF")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths["cdf"] = out / "e2e_cdf.png"
+        fig.savefig(paths["cdf"], dpi=110)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,133 @@
+"""The scoring stacks under test, as subprocesses: the streamscore worker and the naive one.
+
+A stack is a set of processes consuming one input topic in one consumer group and
+writing decisions and dead letters. The harness starts it once per sweep, pauses it
+(SIGSTOP) to build a backlog for the drain measurement, resumes it (SIGCONT) and stops
+it (SIGTERM, then SIGKILL) at the end. Each process logs to its own file, whose tail is
+shown when a stack fails to start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["SubprocessStack", "naive_stack", "worker_stack"]
+
+
+class SubprocessStack:
+    """N copies of one command, one consumer group, logs in ``log_dir``."""
+
+    mode = "decisions"
+    pausable = True
+
+    def __init__(
+        self, name: str, cmd: Sequence[str], *, input_topic: str, decisions_topic: str,
+        dead_letter_topic: str, log_dir: Path, copies: int = 1,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.cmd = list(cmd)
+        self.input_topic = input_topic
+        self.output_topics = [decisions_topic, dead_letter_topic]
+        self.dead_letter_topics = (dead_letter_topic,)
+        self.copies = copies
+        self.log_dir = log_dir
+        self.env = {**os.environ, **(env or {})}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+
+    def start(self) -> None:
+        """Start every copy (logs to ``<log_dir>/<name>-<i>.log``)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(self.copies):
+            log = self.log_dir / f"{self.name}-{i}.log"
+            self.logs.append(log)
+            with open(log, "wb") as fh:
+                self.procs.append(subprocess.Popen(
+                    self.cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                    env=self.env, cwd=str(Path(__file__).resolve().parent.parent),
+                ))
+
+    def alive(self) -> bool:
+        """Whether every copy still runs."""
+        return bool(self.procs) and all(p.poll() is None for p in self.procs)
+
+    def pause(self) -> None:
+        """SIGSTOP every copy (the backlog builds up in the broker)."""
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT every copy."""
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGCONT)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (after SIGCONT, in case it is paused), wait, then SIGKILL."""
+        self.resume()
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of every copy's log."""
+        out = []
+        for log in self.logs:
+            with contextlib.suppress(OSError):
+                text = log.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {log.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+
+def _streamscore_cmd() -> list[str]:
+    # The console script next to this interpreter, else the module entry point.
+    script = Path(sys.executable).with_name("streamscore")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("streamscore")
+    return [found] if found else [sys.executable, "-m", "stream.cli"]
+
+
+def worker_stack(
+    pipeline_file: Path, topics: dict[str, str], log_dir: Path, *, copies: int = 1,
+    env: dict[str, str] | None = None,
+) -> SubprocessStack:
+    """``streamscore run --pipeline FILE``, ``copies`` times in one consumer group."""
+    return SubprocessStack(
+        "worker", [*_streamscore_cmd(), "run", "--pipeline", str(pipeline_file),
+                   "--metrics-port", "0"],
+        input_topic=topics["input"], decisions_topic=topics["decisions"],
+        dead_letter_topic=topics["dead_letter"], log_dir=log_dir, copies=copies, env=env,
+    )
+
+
+def naive_stack(
+    *, bootstrap: str, topics: dict[str, str], group: str, pipeline: str, repo: Path,
+    model: Path, redis_url: str, log_dir: Path, copies: int = 1,
+) -> SubprocessStack:
+    """``python -m benchmarks.naive`` with the same broker, Redis, model and topics."""
+    cmd = [
+        sys.executable, "-m", "benchmarks.naive", "--bootstrap", bootstrap,
+        "--input", topics["input"], "--decisions", topics["decisions"],
+        "--dead-letter", topics["dead_letter"], "--group", group, "--pipeline", pipeline,
+        "--repo", str(repo), "--model", str(model), "--redis-url", redis_url,
+    ]
+    return SubprocessStack(
+        "naive", cmd, input_topic=topics["input"], decisions_topic=topics["decisions"],
+        dead_letter_topic=topics["dead_letter"], log_dir=log_dir, copies=copies,
+    )

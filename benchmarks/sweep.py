@@ -1,0 +1,266 @@
+"""One stack's benchmark: warm-up, drain, rate steps; then the cross-stack summary.
+
+``run_stack`` drives one stack (hop, worker or naive) through its measurements and
+returns plain data for the report: per rate step the send accuracy, end-to-end
+percentiles (HDR), the worker's own latency, the mean breakdown by stage, a CDF table
+and the accounting of every event (decision, dead letter, misrouted, missing,
+duplicate). ``summarize`` picks the sustainable rate of each stack (the highest step
+with every event accounted for, p99 within the budget and the output following the
+offered rate) and the ratios between stacks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks.loadgen import EventFactory, send_open_loop
+from benchmarks.measure import STAGES, Collector, latency_stats, percentile_table
+
+__all__ = ["run_stack", "summarize"]
+
+# Output rate below this share of the offered rate = the stack no longer keeps up.
+FOLLOW_SHARE = 0.9
+WARMUP_EVENTS = 200
+WARMUP_RATE = 200.0
+
+
+class StackFailed(RuntimeError):
+    """A stack died or never answered; the message carries its log tail."""
+
+
+def run_stack(
+    stack: Any, producer: Any, factory: EventFactory, *, bootstrap: str, prefix: str,
+    rates: list[float], duration: float, budget_ms: float, drain_events: int,
+    startup_timeout: float, progress: Any = None, warmup_events: int = WARMUP_EVENTS,
+) -> dict[str, Any]:
+    """Warm up, drain and sweep one stack; always stops it and its collector."""
+    out: dict[str, Any] = {"steps": [], "drain": None, "warmup": None, "error": None}
+    collector = Collector(bootstrap, stack.output_topics,
+                          dead_letter_topics=stack.dead_letter_topics, mode=stack.mode)
+    collector.start()
+    stack.start()
+    try:
+        out["warmup"] = _warmup(stack, collector, producer, factory, prefix + "w",
+                                startup_timeout, warmup_events)
+        _tick(progress)
+        if stack.pausable and drain_events > 0:
+            out["drain"] = _drain(stack, collector, producer, factory, prefix + "d",
+                                  drain_events)
+        _tick(progress)
+        for k, rate in enumerate(rates):
+            step = _step(stack, collector, producer, factory, f"{prefix}s{k}r", rate,
+                         duration, budget_ms)
+            out["steps"].append(step)
+            _tick(progress)
+            if not stack.alive():
+                raise StackFailed(f"{stack.name} died during the sweep:\n{stack.log_tail()}")
+            if not step["ok"]:
+                break
+    except StackFailed as exc:
+        out["error"] = str(exc)
+    finally:
+        stack.stop()
+        collector.stop()
+    out["unmatched"] = collector.unmatched
+    return out
+
+
+def _tick(progress: Any) -> None:
+    if progress is not None:
+        progress.update(1)
+
+
+def _warmup(
+    stack: Any, collector: Collector, producer: Any, factory: EventFactory, prefix: str,
+    timeout: float, events: int,
+) -> dict[str, float]:
+    t0 = time.time()
+    batch = factory.make(max(1, events), prefix)
+    collector.expect(prefix, len(batch))
+    send_open_loop(producer, stack.input_topic, batch.keys, batch.payloads, WARMUP_RATE)
+    deadline = time.monotonic() + timeout
+    while not collector.wait(prefix, timeout=0.5):
+        if not stack.alive():
+            raise StackFailed(f"{stack.name} exited during warm-up:\n{stack.log_tail()}")
+        if time.monotonic() > deadline:
+            raise StackFailed(
+                f"{stack.name} answered {collector.accounted(prefix)}/{len(batch)} warm-up "
+                f"events in {timeout:.0f} s:\n{stack.log_tail()}"
+            )
+    return {"seconds": round(time.time() - t0, 2), "events": len(batch)}
+
+
+def _drain(
+    stack: Any, collector: Collector, producer: Any, factory: EventFactory, prefix: str,
+    n: int,
+) -> dict[str, float]:
+    """Backlog of ``n`` events built while the stack is stopped, then timed to empty."""
+    batch = factory.make(n, prefix)
+    exp = collector.expect(prefix, n)
+    stack.pause()
+    try:
+        for key, payload in zip(batch.keys, batch.payloads, strict=True):
+            while True:
+                try:
+                    producer.produce(stack.input_topic, payload, key=key)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            producer.poll(0)
+        producer.flush(60)
+    finally:
+        resumed = time.time()
+        stack.resume()
+    # Generous: a drain left unfinished would leak its backlog into the first rate step.
+    complete = collector.wait(prefix, timeout=max(60.0, n / 20.0))
+    last = float(np.nanmax(exp.recv)) if exp.count else resumed
+    seconds = max(last - resumed, 1e-9)
+    return {"events": n, "accounted": exp.count, "complete": complete,
+            "seconds": round(seconds, 3), "rate": round(exp.count / seconds, 1)}
+
+
+def _step(
+    stack: Any, collector: Collector, producer: Any, factory: EventFactory, prefix: str,
+    rate: float, duration: float, budget_ms: float,
+) -> dict[str, Any]:
+    n = max(20, round(rate * duration))
+    batch = factory.make(n, prefix)
+    exp = collector.expect(prefix, n)
+    send = send_open_loop(producer, stack.input_topic, batch.keys, batch.payloads, rate)
+    collector.wait(prefix, timeout=max(5.0, 2.0 * duration))
+    waited_until = time.time()
+    sched = send.scheduled
+    kind = exp.kind.copy()
+    recv = exp.recv.copy()
+    got = kind > 0
+    missing = int((~got).sum())
+    is_decision = kind == 1
+    # Events still missing count at the time we stopped waiting: a lower bound, so a
+    # stack that falls behind is never flattered by leaving its slowest events out.
+    lat_ms = np.where(got, recv - sched, waited_until - sched) * 1e3
+    raw = stack.mode == "raw"
+    measured = np.ones(n, bool) if raw else (is_decision | (~got & (batch.kind < 2)))
+    e2e = latency_stats(lat_ms[measured] * 1e3)
+    last = float(np.nanmax(recv)) if got.any() else waited_until
+    throughput = float(got.sum()) / max(last - float(sched[0]), 1e-9)
+    step: dict[str, Any] = {
+        "rate": rate, "events": n, "send": send.summary(), "e2e": e2e,
+        "throughput": round(throughput, 1),
+        "accounting": _accounting(batch.kind, kind, raw, missing, exp.duplicates),
+    }
+    if not raw:
+        dl = kind == 2
+        step["dead_letter_e2e"] = latency_stats(lat_ms[dl] * 1e3) if dl.any() else {}
+        own = (exp.msg_ts - exp.decided_at) * 1e3
+        own = own[is_decision & np.isfinite(own)]
+        step["worker_own"] = latency_stats(np.maximum(own, 0.0) * 1e3) if own.size else {}
+    step["breakdown"] = _breakdown(exp, sched, is_decision if not raw else got, raw)
+    xs, qs = percentile_table(lat_ms[measured])
+    step["cdf"] = {"latency_ms": np.round(xs, 4).tolist(), "fraction": np.round(qs, 6).tolist()}
+    p99 = e2e.get("p99")
+    acc = step["accounting"]
+    step["ok"] = bool(
+        missing == 0 and acc["misrouted"] == 0 and p99 is not None and p99 <= budget_ms
+        and throughput >= FOLLOW_SHARE * rate
+    )
+    return step
+
+
+def _accounting(
+    sent_kind: np.ndarray, got_kind: np.ndarray, raw: bool, missing: int, duplicates: int,
+) -> dict[str, int]:
+    if raw:
+        return {"events": int(sent_kind.size), "decisions": int((got_kind > 0).sum()),
+                "dead_letters": 0, "misrouted": 0, "missing": missing,
+                "duplicates": duplicates}
+    good, bad = sent_kind < 2, sent_kind == 2
+    return {
+        "events": int(sent_kind.size), "expected_decisions": int(good.sum()),
+        "expected_dead_letters": int(bad.sum()), "unknown_entities": int((sent_kind == 1).sum()),
+        "decisions": int((got_kind == 1).sum()), "dead_letters": int((got_kind == 2).sum()),
+        "misrouted": int(((got_kind == 1) & bad).sum() + ((got_kind == 2) & good).sum()),
+        "missing": missing, "duplicates": duplicates,
+    }
+
+
+def _breakdown(exp: Any, sched: np.ndarray, rows: np.ndarray, raw: bool) -> dict[str, Any]:
+    """Mean ms per event of each segment of the path, over ``rows``."""
+    if not rows.any():
+        return {}
+    total = (exp.recv[rows] - sched[rows]) * 1e3
+    if raw:  # one hop: all of it is the broker
+        return {"mean_ms": {"queue": float(np.mean(total))}}
+    queue = (exp.decided_at[rows] - sched[rows]) * 1e3
+    stages = exp.stages[rows]
+    means = {s: float(np.nanmean(stages[:, i])) if np.isfinite(stages[:, i]).any() else 0.0
+             for i, s in enumerate(STAGES)}
+    out = total - queue - np.nansum(stages, axis=1)
+    mean = {"queue": _nanmean(queue), **means, "out": _nanmean(out)}
+    return {"mean_ms": mean, "total_ms": _nanmean(total)}
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else 0.0
+
+
+def _sustainable(stack: dict[str, Any]) -> float:
+    ok = [s["rate"] for s in stack["steps"] if s["ok"]]
+    return max(ok) if ok else 0.0
+
+
+def summarize(result: dict[str, Any], budget_ms: float) -> None:
+    """Add ``summary``, ``cdf_rate`` and each stack's ``breakdown``/``cdf`` in place."""
+    stacks = result["stacks"]
+    summary: dict[str, Any] = {}
+    for name, st in stacks.items():
+        summary[f"{name}_sustainable_eps"] = _sustainable(st)
+        if st.get("drain"):
+            summary[f"{name}_drain_eps"] = st["drain"]["rate"]
+        if st.get("error"):
+            result["notes"].append(f"{name}: {st['error'].splitlines()[0]}")
+    # One rate for the CDF and breakdown: the highest every stack reached, preferring one
+    # every stack sustained.
+    rate_sets = [{s["rate"] for s in st["steps"]} for st in stacks.values() if st["steps"]]
+    common = set.intersection(*rate_sets) if rate_sets else set()
+    ok_common = {r for r in common if all(
+        any(s["rate"] == r and s["ok"] for s in st["steps"]) for st in stacks.values())}
+    cdf_rate = max(ok_common or common) if (ok_common or common) else None
+    result["cdf_rate"] = cdf_rate
+    for name, st in stacks.items():
+        steps = st["steps"]
+        chosen = next((s for s in steps if s["rate"] == cdf_rate), steps[-1] if steps else None)
+        if chosen is None:
+            continue
+        if chosen["breakdown"]:
+            st["breakdown"] = {"rate": chosen["rate"], **chosen["breakdown"]}
+        st["cdf"] = {"rate": chosen["rate"], **chosen["cdf"]}
+        summary[f"{name}_p99_ms_at_{chosen['rate']:g}"] = chosen["e2e"].get("p99")
+        own = chosen.get("worker_own", {}).get("p99")
+        if own is not None:
+            summary[f"{name}_own_p99_ms_at_{chosen['rate']:g}"] = own
+    w, nv = summary.get("worker_sustainable_eps"), summary.get("naive_sustainable_eps")
+    if w is not None and nv is not None:
+        lowest = min(result["settings"]["rates"])
+        summary["throughput_ratio_at_budget"] = round(w / nv, 2) if nv else None
+        if not nv:
+            result["notes"].append(
+                f"naive stack sustained none of the rates (lowest {lowest:g}/s within "
+                f"{budget_ms:g} ms): the ratio is at least {w / lowest:.1f}x")
+    wd, nd = summary.get("worker_drain_eps"), summary.get("naive_drain_eps")
+    if wd and nd:
+        summary["drain_ratio"] = round(wd / nd, 2)
+    if cdf_rate is not None and "worker" in stacks and "naive" in stacks:
+        a = summary.get(f"naive_p99_ms_at_{cdf_rate:g}")
+        b = summary.get(f"worker_p99_ms_at_{cdf_rate:g}")
+        if a and b:
+            summary[f"p99_ratio_naive_over_worker_at_{cdf_rate:g}"] = round(a / b, 2)
+    summary["every_event_accounted"] = all(
+        s["accounting"]["missing"] == 0 and s["accounting"]["misrouted"] == 0
+        for st in stacks.values() for s in st["steps"]
+    )
+    result["summary"] = summary
+    result["complete"] = not any(st.get("error") for st in stacks.values())

@@ -1,0 +1,145 @@
+"""The end-to-end benchmark harness on the embedded broker and the real Redis.
+
+One tiny sweep (seconds of load) runs the plain hop, the streamscore worker and the
+naive stack on the same events and checks that every event is accounted for (one
+decision per good event, one dead letter per malformed one) and that the report files
+are written. Smaller tests pin the load generator (open-loop schedule, scheduled Kafka
+timestamps, shares of unknown and malformed events) and the HDR statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+
+from benchmarks.loadgen import EventFactory, event_id_of, send_open_loop
+from benchmarks.measure import Collector, _split, latency_stats
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Any]:
+    """A tiny benchmark workspace (data, online rows, a 20-tree model), keys removed after."""
+    from benchmarks.workspace import cleanup_online, prepare_workspace
+
+    root = tmp_path_factory.mktemp("bench-ws")
+    ws = prepare_workspace("fraud", root, redis_url, size="tiny", progress=False, num_trees=20)
+    yield ws
+    cleanup_online(ws)
+
+
+def _factory(ws: Any, **kw: Any) -> EventFactory:
+    return EventFactory.from_data_dir("fraud", ws.data_dir, **kw)
+
+
+def test_events_are_hot_skewed_with_unknowns_and_malformed(workspace: Any) -> None:
+    from schemas.registry import decode_batch
+
+    f = _factory(workspace, unknown_share=0.1, malformed_share=0.1, zipf_s=1.2, seed=3)
+    batch = f.make(4000, "p.")
+    decoded = decode_batch("fraud_transaction", batch.payloads)
+    bad = {r.index for r in decoded.rejected}
+    # exactly the malformed ones are rejected by the worker's own validation
+    assert bad == set(np.flatnonzero(batch.kind == 2).tolist())
+    assert 0.07 < batch.malformed / len(batch) < 0.13
+    assert all(event_id_of(batch.payloads[i]) == batch.ids[i] for i in range(len(batch)))
+    cards = np.array([msgspec.json.decode(batch.payloads[i])["card_id"]
+                      for i in range(len(batch)) if batch.kind[i] == 0])
+    _, counts = np.unique(cards, return_counts=True)
+    top = np.sort(counts)[::-1]
+    # Zipf: the hottest key alone carries far more than a uniform share
+    assert top[0] > 20 * len(cards) / len(f.entities)
+    unknown = [msgspec.json.decode(batch.payloads[i])["card_id"]
+               for i in np.flatnonzero(batch.kind == 1)]
+    assert unknown and not set(unknown) & set(f.entities.tolist())
+
+
+def test_open_loop_schedule_and_timestamps(
+    workspace: Any, bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    from confluent_kafka import Producer
+
+    topic = make_topic("hop", partitions=2)
+    f = _factory(workspace, unknown_share=0.0, malformed_share=0.0)
+    batch = f.make(400, "h.")
+    collector = Collector(bootstrap, [topic], mode="raw")
+    exp = collector.expect("h.", len(batch))
+    collector.start()
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    try:
+        report = send_open_loop(producer, topic, batch.keys, batch.payloads, 400.0)
+        assert collector.wait("h.", timeout=30)
+    finally:
+        collector.stop()
+    assert report.delivered == 400 and report.errors == 0
+    assert 0.8 < report.rate_accuracy < 1.25
+    # each message carries its scheduled send time (ms) as its Kafka timestamp
+    np.testing.assert_allclose(exp.msg_ts, np.floor(report.scheduled * 1e3) / 1e3, atol=1e-3)
+    assert np.all(exp.recv >= report.scheduled)
+    assert exp.duplicates == 0 and collector.unmatched == 0
+
+
+def test_hdr_percentiles_and_id_split() -> None:
+    stats = latency_stats(np.arange(1, 10_001, dtype=np.float64) * 1000.0)  # 1..10000 ms
+    assert stats["count"] == 10_000
+    assert stats["p50"] == pytest.approx(5000, rel=2e-3)
+    assert stats["p99"] == pytest.approx(9900, rel=2e-3)
+    assert stats["max"] == pytest.approx(10_000, rel=2e-3)
+    assert _split("b1.worker.s0r123") == ("b1.worker.s0r", 123)
+    assert _split("nodigits")[1] == -1
+
+
+def test_tiny_sweep_accounts_for_every_event_and_writes_reports(
+    workspace: Any, bootstrap: str, broker_kind: str, redis_url: str, tmp_path: Path,
+) -> None:
+    from benchmarks.bench_e2e import add_arguments, run_sweep
+    from benchmarks.report import write_reports
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([
+        "--stacks", "hop,worker,naive", "--rates", "40", "--duration", "1",
+        "--drain-events", "200", "--workspace", str(workspace.root), "--size", "tiny",
+        "--unknown-share", "0.05", "--malformed-share", "0.2", "--budget-ms", "60000",
+        "--out", str(tmp_path / "out"), "--startup-timeout", "60",
+    ])
+    args.warmup_events = 20
+    args.quiet = True
+    result = run_sweep(args, bootstrap=bootstrap, broker_label=f"embedded {broker_kind}",
+                       redis_url=redis_url)
+    assert result["complete"], result["notes"]
+    for name in ("hop", "worker", "naive"):
+        stack = result["stacks"][name]
+        assert stack["error"] is None
+        assert stack["steps"], name
+        for step in stack["steps"]:
+            acc = step["accounting"]
+            assert acc["missing"] == 0 and acc["misrouted"] == 0, (name, acc)
+            if name != "hop":
+                assert acc["decisions"] == acc["expected_decisions"], (name, acc)
+                assert acc["dead_letters"] == acc["expected_dead_letters"], (name, acc)
+                assert acc["dead_letters"] > 0  # the dead-letter path was exercised
+            assert step["e2e"]["p50"] > 0
+    for name in ("worker", "naive"):
+        drain = result["stacks"][name]["drain"]
+        assert drain["complete"] and drain["accounted"] == drain["events"]
+    # the worker stamps its stages; the harness breaks the time down with them
+    assert result["stacks"]["worker"]["breakdown"]["mean_ms"]["features"] > 0
+    assert result["summary"]["every_event_accounted"] is True
+
+    files = write_reports(result, tmp_path / "out")
+    names = {p.name for p in files}
+    assert {"e2e.json", "e2e.md", "e2e_latency_vs_rate.png", "e2e_stage_breakdown.png",
+            "e2e_cdf.png"} <= names
+    assert all(p.stat().st_size > 0 for p in files)
+    saved = json.loads((tmp_path / "out" / "e2e.json").read_text())
+    assert saved["machine"]["cores"] and saved["command"]
+    assert "| worker |" in (tmp_path / "out" / "e2e.md").read_text()
