@@ -109,3 +109,27 @@ def used_metric_names(exprs: list[tuple[str, str]]) -> dict[str, set[str]]:
         for name in METRIC_TOKEN.findall(expr):
             used.setdefault(name, set()).add(where)
     return used
+
+
+PROMETHEUS_RULE = K8S_BASE / "prometheusrule.yaml"
+_RULE_HEADER = """\
+# GENERATED from deploy/prometheus/alerts.yaml for the Prometheus Operator; do not edit.
+# Regenerate: .venv/bin/python tests/deploy/deploy_support.py (tests/deploy checks sync).
+"""
+
+
+def prometheus_rule_text() -> str:
+    """deploy/k8s/base/prometheusrule.yaml as it must read: the alert groups, wrapped."""
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    resource = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "streamscore", "labels": {"app.kubernetes.io/name": "streamscore"}},
+        "spec": {"groups": groups},
+    }
+    return _RULE_HEADER + yaml.safe_dump(resource, sort_keys=False, width=100)
+
+
+if __name__ == "__main__":
+    PROMETHEUS_RULE.write_text(prometheus_rule_text())
+    print(f"wrote {PROMETHEUS_RULE}")

@@ -23,18 +23,20 @@ from deploy_support import (
     K8S_BASE,
     K8S_OVERLAY,
     PROM_CONFIG,
+    PROMETHEUS_RULE,
     ROOT,
     dashboard_exprs,
     defined_sample_names,
     json_files,
     load_all,
+    prometheus_rule_text,
     rule_exprs,
     used_metric_names,
     yaml_files,
 )
 
 K8S_VERSIONS = ("1.29.0", "1.37.0")
-CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
 NOT_MANIFESTS = {"kustomization.yaml", "pipeline-fraud.yaml"}
 
 
@@ -91,6 +93,9 @@ def _check_crd(resource: dict[str, Any]) -> None:
         assert spec["selector"]["matchLabels"]
         for ep in spec["endpoints"]:
             assert ep["port"] and ep["path"].startswith("/")
+    elif kind == "PrometheusRule":
+        assert resource["apiVersion"] == "monitoring.coreos.com/v1"
+        assert all(g["name"] and g["rules"] for g in spec["groups"])
     else:  # pragma: no cover - a new CRD kind needs its own checks
         raise AssertionError(f"no checks for custom kind {kind}")
 
@@ -120,6 +125,12 @@ def test_kustomization_references_exist() -> None:
     on_disk = {p.name for p in K8S_BASE.glob("*.yaml")} - NOT_MANIFESTS
     # hpa-alternative.yaml is documented as a swap-in for scaledobject.yaml.
     assert on_disk - listed == {"hpa-alternative.yaml"}
+
+
+def test_prometheus_rule_matches_alerts() -> None:
+    assert PROMETHEUS_RULE.read_text() == prometheus_rule_text(), (
+        "deploy/k8s/base/prometheusrule.yaml is out of date with deploy/prometheus/alerts.yaml:"
+        " run .venv/bin/python tests/deploy/deploy_support.py")
 
 
 def _kustomize(path: Path) -> list[dict[str, Any]]:
