@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from scorers.ir import ModelIR
 from scorers.objectives import transform_code
 from scorers.textmodel import parse_model
 
-__all__ = ["CompiledModel", "compile_lightgbm"]
+__all__ = ["CompiledModel", "Reasons", "compile_lightgbm"]
 
 F64 = npt.NDArray[np.float64]
 
@@ -33,7 +34,7 @@ def _read_model(model: Any) -> bytes:
         return str(model.model_to_string()).encode()
     if isinstance(model, bytes):
         return model
-    if isinstance(model, str) and (model.startswith("tree\n") or model.startswith("tree\r\n")):
+    if isinstance(model, str) and "\n" in model:  # paths have no newlines; model text does
         return model.encode()
     if isinstance(model, str | os.PathLike):
         path = Path(model)
@@ -42,8 +43,35 @@ def _read_model(model: Any) -> bytes:
         except FileNotFoundError as exc:
             raise ModelFormatError(f"model file not found: {path}") from exc
         except OSError as exc:
-            raise ModelFormatError(f"cannot read model file {path}: {exc.strerror}") from exc
+            shown = str(path)[:200]
+            raise ModelFormatError(f"cannot read model file {shown}: {exc.strerror}") from exc
     raise TypeError(f"cannot compile a {type(model).__name__}: pass a path, model text or Booster")
+
+
+@dataclass(frozen=True)
+class Reasons:
+    """Top-k reason codes for a batch, as arrays (rows × k); ``index`` -1 = no reason.
+
+    ``contribution`` is in raw-score units, ``value`` is the row's feature value.
+    """
+
+    index: npt.NDArray[np.int64]
+    contribution: F64
+    value: F64
+    feature_names: list[str]
+
+    def names(self) -> list[list[str]]:
+        """Feature names per row (shorter than k when fewer features push the score up)."""
+        return [[self.feature_names[i] for i in row if i >= 0] for row in self.index.tolist()]
+
+    def rows(self) -> list[list[tuple[str, float, float]]]:
+        """Per row: ``(feature name, value, contribution)`` tuples, largest first."""
+        return [
+            [(self.feature_names[i], float(v), float(c))
+             for i, v, c in zip(idx, vals, cons, strict=True) if i >= 0]
+            for idx, vals, cons in zip(self.index.tolist(), self.value.tolist(),
+                                       self.contribution.tolist(), strict=True)
+        ]
 
 
 class CompiledModel:
@@ -72,6 +100,7 @@ class CompiledModel:
         self._code, self._param = transform_code(ir.objective, ir.num_class)
         self._divide = float(max(ir.num_iterations, 1)) if ir.average_output else 1.0
         self._general: kernels.GeneralTables | None = None
+        self._expected: F64 | None = None
         self._local = threading.local()
         if kernels.qs_supported(ir):
             self.kernel = "quickscorer"
@@ -169,6 +198,52 @@ class CompiledModel:
         kernels.general_predict(x, out, *self._g_args, raw_score, self._divide, self._code,
                                 self._param)
         return out[:, 0] if self._k == 1 else out
+
+    def contributions(self, X: Any) -> F64:
+        """Exact TreeSHAP values: what ``Booster.predict(X, pred_contrib=True)`` returns.
+
+        Shape rows × classes·(features + 1); each class block ends with the bias column.
+        """
+        from scorers.shap import expected_values, shap_contributions
+
+        if any(t.is_linear for t in self.ir.trees):
+            raise ModelFormatError("feature contributions are not defined for linear trees "
+                                   "(LightGBM refuses them too)")
+        x = self._matrix(X)
+        if self._expected is None:
+            self._expected = expected_values(self.ir)
+        return shap_contributions(x, self._general_tables(), self._expected,
+                                  self.num_features, self._k)
+
+    def reasons(self, X: Any, k: int = 3, class_index: int | None = None) -> Reasons:
+        """Top-k features pushing each row's score up (largest positive contributions).
+
+        For multiclass models the class explained is ``class_index``, else each row's
+        highest-scoring class. Contributions are in raw-score (e.g. log-odds) units.
+        """
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        x = self._matrix(X)
+        contrib = self.contributions(x)
+        nf = self.num_features
+        k = min(k, nf)
+        if self._k > 1:
+            if class_index is None:
+                cls = np.argmax(self.predict(x, raw_score=True), axis=1)
+            else:
+                if not 0 <= class_index < self._k:
+                    raise ValueError(f"class_index must be in 0..{self._k - 1}")
+                cls = np.full(x.shape[0], class_index)
+            blocks = contrib.reshape(x.shape[0], self._k, nf + 1)
+            per_row = blocks[np.arange(x.shape[0]), cls, :nf]
+        else:
+            per_row = contrib[:, :nf]
+        order = np.argsort(-per_row, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(per_row, order, axis=1)
+        index = np.where(top > 0, order, -1)
+        return Reasons(index=index, contribution=np.where(top > 0, top, 0.0),
+                       value=np.take_along_axis(x, order, axis=1),
+                       feature_names=self.feature_names)
 
     def __repr__(self) -> str:
         return (f"CompiledModel(trees={self.num_trees}, features={self.num_features}, "

@@ -45,7 +45,8 @@ def _blocks(lines: list[str]) -> Iterator[tuple[str, dict[str, str]]]:
             while i < n and lines[i].strip() and not lines[i].startswith("Tree="):
                 key, sep, value = lines[i].partition("=")
                 if not sep:
-                    raise ModelFormatError(f"{name}: malformed line {lines[i][:60]!r}")
+                    raise ModelFormatError(
+                        f"{name}: malformed line {lines[i][:60]!r} (truncated or corrupt file)")
                 kv[key.strip()] = value.strip()
                 i += 1
             yield name, kv
