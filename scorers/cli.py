@@ -73,10 +73,18 @@ def _cmd_register(args: argparse.Namespace) -> int:
     meta: dict[str, Any] = {}
     if args.description:
         meta["description"] = args.description
+    if args.data:
+        from scorers.registry import read_model_text
+        from scorers.train import describe_model
+
+        text = read_model_text(args.file)[0]
+        meta.update(describe_model(text, args.data, label=args.label, pipeline=args.pipeline))
     mv = _registry(args).register(args.file, args.name, meta, aliases=args.alias or [])
     print(f"registered {mv.ref} sha256 {mv.sha256}")
     if mv.reference is None:
-        print("note: no reference statistics (train with 'streamscore model train' for drift)")
+        print("note: no reference statistics for drift monitoring (pass --data PARQUET)")
+    elif "metrics" in mv.metadata:
+        print(f"reference from {mv.reference['n']} rows; {_headline_metric(mv.metadata)}")
     return 0
 
 
@@ -236,6 +244,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--alias", action="append", metavar="ALIAS",
                    help="also point ALIAS at the new version; repeatable")
     r.add_argument("--description", help="free text stored in the metadata")
+    r.add_argument("--data", metavar="PARQUET",
+                   help="rows shaped like the model's inputs: compute drift reference "
+                   "statistics (and metrics with --label) from them")
+    r.add_argument("--label", help="label column of --data, for metrics")
+    r.add_argument("--pipeline", choices=("fraud", "pricing"),
+                   help="encode string columns of --data with this pipeline's vocabulary")
     r.set_defaults(func=_cmd_register)
 
     ls = msub.add_parser(

@@ -48,6 +48,7 @@ __all__ = [
     "default_root",
     "model_text_info",
     "parse_ref",
+    "read_model_text",
 ]
 
 MODEL_FILE = "model.txt"
@@ -364,7 +365,7 @@ class Registry:
             aliases = (aliases,)
         for alias in aliases:
             self._check_alias(alias)
-        text, source = self._model_text(model)
+        text, source = read_model_text(model)
         try:
             info = model_text_info(text)
         except RegistryError as exc:
@@ -456,34 +457,6 @@ class Registry:
                 "'_', '.', '-', and not be 'latest'"
             )
 
-    @staticmethod
-    def _model_text(model: Any) -> tuple[str, str]:
-        if hasattr(model, "model_to_string"):  # a lightgbm.Booster
-            return str(model.model_to_string()), "lightgbm.Booster"
-        # Model text always spans lines; a one-line string is a path.
-        if isinstance(model, os.PathLike) or (isinstance(model, str) and "\n" not in model):
-            path = Path(model)
-            try:
-                raw = path.read_bytes()
-            except OSError as exc:
-                raise RegistryError(f"cannot read model file {path}: {exc.strerror}") from exc
-            if raw[:1] == b"\x80" or raw[:2] in (b"PK", b"\x1f\x8b"):
-                raise RegistryError(
-                    f"{path} looks like a pickle/archive, not a LightGBM text model; "
-                    "only text models are accepted (pickles can run arbitrary code)"
-                )
-            try:
-                return raw.decode("utf-8"), str(path.resolve())
-            except UnicodeDecodeError as exc:
-                raise RegistryError(
-                    f"{path} is not a LightGBM text model (not UTF-8 text)"
-                ) from exc
-        if isinstance(model, bytes):
-            raise RegistryError("pass the model as text, a path or a Booster, not bytes")
-        if isinstance(model, str):
-            return model, "text"
-        raise RegistryError(f"cannot register a {type(model).__name__} as a model")
-
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[None]:
         # An advisory lock serializes read-modify-write of aliases.json between
@@ -496,6 +469,38 @@ class Registry:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_model_text(model: Any) -> tuple[str, str]:
+    """(text, source) of a model given as text, a path or a ``lightgbm.Booster``.
+
+    Refuses pickles, archives, binary files and bytes with a ``RegistryError``.
+    """
+    if hasattr(model, "model_to_string"):  # a lightgbm.Booster
+        return str(model.model_to_string()), "lightgbm.Booster"
+    # Model text always spans lines; a one-line string is a path.
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and "\n" not in model):
+        path = Path(model)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise RegistryError(f"cannot read model file {path}: {exc.strerror}") from exc
+        if raw[:1] == b"\x80" or raw[:2] in (b"PK", b"\x1f\x8b"):
+            raise RegistryError(
+                f"{path} looks like a pickle/archive, not a LightGBM text model; "
+                "only text models are accepted (pickles can run arbitrary code)"
+            )
+        try:
+            return raw.decode("utf-8"), str(path.resolve())
+        except UnicodeDecodeError as exc:
+            raise RegistryError(
+                f"{path} is not a LightGBM text model (not UTF-8 text)"
+            ) from exc
+    if isinstance(model, bytes):
+        raise RegistryError("pass the model as text, a path or a Booster, not bytes")
+    if isinstance(model, str):
+        return model, "text"
+    raise RegistryError(f"cannot register a {type(model).__name__} as a model")
 
 
 class RefWatcher:

@@ -43,6 +43,7 @@ __all__ = [
     "TrainResult",
     "TrainingSpec",
     "default_data_path",
+    "describe_model",
     "evaluate",
     "load_spec",
     "load_training_data",
@@ -209,7 +210,8 @@ def load_training_data(
     """(X float64 in spec order, y, vocabularies used for string columns, timestamps)."""
     import pandas as pd
 
-    wanted = [*spec.features, spec.label] + ([spec.timestamp] if spec.timestamp else [])
+    # An empty label means unlabelled data (describing a model): y is all NaN, no row dropped.
+    wanted = [*spec.features] + [c for c in (spec.label, spec.timestamp) if c]
     missing = [c for c in wanted if c not in _parquet_columns(data)]
     if missing:
         raise TrainingError(f"{data} has no column(s) {missing}")
@@ -235,8 +237,10 @@ def load_training_data(
         codes, used[name] = _encode(col, (vocab or {}).get(name))
         cols.append(codes)
     X = np.column_stack(cols) if cols else np.empty((len(frame), 0))
-    y = frame[spec.label].to_numpy(dtype=np.float64, na_value=np.nan)
     ts = frame[spec.timestamp].to_numpy() if spec.timestamp else None
+    if not spec.label:
+        return np.ascontiguousarray(X), np.full(len(frame), np.nan), used, ts
+    y = frame[spec.label].to_numpy(dtype=np.float64, na_value=np.nan)
     keep = ~np.isnan(y)
     if not keep.all():
         log.warning("dropping %d rows without a label", int((~keep).sum()))
@@ -448,6 +452,53 @@ def train(
     if used_vocab:
         metadata["vocab"] = used_vocab
     return TrainResult(model_text=text, spec=spec, metadata=metadata)
+
+
+def describe_model(
+    model_text: str,
+    data: str | os.PathLike[str],
+    *,
+    label: str | None = None,
+    pipeline: str | None = None,
+    vocab: Mapping[str, list[str]] | None = None,
+    bins: int = DEFAULT_BINS,
+) -> dict[str, Any]:
+    """Registry metadata for a model trained elsewhere, from data shaped like its inputs.
+
+    The parquet must hold the model's feature columns (by name); categorical features are
+    the ones the model text declares. Gives the reference statistics (all rows, scores by
+    LightGBM itself) and, when ``label`` is given, metrics on those rows.
+    """
+    import lightgbm as lgb
+
+    from scorers.registry import model_text_info
+
+    path = Path(data)
+    if not path.is_file():
+        raise TrainingError(f"data {path} does not exist")
+    info = model_text_info(model_text)
+    spec = TrainingSpec(
+        label=label or "", features=tuple(info["feature_names"]),
+        categorical=tuple(info["categorical_features"]),
+    )
+    if vocab is None and pipeline is not None and _vocab_path(pipeline).is_file():
+        vocab = json.loads(_vocab_path(pipeline).read_text(encoding="utf-8"))
+    X, y, used_vocab, _ = load_training_data(path, spec, vocab)
+    pred = lgb.Booster(model_str=model_text).predict(X)
+    meta: dict[str, Any] = {
+        "training": {
+            "source": str(path.resolve()), "source_sha256": _file_sha256(path),
+            "rows": int(X.shape[0]), "reference_rows": "all", "label": label,
+        },
+        "reference": reference_stats(
+            X, list(spec.features), pred, categorical=list(spec.categorical), bins=bins
+        ),
+    }
+    if label:
+        meta["metrics"] = {**evaluate(info["objective"], y, pred), "split": "given data"}
+    if used_vocab:
+        meta["vocab"] = used_vocab
+    return meta
 
 
 def train_and_register(

@@ -101,6 +101,13 @@ def test_register_a_model_file(
     mv = Registry(reg).resolve("ext@challenger")
     assert mv.metadata["description"] == "from a notebook"
     assert mv.read_text() == model.read_text()
+    assert main(["model", "register", str(model), "--name", "ext", "--data", str(data),
+                 "--label", "label", "--registry", reg]) == 0
+    out = capsys.readouterr().out
+    assert "registered ext@2" in out and "reference from 1500 rows; auc" in out
+    mv2 = Registry(reg).resolve("ext@latest")
+    assert mv2.reference is not None and mv2.reference["n"] == 1500
+    assert list(mv2.reference["features"]) == ["amount", "hour"]
 
 
 def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path) -> None:

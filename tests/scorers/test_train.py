@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scorers.refstats import numeric_stats, validate_reference
+from scorers.refstats import numeric_stats, score_stats, validate_reference
 from scorers.registry import Registry
 from scorers.train import (
     TrainingSpec,
     TrainOptions,
     default_data_path,
+    describe_model,
     evaluate,
     load_spec,
     load_training_data,
@@ -168,8 +169,6 @@ def test_reference_is_computed_on_the_holdout_rows(tmp_path: Path) -> None:
         tail["home_country"].map({"DE": 0, "FR": 1, "KP": 2, "US": 3}).astype(float),
         tail["is_online"].astype(float),
     ])
-    from scorers.refstats import score_stats
-
     assert ref["score"] == score_stats(booster.predict(X), 20)
 
 
@@ -245,3 +244,28 @@ def test_registered_model_compiles_when_the_compiler_exists(tmp_path: Path) -> N
     X, _, _, _ = load_training_data(path, load_spec(path), mv.metadata["vocab"])
     booster = lgb.Booster(model_str=reg.load_text(mv.ref))
     np.testing.assert_allclose(compiled.predict(X[:200]), booster.predict(X[:200]), atol=1e-12)
+
+
+def test_describe_model_trained_elsewhere(tmp_path: Path) -> None:
+    df = _fraud_frame(1200, seed=11)
+    path = _write(tmp_path, df, None)
+    X = df[["amount", "hour"]].to_numpy(float)
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1},
+                        lgb.Dataset(X, df["label"], feature_name=["amount", "hour"]),
+                        num_boost_round=5)
+    text = booster.model_to_string()
+    meta = describe_model(text, path, label="label")
+    ref = meta["reference"]
+    assert ref["n"] == 1200 and list(ref["features"]) == ["amount", "hour"]
+    assert ref["features"]["amount"] == numeric_stats(df["amount"].to_numpy(), 10)
+    assert ref["score"] == score_stats(booster.predict(X), 20)
+    assert meta["metrics"]["auc"] == pytest.approx(roc_auc(df["label"], booster.predict(X)))
+    unlabelled = describe_model(text, path)
+    assert "metrics" not in unlabelled and unlabelled["reference"] == ref
+    reg = Registry(tmp_path / "models")
+    mv = reg.register(text, "ext", unlabelled)
+    assert mv.reference == ref
+    (tmp_path / "x").mkdir()
+    hour_only = _write(tmp_path / "x", df[["hour", "label"]], None)
+    with pytest.raises(Exception, match="no column"):
+        describe_model(text, hour_only)
