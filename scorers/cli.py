@@ -24,6 +24,18 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _param(value: str) -> tuple[str, Any]:
+    """``key=value`` with a JSON value when it parses (numbers, true/false), else a string."""
+    key, sep, raw = value.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
+    try:
+        parsed: Any = json.loads(raw)
+    except ValueError:
+        parsed = raw
+    return key.strip(), parsed
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from scorers.train import TrainOptions, train_and_register
 
@@ -42,6 +54,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         threads=args.threads,
         bins=args.bins,
         progress=not args.no_progress,
+        params=dict(args.param or []),
     )
     mv = train_and_register(
         pipeline=args.pipeline,
@@ -229,6 +242,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("--threads", type=int, default=2, help="LightGBM threads (default 2)")
     t.add_argument("--bins", type=int, default=10,
                    help="quantile bins per numeric feature in the reference (default 10)")
+    t.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE",
+                   help="any LightGBM parameter, e.g. --param lambda_l1=0.5; repeatable")
     t.add_argument("--promote", action="append", metavar="ALIAS",
                    help="point ALIAS (e.g. champion) at the new version; repeatable")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

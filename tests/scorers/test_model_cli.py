@@ -55,7 +55,9 @@ def test_train_list_show_promote_verify(
     out = capsys.readouterr().out
     assert "registered card@1" in out and "as champion" in out and "auc=" in out
     assert main(["model", "train", "--data", str(data), "--name", "card", "--trees", "15",
-                 "--leaves", "7", "--no-progress", "--threads", "1", *common]) == 0
+                 "--leaves", "7", "--no-progress", "--threads", "1",
+                 "--param", "lambda_l1=0.5", "--param", "boost_from_average=false",
+                 *common]) == 0
     capsys.readouterr()
 
     assert main(["model", "list", *common]) == 0
@@ -74,6 +76,7 @@ def test_train_list_show_promote_verify(
     assert main(["model", "show", "card@2", *common]) == 0
     pretty = capsys.readouterr().out
     assert "card@2" in pretty and "numeric, " in pretty and "'num_leaves': 7" in pretty
+    assert "'lambda_l1': 0.5" in pretty and "'boost_from_average': False" in pretty
 
     assert main(["model", "promote", "card", "2", "--alias", "champion", *common]) == 0
     assert "card@champion -> version 2" in capsys.readouterr().out
@@ -119,6 +122,7 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path) -> None:
         (["model", "register", str(pkl), "--name", "x"], "pickle"),
         (["model", "train"], "needs --pipeline"),
         (["model", "promote", "x", "1", "--alias", "latest"], "invalid alias"),
+        (["model", "train", "--data", str(pkl)], "cannot read training data"),
     ]
     for argv, message in cases:
         proc = _run(*argv, "--registry", str(reg))
