@@ -9,10 +9,10 @@ windows). A sub-window closes when it holds ``window_events / sub_windows`` even
 spans ``window_seconds / sub_windows`` seconds, whichever comes first (0 disables
 either rule); a batch that crosses a count boundary is split exactly at it.
 
-Each record is also set on Prometheus gauges (``streamscore_drift_psi{pipeline,feature}``,
-``..._threshold``, ``..._alarm``, ``..._js``, ``..._missing_rate``,
-``streamscore_drift_window_events{pipeline}``; the score uses ``feature="__score__"``)
-and, if a JSONL path is given, appended to that file for ``streamscore drift report``.
+Each record is also exposed to Prometheus (``streamscore_drift_psi{pipeline,feature}``,
+``..._threshold``, ``..._alarm``... see ``stream.drift_metrics``; read at scrape time, the
+score as ``feature="__score__"``) and, if a JSONL path is given, appended to that file for
+``streamscore drift report``.
 Publishing records on the drift topic is the worker's job (``encode_drift`` gives the
 bytes, the pipeline name is the key).
 
@@ -27,18 +27,17 @@ events (measured on normal and skewed beta(0.5, 5) scores).
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from schemas.drift import DecisionMix, DriftRecord, FeatureDrift, encode_drift
 from schemas.errors import ConfigError
 from stream.config import DriftConfig
+from stream.drift_metrics import collector_for
 from stream.drift_stats import (
     CATEGORICAL,
     BinLayout,
@@ -65,48 +64,6 @@ def default_jsonl_path(pipeline: str, home: str | Path | None = None) -> Path:
 
     root = Path(home or os.environ.get("STREAMSCORE_HOME", ".streamscore"))
     return root / "drift" / f"{pipeline}.jsonl"
-
-
-class _Metrics:
-    """The drift metric families of one registry (created once per registry, so a new
-    monitor after a model reload reuses them instead of failing on duplicates)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        pf = ("pipeline", "feature")
-        self.psi = Gauge("streamscore_drift_psi", "PSI of the latest window vs training",
-                         pf, registry=registry)
-        self.threshold = Gauge("streamscore_drift_threshold",
-                               "calibrated PSI threshold of the latest window", pf,
-                               registry=registry)
-        self.alarm = Gauge("streamscore_drift_alarm", "1 if the latest window's PSI alarmed",
-                           pf, registry=registry)
-        self.js = Gauge("streamscore_drift_js", "Jensen-Shannon distance of the latest window",
-                        pf, registry=registry)
-        self.missing = Gauge("streamscore_drift_missing_rate",
-                             "missing-value rate of the latest window", pf, registry=registry)
-        self.events = Gauge("streamscore_drift_window_events", "events in the latest window",
-                            ("pipeline",), registry=registry)
-        self.windows = Counter("streamscore_drift_windows", "drift windows closed",
-                               ("pipeline",), registry=registry)
-        self.alarms = Counter("streamscore_drift_alarms", "feature-windows that alarmed", pf,
-                              registry=registry)
-        self.ph = Counter("streamscore_drift_page_hinkley_alarms",
-                          "score changes detected by Page-Hinkley", ("pipeline",),
-                          registry=registry)
-        self.share = Gauge("streamscore_drift_decision_share",
-                           "share of each decision in the latest window",
-                           ("pipeline", "decision"), registry=registry)
-
-
-_metric_sets: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _metrics_for(registry: CollectorRegistry) -> _Metrics:
-    if registry not in _metric_sets:
-        _metric_sets[registry] = _Metrics(registry)
-    return _metric_sets[registry]
 
 
 def _model_field(info: Any, key: str) -> str:
@@ -158,6 +115,7 @@ class DriftMonitor:
         self._model = (_model_field(model_info, "name"), _model_field(model_info, "version"),
                        _model_field(model_info, "sha256"))
         self._n_feat = len(self.feature_names)
+        self._metric_names = self.layout.names  # the score's block is SCORE_LABEL
         self._feat_sel = slice(0, self._n_feat)
         self._score_sel = slice(self._n_feat, self._n_feat + 1)
         self._zero_col = np.zeros(1, dtype=np.int64)
@@ -179,15 +137,8 @@ class DriftMonitor:
         self._jsonl = Path(jsonl_path) if jsonl_path else None
         if self._jsonl is not None:
             self._jsonl.parent.mkdir(parents=True, exist_ok=True)
-        self._metrics = _metrics_for(registry) if registry is not None else None
-        self._children: list[tuple[Any, ...]] = []
-        if self._metrics is not None:
-            mt = self._metrics
-            for name in self.layout.names:
-                self._children.append(tuple(
-                    fam.labels(pipeline, name)
-                    for fam in (mt.psi, mt.threshold, mt.alarm, mt.js, mt.missing, mt.alarms)
-                ))
+        # Prometheus reads the latest window at scrape time (stream.drift_metrics).
+        self._collector = collector_for(registry) if registry is not None else None
 
     # -- public ------------------------------------------------------------------------
 
@@ -254,7 +205,8 @@ class DriftMonitor:
     def _score_moments(self) -> tuple[float, float]:
         lay, j = self.layout, self._n_feat
         nv = int(lay.n_value[j])
-        c = lay.centres[j, :nv]
+        e = lay.edges[lay.edge_start[j] : lay.edge_start[j + 1]]
+        c = (e[:-1] + e[1:]) / 2.0 if e.size > 1 else e
         w = lay.ref_counts[lay.offset[j] : lay.offset[j] + nv]
         if w.sum() <= 0:
             return 0.0, 1.0
@@ -332,33 +284,33 @@ class DriftMonitor:
         stats = window_stats(self.layout, self._counts.sum(axis=0), self.config.false_alarm_rate)
         ph = int(self._ph_alarms[self._cur])
         record = self._record(stats, n, now, closed_by, ph)
-        self._publish_metrics(stats, record)
+        if self._collector is not None:
+            self._collector.publish(self.pipeline, self._metric_names, stats, record)
         if self._jsonl is not None:
             with self._jsonl.open("ab") as fh:
                 fh.write(encode_drift(record) + b"\n")
         self._advance(now)
         return record
 
-    def _feature(self, stats: WindowStats, j: int) -> FeatureDrift:
+    def _features(self, stats: WindowStats) -> list[FeatureDrift]:
         lay = self.layout
-        psi = float(stats.psi[j])
-        ks, w = float(stats.ks[j]), float(stats.wasserstein[j])
-        kind = "score" if j == self._n_feat else (
-            "categorical" if lay.kinds[j] == CATEGORICAL else "numeric")
-        return FeatureDrift(
-            name=lay.names[j] if j < self._n_feat else "score",
-            kind=kind,  # type: ignore[arg-type]
-            psi=psi,
-            threshold=float(stats.threshold[j]),
-            alarm=bool(stats.psi[j] > stats.threshold[j]),
-            level=psi_level(psi),  # type: ignore[arg-type]
-            js=float(stats.js[j]),
-            ks=None if np.isnan(ks) else ks,
-            wasserstein=None if np.isnan(w) else w,
-            missing_rate=float(stats.missing_rate[j]),
-            reference_missing_rate=float(stats.reference_missing_rate[j]),
-            bins=int(lay.df[j]) + 1,
+        kinds = ["categorical" if k == CATEGORICAL else "numeric" for k in lay.kinds.tolist()]
+        kinds[self._n_feat] = "score"
+        names = [*lay.names[: self._n_feat], "score"]
+        columns = zip(
+            names, kinds, stats.psi.tolist(), stats.threshold.tolist(), stats.js.tolist(),
+            stats.ks.tolist(), stats.wasserstein.tolist(), stats.missing_rate.tolist(),
+            stats.reference_missing_rate.tolist(), (lay.df + 1).tolist(), strict=True,
         )
+        return [
+            FeatureDrift(
+                name=name, kind=kind, psi=psi, threshold=thr, alarm=psi > thr,
+                level=psi_level(psi),  # type: ignore[arg-type]
+                js=js, ks=None if ks != ks else ks, wasserstein=None if w != w else w,
+                missing_rate=miss, reference_missing_rate=ref_miss, bins=bins,
+            )
+            for name, kind, psi, thr, js, ks, w, miss, ref_miss, bins in columns
+        ]
 
     def _decision_mix(self) -> DecisionMix:
         totals = self._dec.sum(axis=0)
@@ -376,8 +328,7 @@ class DriftMonitor:
     def _record(
         self, stats: WindowStats, n: int, now: float, closed_by: str, ph: int
     ) -> DriftRecord:
-        features = [self._feature(stats, j) for j in range(self._n_feat)]
-        score = self._feature(stats, self._n_feat)
+        *features, score = self._features(stats)
         alarms = [f.name for f in features if f.alarm]
         if score.alarm:
             alarms.append("score")
@@ -401,23 +352,3 @@ class DriftMonitor:
             page_hinkley_alarms=ph,
             alarms=alarms,
         )
-
-    def _publish_metrics(self, stats: WindowStats, record: DriftRecord) -> None:
-        if self._metrics is None:
-            return
-        alarm: npt.NDArray[np.bool_] = stats.alarm
-        for j, (psi, thr, al, js, miss, alarms) in enumerate(self._children):
-            psi.set(float(stats.psi[j]))
-            thr.set(float(stats.threshold[j]))
-            al.set(1.0 if alarm[j] else 0.0)
-            js.set(float(stats.js[j]))
-            miss.set(float(stats.missing_rate[j]))
-            if alarm[j]:
-                alarms.inc()
-        mt = self._metrics
-        mt.events.labels(self.pipeline).set(record.n)
-        mt.windows.labels(self.pipeline).inc()
-        if record.page_hinkley_alarms:
-            mt.ph.labels(self.pipeline).inc(record.page_hinkley_alarms)
-        for name, share in record.decisions.shares.items():
-            mt.share.labels(self.pipeline, name).set(share)

@@ -4,9 +4,9 @@ PSI thresholds.
 
 Everything the monitor needs per batch is one call of a numba kernel that adds a batch's
 rows to a flat array of bin counts (one block of bins per feature, the last bin of each
-block counting missing values). Statistics are computed when a window closes, for all
-features at once on a padded (features x bins) matrix, so their cost does not grow with
-the number of events.
+block counting missing values). Statistics are computed when a window closes, by a second
+kernel over the flat counts (O(bins)), so their cost does not grow with the number of
+events.
 
 Binning follows the reference rule of ``scorers.refstats``: numeric bin ``i`` is
 ``[e_i, e_{i+1})``, values below ``e_0`` go to bin 0, values at or above ``e_B`` to the
@@ -27,6 +27,7 @@ sides contribute nothing); the approximation is checked empirically in the tests
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,12 +79,6 @@ class BinLayout:
     ref_counts: FloatArray
     ref_n: FloatArray
     df: IntArray
-    # Padded (features x max bins) views for vectorised statistics.
-    pad_index: IntArray
-    pad_valid: npt.NDArray[np.bool_]
-    pad_missing: npt.NDArray[np.bool_]
-    centres: FloatArray
-    value_width: FloatArray
 
     @property
     def n_features(self) -> int:
@@ -145,45 +140,21 @@ def build_layout(
     ref_n = np.add.reduceat(ref, off[:-1]) if f else np.zeros(0)
     if reference_n:
         ref_n = np.where(ref_n > 0, ref_n, float(reference_n))
-    width = int(max(np.diff(off).max(initial=1), 1))
-    pad_index = np.zeros((f, width), dtype=np.int64)
-    pad_valid = np.zeros((f, width), dtype=bool)
-    pad_missing = np.zeros((f, width), dtype=bool)
-    centres = np.zeros((f, width))
-    value_width = np.zeros((f, width))
-    df = np.zeros(f, dtype=np.int64)
-    es = np.asarray(edge_start, dtype=np.int64)
-    all_edges = np.asarray(edges, dtype=np.float64)
-    for j in range(f):
-        size = int(off[j + 1] - off[j])
-        pad_index[j, :size] = np.arange(off[j], off[j + 1])
-        pad_valid[j, :size] = True
-        pad_missing[j, size - 1] = True
-        df[j] = max(int(np.count_nonzero(ref[off[j] : off[j + 1]])) - 1, 0)
-        if kinds[j] == NUMERIC:
-            e = all_edges[es[j] : es[j + 1]]
-            c = (e[:-1] + e[1:]) / 2.0 if e.size > 1 else e[:1]
-            centres[j, : c.size] = c
-            # Distance from centre i to centre i+1, used by the Wasserstein sum.
-            value_width[j, : c.size - 1] = np.diff(c)
+    df = np.asarray([max(int(np.count_nonzero(ref[off[j] : off[j + 1]])) - 1, 0)
+                     for j in range(f)], dtype=np.int64)
     return BinLayout(
         names=tuple(names),
         kinds=np.asarray(kinds, dtype=np.int8),
         offset=off,
         n_value=np.asarray(n_value, dtype=np.int64),
-        edges=all_edges,
-        edge_start=es,
+        edges=np.asarray(edges, dtype=np.float64),
+        edge_start=np.asarray(edge_start, dtype=np.int64),
         cats=np.asarray(cats, dtype=np.int64),
         cat_bin=np.asarray(cat_bin, dtype=np.int64),
         cat_start=np.asarray(cat_start, dtype=np.int64),
         ref_counts=ref,
         ref_n=np.asarray(ref_n, dtype=np.float64),
         df=df,
-        pad_index=pad_index,
-        pad_valid=pad_valid,
-        pad_missing=pad_missing,
-        centres=centres,
-        value_width=value_width,
     )
 
 
@@ -192,45 +163,49 @@ def _accumulate(  # pragma: no cover - compiled
     X: Any, r0: int, r1: int, cols: Any, kinds: Any, offset: Any, n_value: Any,
     edges: Any, edge_start: Any, cats: Any, cat_bin: Any, cat_start: Any, counts: Any,
 ) -> None:
-    n_feat = cols.shape[0]
-    for i in range(r0, r1):
-        for f in range(n_feat):
-            x = X[i, cols[f]]
-            nv = n_value[f]
-            b = nv  # the missing bin
-            if kinds[f] == 0:
-                if not np.isnan(x):
-                    s = edge_start[f]
-                    lo = 0
-                    hi = edge_start[f + 1] - s
-                    while lo < hi:  # number of edges <= x
-                        mid = (lo + hi) >> 1
-                        if edges[s + mid] <= x:
-                            lo = mid + 1
-                        else:
-                            hi = mid
-                    b = lo - 1
-                    if b < 0:
-                        b = 0
-                    elif b >= nv:
-                        b = nv - 1
-            elif x >= 0.0 and x < 4.611686018427388e18:
-                # NaN, negative, infinite and huge codes stay missing: LightGBM's int cast
-                # of those gives a negative code, which it treats as missing.
+    # Feature by feature: the column is copied once into a contiguous buffer, then a
+    # numeric bin is the number of inner edges <= x, counted edge by edge over the whole
+    # column (a branch-free loop LLVM vectorises; ~10x faster than a binary search per
+    # value). NaN compares false everywhere and is sent to the missing bin at the end.
+    n = r1 - r0
+    col = np.empty(n, dtype=np.float64)
+    idx = np.empty(n, dtype=np.int64)
+    for f in range(cols.shape[0]):
+        c = cols[f]
+        off = offset[f]
+        nv = n_value[f]
+        for i in range(n):
+            col[i] = X[r0 + i, c]
+            idx[i] = 0
+        if kinds[f] == 0:
+            s = edge_start[f]
+            for k in range(s + 1, s + nv):
+                e = edges[k]
+                for i in range(n):
+                    idx[i] += col[i] >= e
+            for i in range(n):
+                counts[off + (nv if np.isnan(col[i]) else idx[i])] += 1
+            continue
+        lo0 = cat_start[f]
+        hi0 = cat_start[f + 1]
+        for i in range(n):
+            x = col[i]
+            b = nv  # missing: NaN, negative, infinite and huge codes, which LightGBM's
+            # int cast turns into negative codes and treats as missing
+            if x >= 0.0 and x < 4.611686018427388e18:
                 b = nv - 1  # other
                 code = np.int64(x)
-                s = cat_start[f]
-                lo = s
-                hi = cat_start[f + 1]
+                lo = lo0
+                hi = hi0
                 while lo < hi:
                     mid = (lo + hi) >> 1
                     if cats[mid] < code:
                         lo = mid + 1
                     else:
                         hi = mid
-                if lo < cat_start[f + 1] and cats[lo] == code:
+                if lo < hi0 and cats[lo] == code:
                     b = cat_bin[lo]
-            counts[offset[f] + b] += 1
+            counts[off + b] += 1
 
 
 def accumulate(
@@ -296,8 +271,23 @@ def page_hinkley(
 
 
 def psi_threshold(n: Any, m: Any, df: Any, alpha: float) -> Any:
-    """PSI threshold of a window of ``n`` events vs ``m`` reference events, ``df`` = K - 1."""
-    return (1.0 / n + 1.0 / m) * chi2.ppf(1.0 - alpha, np.maximum(df, 1)) * (np.asarray(df) > 0)
+    """PSI threshold of a window of ``n`` events vs ``m`` reference events, ``df`` = K - 1.
+
+    ``df`` = 0 (a single non-empty reference bin) gives 0: any change at all is drift.
+    """
+    df = np.asarray(df)
+    return (1.0 / n + 1.0 / m) * _chi2_quantile(alpha, tuple(df.ravel().tolist())).reshape(
+        df.shape)
+
+
+@functools.lru_cache(maxsize=64)
+def _chi2_quantile(alpha: float, dfs: tuple[int, ...]) -> FloatArray:
+    # Cached: scipy's ppf costs ~1 us per value and the same (alpha, df) recur forever.
+    df = np.asarray(dfs, dtype=np.float64)
+    q = np.asarray(chi2.ppf(1.0 - alpha, np.maximum(df, 1.0)), dtype=np.float64)
+    q = np.where(df > 0, q, 0.0)
+    q.setflags(write=False)
+    return q
 
 
 def psi_level(psi: float) -> str:
@@ -323,64 +313,101 @@ class WindowStats:
         return self.psi > self.threshold
 
 
-def _smoothed(counts: FloatArray, active: npt.NDArray[np.bool_]) -> FloatArray:
-    c = np.where(active, counts + PSEUDO_COUNT, 0.0)
-    total = c.sum(axis=1, keepdims=True)
-    return c / np.where(total > 0, total, 1.0)
-
-
-def _proportions(counts: FloatArray) -> FloatArray:
-    total = counts.sum(axis=1, keepdims=True)
-    return counts / np.where(total > 0, total, 1.0)
+@numba.njit(cache=True, nogil=True)
+def _stats(  # pragma: no cover - compiled
+    win: Any, ref: Any, offset: Any, n_value: Any, kinds: Any, edges: Any, edge_start: Any,
+    pseudo: float, out: Any,
+) -> None:
+    # out columns: psi, js, ks, wasserstein, window missing, reference missing, n, m.
+    for f in range(offset.shape[0] - 1):
+        lo = offset[f]
+        hi = offset[f + 1]
+        n = 0.0
+        m = 0.0
+        k_active = 0
+        for j in range(lo, hi):
+            n += win[j]
+            m += ref[j]
+            if win[j] > 0 or ref[j] > 0:
+                k_active += 1
+        # PSI on proportions smoothed over the bins non-empty on either side.
+        sa = n + pseudo * k_active
+        se = m + pseudo * k_active
+        psi = 0.0
+        js = 0.0
+        for j in range(lo, hi):
+            w = win[j]
+            r = ref[j]
+            if w > 0 or r > 0:
+                a = (w + pseudo) / sa
+                e = (r + pseudo) / se
+                psi += (a - e) * np.log(a / e)
+            p = w / n if n > 0 else 0.0
+            q = r / m if m > 0 else 0.0
+            mid = (p + q) / 2.0
+            if p > 0:
+                js += p * np.log(p / mid) / 2.0
+            if q > 0:
+                js += q * np.log(q / mid) / 2.0
+        out[f, 0] = psi
+        out[f, 1] = np.sqrt(max(js, 0.0))
+        miss = hi - 1
+        out[f, 4] = win[miss]
+        out[f, 5] = ref[miss]
+        out[f, 6] = n
+        out[f, 7] = m
+        nw = n - win[miss]
+        if kinds[f] != 0 or nw <= 0:
+            out[f, 2] = np.nan
+            out[f, 3] = np.nan
+            continue
+        # Binned KS and Wasserstein (on bin centres) over present values only.
+        nr = m - ref[miss]
+        nr = nr if nr > 0 else 1.0
+        cw = 0.0
+        cr = 0.0
+        ks = 0.0
+        wd = 0.0
+        s = edge_start[f]
+        nv = n_value[f]
+        for i in range(nv):
+            cw += win[lo + i] / nw
+            cr += ref[lo + i] / nr
+            gap = abs(cw - cr)
+            ks = max(ks, gap)
+            if i < nv - 1:
+                # centre i+1 - centre i = (e_{i+2} - e_i) / 2
+                wd += gap * (edges[s + i + 2] - edges[s + i]) / 2.0
+        out[f, 2] = ks
+        out[f, 3] = wd
 
 
 def window_stats(layout: BinLayout, counts: Any, alpha: float) -> WindowStats:
-    """All statistics of a window whose flat bin counts are ``counts``."""
-    flat = np.asarray(counts, dtype=np.float64)
-    valid = layout.pad_valid
-    win = np.where(valid, flat[layout.pad_index], 0.0)
-    ref = np.where(valid, layout.ref_counts[layout.pad_index], 0.0)
-    n = win.sum(axis=1)
+    """All statistics of a window whose flat bin counts are ``counts``.
+
+    Per feature, over its block of bins (missing bin included):
+
+    - ``psi``: ``sum (a - e) ln(a / e)`` on proportions smoothed with ``PSEUDO_COUNT``
+      on the bins non-empty in the window or the reference;
+    - ``js``: Jensen-Shannon distance (natural log) of the raw proportions;
+    - ``ks`` / ``wasserstein`` (numeric only): max |CDF difference| and the area between
+      the CDFs on bin centres, over present values (the missing bin excluded);
+    - ``threshold``: ``psi_threshold(n, m, K - 1, alpha)``.
+    """
+    win = np.asarray(counts, dtype=np.float64)
+    out = np.empty((layout.n_features, 8))
+    _stats(win, layout.ref_counts, layout.offset, layout.n_value, layout.kinds,
+           layout.edges, layout.edge_start, PSEUDO_COUNT, out)
+    n = out[:, 6]
     m = layout.ref_n
-
-    active = valid & ((win > 0) | (ref > 0))
-    a = _smoothed(win, active)
-    e = _smoothed(ref, active)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(active, (a - e) * np.log(np.where(active, a, 1.0) /
-                                                   np.where(active, e, 1.0)), 0.0)
-    psi = terms.sum(axis=1)
-
-    p = _proportions(win)
-    q = _proportions(ref)
-    mid = (p + q) / 2.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kl_p = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0) / np.where(mid > 0, mid, 1.0)), 0)
-        kl_q = np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0) / np.where(mid > 0, mid, 1.0)), 0)
-    js = np.sqrt(np.maximum((kl_p.sum(axis=1) + kl_q.sum(axis=1)) / 2.0, 0.0))
-
-    # KS and Wasserstein: numeric features, present values only (missing bin excluded).
-    values = valid & ~layout.pad_missing
-    wv = _proportions(np.where(values, win, 0.0))
-    rv = _proportions(np.where(values, ref, 0.0))
-    gap = np.abs(np.cumsum(wv, axis=1) - np.cumsum(rv, axis=1))
-    ks = gap.max(axis=1)
-    wasserstein = (gap * layout.value_width).sum(axis=1)
-    numeric = layout.kinds == NUMERIC
-    has_values = np.where(values, win, 0.0).sum(axis=1) > 0
-    ks = np.where(numeric & has_values, ks, np.nan)
-    wasserstein = np.where(numeric & has_values, wasserstein, np.nan)
-
-    miss_win = np.where(layout.pad_missing, win, 0.0).sum(axis=1)
-    miss_ref = np.where(layout.pad_missing, ref, 0.0).sum(axis=1)
     safe_n = np.where(n > 0, n, 1.0)
     return WindowStats(
-        psi=psi,
-        threshold=np.asarray(psi_threshold(safe_n, m, layout.df, alpha), dtype=np.float64),
-        js=js,
-        ks=ks,
-        wasserstein=wasserstein,
-        missing_rate=miss_win / safe_n,
-        reference_missing_rate=miss_ref / np.where(m > 0, m, 1.0),
+        psi=out[:, 0],
+        threshold=psi_threshold(safe_n, m, layout.df, alpha),
+        js=out[:, 1],
+        ks=out[:, 2],
+        wasserstein=out[:, 3],
+        missing_rate=out[:, 4] / safe_n,
+        reference_missing_rate=out[:, 5] / np.where(m > 0, m, 1.0),
         n=n,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import binom, chi2, entropy, ks_2samp, wasserstein_distance
 
@@ -278,6 +278,9 @@ def test_prometheus_gauges_and_reuse_of_a_registry(reference):
         "streamscore_drift_psi", {"pipeline": "fraud", "feature": SCORE_LABEL}) == r.score.psi
     assert registry.get_sample_value("streamscore_drift_window_events",
                                      {"pipeline": "fraud"}) == 1000
+    text = generate_latest(registry).decode()
+    assert 'streamscore_drift_alarm{feature="f1",pipeline="fraud"} 1.0' in text
+    assert 'streamscore_drift_decision_share' in text
     # A second monitor (model reload) on the same registry reuses the metric families.
     again = monitor(reference, registry=registry)
     feed(again, rng, 1000)
@@ -306,3 +309,12 @@ def test_bad_inputs_are_clear_errors(reference):
         mon.update(np.zeros((3, 2)), np.zeros(3))
     with pytest.raises(ValueError, match="scores for"):
         mon.update(np.zeros((3, len(NAMES))), np.zeros(2))
+
+
+def test_default_registry_is_the_global_one(reference, unique_name):
+    rng = np.random.default_rng(12)
+    config = DriftConfig(window_events=500, window_seconds=0, sub_windows=1)
+    mon = DriftMonitor(reference, NAMES, config, unique_name)
+    (r,) = mon.update(draw(rng, 500), rng.random(500), now=1.0)
+    labels = {"pipeline": unique_name, "feature": "f0"}
+    assert REGISTRY.get_sample_value("streamscore_drift_psi", labels) == r.features[0].psi

@@ -1,0 +1,126 @@
+"""Prometheus view of the drift monitors: gauges of the latest window, counters of windows
+and alarms, read at scrape time.
+
+The monitor only hands over its latest window (a reference swap) and bumps a few
+integers when a window closes; the per-feature gauge families are built when Prometheus
+scrapes, so the hot path pays nothing per feature. One collector is registered per
+registry; a monitor for a pipeline that already has one (after a model reload) replaces
+it, and the counters carry on.
+
+Metrics (``feature="__score__"`` is the model's score):
+``streamscore_drift_psi``, ``..._threshold``, ``..._alarm``, ``..._js``,
+``..._missing_rate`` ``{pipeline,feature}``; ``streamscore_drift_window_events``,
+``streamscore_drift_windows_total``, ``streamscore_drift_page_hinkley_alarms_total``
+``{pipeline}``; ``streamscore_drift_alarms_total{pipeline,feature}``;
+``streamscore_drift_decision_share{pipeline,decision}``.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["DriftCollector", "collector_for"]
+
+_PF = ["pipeline", "feature"]
+
+
+class DriftCollector(Collector):
+    """Exposes the latest window of every registered pipeline's monitor."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[Sequence[str], Any, Any]] = {}
+        self._windows: dict[str, int] = {}
+        self._ph: dict[str, int] = {}
+        self._alarms: dict[tuple[str, str], int] = {}
+
+    def publish(self, pipeline: str, names: Sequence[str], stats: Any, record: Any) -> None:
+        """Record a closed window (called by the monitor; O(alarms), no gauge updates)."""
+        with self._lock:
+            self._latest[pipeline] = (names, stats, record)
+            self._windows[pipeline] = self._windows.get(pipeline, 0) + 1
+            if record.page_hinkley_alarms:
+                self._ph[pipeline] = self._ph.get(pipeline, 0) + record.page_hinkley_alarms
+            for j in stats.alarm.nonzero()[0].tolist():
+                key = (pipeline, names[j])
+                self._alarms[key] = self._alarms.get(key, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            latest = list(self._latest.items())
+            windows, ph, alarms = dict(self._windows), dict(self._ph), dict(self._alarms)
+        fams = {
+            "psi": GaugeMetricFamily("streamscore_drift_psi",
+                                     "PSI of the latest window vs training", labels=_PF),
+            "threshold": GaugeMetricFamily(
+                "streamscore_drift_threshold",
+                "calibrated PSI threshold of the latest window (configured false-alarm rate)",
+                labels=_PF),
+            "alarm": GaugeMetricFamily("streamscore_drift_alarm",
+                                       "1 if the latest window's PSI exceeded its threshold",
+                                       labels=_PF),
+            "js": GaugeMetricFamily("streamscore_drift_js",
+                                    "Jensen-Shannon distance of the latest window", labels=_PF),
+            "missing_rate": GaugeMetricFamily("streamscore_drift_missing_rate",
+                                              "missing-value rate of the latest window",
+                                              labels=_PF),
+        }
+        events = GaugeMetricFamily("streamscore_drift_window_events",
+                                   "events in the latest drift window", labels=["pipeline"])
+        share = GaugeMetricFamily("streamscore_drift_decision_share",
+                                  "share of each decision in the latest window",
+                                  labels=["pipeline", "decision"])
+        for pipeline, (names, stats, record) in latest:
+            columns = {
+                "psi": stats.psi.tolist(), "threshold": stats.threshold.tolist(),
+                "alarm": stats.alarm.astype(float).tolist(), "js": stats.js.tolist(),
+                "missing_rate": stats.missing_rate.tolist(),
+            }
+            for key, fam in fams.items():
+                for name, value in zip(names, columns[key], strict=True):
+                    fam.add_metric([pipeline, name], value)
+            events.add_metric([pipeline], record.n)
+            for decision, value in record.decisions.shares.items():
+                share.add_metric([pipeline, decision], value)
+        yield from fams.values()
+        yield events
+        yield share
+        counter = CounterMetricFamily("streamscore_drift_windows", "drift windows closed",
+                                      labels=["pipeline"])
+        for pipeline, value in windows.items():
+            counter.add_metric([pipeline], value)
+        yield counter
+        counter = CounterMetricFamily("streamscore_drift_page_hinkley_alarms",
+                                      "score changes detected by Page-Hinkley",
+                                      labels=["pipeline"])
+        for pipeline, value in ph.items():
+            counter.add_metric([pipeline], value)
+        yield counter
+        counter = CounterMetricFamily("streamscore_drift_alarms",
+                                      "feature-windows that alarmed", labels=_PF)
+        for (pipeline, name), value in alarms.items():
+            counter.add_metric([pipeline, name], value)
+        yield counter
+
+
+_collectors: weakref.WeakKeyDictionary[CollectorRegistry, DriftCollector] = (
+    weakref.WeakKeyDictionary()
+)
+_guard = threading.Lock()
+
+
+def collector_for(registry: CollectorRegistry) -> DriftCollector:
+    """The drift collector of ``registry``, registered on first use."""
+    with _guard:
+        collector = _collectors.get(registry)
+        if collector is None:
+            collector = _collectors[registry] = DriftCollector()
+            registry.register(collector)
+        return collector
