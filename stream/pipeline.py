@@ -358,10 +358,7 @@ class BatchCore:
                 demand = self._price_sweep(scorer, self._plan, cols, online)
                 return np.full(n, np.nan), None, demand
             score = np.asarray(scorer.predict(X), dtype=np.float64).reshape(n, -1)[:, -1]
-            contrib = None
-            if self.k > 0 and hasattr(scorer, "contributions"):
-                contrib = np.asarray(scorer.contributions(X), dtype=np.float64)
-            return score, contrib, None
+            return score, None, None
         except Exception:  # the model path failed: decide by rules, flagged, never dropped
             log.exception("model %s failed on %d events; deciding by rules", self.model.label, n)
             mask |= _BIT["model_error"]
@@ -410,15 +407,33 @@ class BatchCore:
 
     # ---- decide and encode -------------------------------------------------------------
 
-    def _top_reasons(
-        self, X: FloatArray, contrib: FloatArray | None
-    ) -> tuple[list[list[int]], FloatArray | None]:
-        if contrib is None or self.k <= 0:
-            return [], None
-        c = contrib[:, : X.shape[1]]  # last column is the expected value
+    def _reasons(self, X: FloatArray, rows: npt.NDArray[np.intp]) -> dict[int, list[Reason]]:
+        """Top-k positive feature contributions of the given rows (reason codes).
+
+        Contributions (TreeSHAP) cost far more than scoring, so only adverse decisions
+        (review, decline) are explained: they are the ones a customer or an auditor asks
+        about, and they are a small share of the traffic.
+        """
+        scorer = self.model.scorer
+        if self.k <= 0 or rows.size == 0 or not hasattr(scorer, "contributions"):
+            return {}
+        sub = X[rows]
+        try:
+            contrib = np.asarray(scorer.contributions(sub), dtype=np.float64)
+        except Exception:  # reasons are an explanation, never a reason to lose a decision
+            log.exception("reason codes failed for %s", self.model.label)
+            return {}
+        c = contrib[:, : X.shape[1]]  # the last column is the expected value
         k = min(self.k, c.shape[1])
         top = np.argsort(-c, axis=1, kind="stable")[:, :k]
-        return top.tolist(), np.take_along_axis(c, top, axis=1)
+        vals = np.take_along_axis(c, top, axis=1).tolist()
+        xs = sub.tolist()
+        names = self.model.feature_names
+        return {
+            int(r): [Reason(names[f], _finite(xs[i][f]), round(v, 6))
+                     for f, v in zip(top[i].tolist(), vals[i], strict=True)]
+            for i, r in enumerate(rows.tolist())
+        }
 
     def _decide_and_encode(
         self, events: list[Any], idx: list[int], cols: dict[str, Any], X: FloatArray,
@@ -436,6 +451,7 @@ class BatchCore:
             blocked = np.isin(cols["country"], policy.blocked_countries)
             dec = decide_fraud(policy, score, cols["amount"], blocked, degraded)
             outcome_names = [FRAUD_OUTCOMES[i] for i in dec.outcome.tolist()]
+            adverse = np.flatnonzero((dec.outcome > 0) & np.isfinite(score))
             rule_names: list[str] = [FRAUD_RULES[i] for i in dec.rule.tolist()]
             scores = score
         else:
@@ -445,6 +461,7 @@ class BatchCore:
             rule_names = pd.rule
             prices = pd.price.tolist()
             scores = pd.demand
+            adverse = np.zeros(0, dtype=np.intp)
         t_policy = time.perf_counter()
         res.stage_s["policy"] = t_policy - t_score
         res.scores = np.asarray(scores, dtype=np.float64)
@@ -453,8 +470,9 @@ class BatchCore:
             else np.asarray(prices, dtype=np.float64) / cols["base_price"]
         )
 
-        top, top_vals = self._top_reasons(X, contrib)
-        names = self.model.feature_names
+        reason_map = self._reasons(X, adverse)
+        t_explain = time.perf_counter()
+        res.stage_s["explain"] = t_explain - t_policy
         model = self.model
         ch_label = self.challenger.label if self.challenger else None
         ch_scores = challenger.tolist() if challenger is not None else [None] * n
@@ -469,7 +487,7 @@ class BatchCore:
         key_field = self.spec.key
         encode = self._encode
         out: list[tuple[bytes, bytes]] = []
-        x_rows = X.tolist() if top else None
+        n_missing = np.isnan(X).sum(axis=1).tolist()
         score_list = scores.tolist()
         mask_list = mask.tolist()
         e2e = ((wall - start) * 1e3).tolist()
@@ -477,13 +495,7 @@ class BatchCore:
         for j, ev in enumerate(events):
             i = idx[j]
             s = score_list[j]
-            reasons: list[Reason] = []
-            if top and x_rows is not None and top_vals is not None:
-                row = x_rows[j]
-                reasons = [
-                    Reason(names[f], _finite(row[f]), round(float(v), 6))
-                    for f, v in zip(top[j], top_vals[j].tolist(), strict=True)
-                ]
+            reasons = reason_map.get(j, [])
             m = mask_list[j]
             src = sources[i] if sources is not None else ("", -1, -1)
             cs = ch_scores[j]
@@ -491,10 +503,12 @@ class BatchCore:
             outcome = outcome_names[j]
             outcomes[outcome] += 1
             record = Decision(
-                event_id=ev.event_id, pipeline=self.config.name, key=key, outcome=outcome,  # type: ignore[arg-type]
+                event_id=ev.event_id, pipeline=self.config.name, key=key,
+                outcome=outcome,  # type: ignore[arg-type]
                 score=_finite(s), model_name=model.name, model_version=model.version,
                 model_sha256=model.sha256, price=prices[j], rule=rule_names[j] or None,
-                reasons=reasons, degraded=m > 0, degraded_reasons=_REASONS_OF[m],
+                reasons=reasons, missing_features=n_missing[j], degraded=m > 0,
+                degraded_reasons=_REASONS_OF[m],
                 feature_age_s={v: _finite(a) for v, a in zip(views, age_rows[j], strict=False)},
                 latency_ms=lat, e2e_ms=round(e2e[j], 3), event_time=ev.event_time,
                 decided_at=wall, worker_id=self.worker_id, source_topic=src[0],
@@ -502,7 +516,7 @@ class BatchCore:
                 challenger_score=_finite(cs) if cs is not None else None,
             )
             out.append((key.encode(), encode(record)))
-        res.stage_s["encode"] = time.perf_counter() - t_policy
+        res.stage_s["encode"] = time.perf_counter() - t_explain
         return out
 
     def _dead_letter(

@@ -105,6 +105,7 @@ class Worker:
         from features.online import OnlineReader
 
         self.reader = OnlineReader(repo, refs, self.redis_url, timeout_ms=c.features.timeout_ms)
+        self._warm_up(refs)
         kind = "pricing" if isinstance(c.policy, PricingPolicy) else "fraud"
         request = RequestFeatures(kind, load_vocab(repo))
         optional = [v.name for v in feature_views(repo) if _is_push_view(v)]
@@ -163,6 +164,17 @@ class Worker:
         except ConfigError as exc:
             log.warning("drift monitoring off for %s: %s", model.label, exc)
             return None
+
+    def _warm_up(self, refs: list[str]) -> None:
+        # Open the Redis connection before the first batch, so its set-up time does not
+        # count against the first batch's read timeout (and fail it as "store down").
+        entities: dict[str, Any] = {k: [0] if k.endswith("_id") and k != "merchant_id"
+                                    and k != "store_id" else ["warm-up"]
+                                    for k in self.reader.join_keys}
+        got = self.reader.read(entities)
+        if got.status != "ok":
+            log.warning("online store not answering at start-up (%s); decisions will be "
+                        "degraded until it does", got.error)
 
     def _backpressure(self, paused: bool) -> None:
         if paused:

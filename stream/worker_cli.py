@@ -175,18 +175,20 @@ def make_events(
 def produce_events(
     config: Any, bootstrap: str, n: int, rate: float, *, bad_ratio: float = 0.0, seed: int = 1,
     progress: bool = True, settings: dict[str, Any] | None = None,
+    data_dir: Path | None = None,
 ) -> dict[str, int]:
     """Produce ``n`` events at ``rate``/s (0 = as fast as possible); return counts."""
     import numpy as np
     from confluent_kafka import Producer
 
-    from features.repo import data_dir
+    from features.repo import data_dir as default_data_dir
     from stream.pipeline import EVENT_SPECS
 
     spec = EVENT_SPECS.get(config.schema)
     if spec is None:
         raise ConfigError(f"no event spec for schema {config.schema!r}")
-    events = make_events(config.schema, n, seed=seed, data_dir=data_dir(spec.kind))
+    events = make_events(config.schema, n, seed=seed,
+                         data_dir=data_dir or default_data_dir(spec.kind))
     rng = np.random.default_rng(seed + 1)
     bad = rng.random(n) < bad_ratio
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 3,

@@ -122,13 +122,19 @@ def test_scores_match_lightgbm_and_bands_follow_policy(fraud_booster):
     assert any(r.outcome != "approve" for r in records)
 
 
-def test_reason_codes_are_the_top_positive_contributions(fraud_booster):
+def test_reason_codes_explain_adverse_decisions(fraud_booster):
     core = fraud_core(fraud_booster)
-    res = core.process([json.dumps(fraud_event(i, amount=800.0)).encode() for i in range(5)],
-                       now=NOW)
+    amounts = [800.0, 10.0, 850.0, 20.0, 900.0]
+    res = core.process([json.dumps(fraud_event(i, amount=a)).encode()
+                        for i, a in enumerate(amounts)], now=NOW)
     contrib = fraud_booster.predict(res.features, pred_contrib=True)[:, :-1]
+    outcomes = [json.loads(v)["outcome"] for _, v in res.decisions]
+    assert outcomes.count("approve") == 2
     for j, (_, value) in enumerate(res.decisions):
         reasons = json.loads(value)["reasons"]
+        if outcomes[j] == "approve":
+            assert reasons == []
+            continue
         assert len(reasons) == 3
         top = np.argsort(-contrib[j], kind="stable")[:3]
         assert [r["feature"] for r in reasons] == [FRAUD_FEATURES[t] for t in top]
