@@ -33,7 +33,9 @@ __all__ = [
     "KIND_INT32",
     "KIND_INT64",
     "KIND_STRING",
+    "decode_scalar",
     "decode_scalars",
+    "decode_timestamp",
     "decode_timestamps",
     "encode_double",
     "encode_float",
@@ -63,6 +65,9 @@ _TAG_FLOAT = 0x35  # float_val = 6, fixed32
 _TAG_BOOL = 0x38  # bool_val = 7, varint
 _TAG_UNIX_TS = 0x40  # unix_timestamp_val = 8, varint (seconds)
 _VARINT_TAGS = np.array([_TAG_INT32, _TAG_INT64, _TAG_BOOL, _TAG_UNIX_TS], dtype=np.uint8)
+_VARINT_TAG_SET = frozenset(int(t) for t in _VARINT_TAGS)
+_F64 = struct.Struct("<d")
+_F32 = struct.Struct("<f")
 
 _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
@@ -252,6 +257,48 @@ def decode_scalars(values: Sequence[bytes | None]) -> np.ndarray:
         res[m] = ints
     out[present] = res
     return out
+
+
+def _varint_at(raw: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = raw[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def decode_scalar(raw: bytes | None) -> float:
+    """``decode_scalars`` for one value, in plain Python (cheaper for a few values)."""
+    if not raw:
+        return math.nan
+    tag = raw[0]
+    if tag == _TAG_DOUBLE and len(raw) == 9:
+        return float(_F64.unpack_from(raw, 1)[0])
+    if tag == _TAG_FLOAT and len(raw) == 5:
+        return float(_F32.unpack_from(raw, 1)[0])
+    if tag in _VARINT_TAG_SET:
+        value = _varint_at(raw, 1)[0]
+        return float(value - (1 << 64) if value >= 1 << 63 else value)
+    return math.nan
+
+
+def decode_timestamp(raw: bytes | None) -> float:
+    """``decode_timestamps`` for one value, in plain Python."""
+    if raw is None:
+        return math.nan
+    seconds = nanos = 0
+    pos = 0
+    while pos < len(raw):
+        tag = raw[pos]
+        value, pos = _varint_at(raw, pos + 1)
+        if tag == 0x08:
+            seconds = value
+        elif tag == 0x10:
+            nanos = value
+    return seconds + nanos / 1e9
 
 
 def decode_timestamps(values: Sequence[bytes | None]) -> np.ndarray:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,10 @@ _KINDS = {
     "BYTES": layout.KIND_BYTES,
 }
 _NUMERIC = {"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL", "UNIX_TIMESTAMP"}
+# Below these sizes plain Python beats numpy's fixed cost per operation (measured with
+# benchmarks/bench_features.py): small batches dedupe with a dict and decode value by value.
+_SMALL_ROWS = 32
+_SMALL_VALUES = 256
 
 
 @dataclass
@@ -135,6 +140,10 @@ class OnlineReader:
         self.join_keys = tuple(dict.fromkeys(k for v in self._views for k in v.join_keys))
         self._suffix = self.project.encode("utf-8")
         self._pool = connection_pool(self.redis_url, timeout_ms / 1000.0)
+        # One connection of the reader's own, used under a lock: checking one out of the
+        # pool per read costs more than the read itself for small batches.
+        self._conn: Any = self._pool.make_connection()
+        self._lock = threading.Lock()
         self.feature_names = tuple(ref.split(":", 1)[1] for ref in self.feature_refs)
 
     # ---- start-up -------------------------------------------------------------------------
@@ -207,7 +216,7 @@ class OnlineReader:
         self, view: _View, entities: Mapping[str, Any], n: int
     ) -> tuple[bytes, int, np.ndarray]:
         """RESP bytes of the view's HMGETs for the unique entities, their count, row -> unique."""
-        if len(view.join_keys) == 1 and view.kinds[0] == layout.KIND_INT64:
+        if len(view.join_keys) == 1 and view.kinds[0] == layout.KIND_INT64 and n > _SMALL_ROWS:
             ids = np.asarray(entities[view.join_keys[0]], dtype=np.int64)
             uniq, inverse = np.unique(ids, return_inverse=True)
             # every command has the same length: fill a template row, then the 8 id bytes
@@ -240,7 +249,11 @@ class OnlineReader:
         """
         timeout = self.timeout_ms / 1000.0
         deadline = time.monotonic() + timeout
-        conn = self._pool.get_connection()
+        with self._lock:
+            return self._exchange(payload, count, timeout, deadline)
+
+    def _exchange(self, payload: bytes, count: int, timeout: float, deadline: float) -> list[Any]:
+        conn = self._conn
         try:
             sock: Any = conn._sock
             if sock is None:
@@ -272,8 +285,6 @@ class OnlineReader:
             if isinstance(exc, OSError):
                 raise redis.ConnectionError(str(exc)) from exc
             raise
-        finally:
-            self._pool.release(conn)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise redis.ResponseError(str(reply))
@@ -327,7 +338,11 @@ class OnlineReader:
     ) -> ReadResult:
         result = self._empty(n)
         flat = list(chain.from_iterable(replies))
-        numbers = layout.decode_scalars(flat)
+        small = len(flat) <= _SMALL_VALUES
+        if small:
+            numbers = np.fromiter(map(layout.decode_scalar, flat), np.float64, count=len(flat))
+        else:
+            numbers = layout.decode_scalars(flat)
         start = 0
         for j, (view, (_, count, inverse)) in enumerate(zip(self._views, plans, strict=True)):
             width = len(view.features) + 1
@@ -335,7 +350,11 @@ class OnlineReader:
             block = numbers[start:stop].reshape(count, width)
             for i, lookup in view.strings:
                 block[:, i] = [lookup.get(v, np.nan) for v in flat[start + i : stop : width]]  # type: ignore[arg-type]
-            ts = layout.decode_timestamps(flat[start + width - 1 : stop : width])
+            raw_ts = flat[start + width - 1 : stop : width]
+            if small:
+                ts = np.fromiter(map(layout.decode_timestamp, raw_ts), np.float64, count=count)
+            else:
+                ts = layout.decode_timestamps(raw_ts)
             age = now - ts
             stale = age > view.ttl if view.ttl > 0 else np.zeros(count, bool)
             found = ~np.isnan(ts)
@@ -388,6 +407,7 @@ class OnlineReader:
 
     def close(self) -> None:
         """Close the reader's Redis connections."""
+        self._conn.disconnect()
         self._pool.disconnect()
 
     def __enter__(self) -> OnlineReader:

@@ -105,6 +105,8 @@ def test_decode_scalars_matches_protobuf(items: list[tuple[str, object]]) -> Non
             expected.append(float(getattr(msg, which)))
     got = layout.decode_scalars(raw)
     np.testing.assert_array_equal(got, np.array(expected, dtype=np.float64))
+    one_by_one = [layout.decode_scalar(v) for v in raw]  # the small-batch path
+    np.testing.assert_array_equal(np.array(one_by_one, dtype=np.float64), got)
 
 
 def test_string_lookup_maps_serialized_values_to_codes() -> None:
@@ -127,6 +129,7 @@ def test_decode_timestamps_matches_protobuf(stamps: list[tuple[int, int] | None]
         if s is not None:
             assert layout.encode_timestamp(*s) == raw[-1]
     got = layout.decode_timestamps(raw)
+    np.testing.assert_array_equal([layout.decode_timestamp(v) for v in raw], got)
     want = [math.nan if s is None else s[0] + s[1] / 1e9 for s in stamps]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * 2**34)
     assert np.array_equal(np.isnan(got), [s is None for s in stamps])

@@ -104,6 +104,18 @@ def test_read_matrix_equals_sdk_values(big_repo: Repo) -> None:
     reader.close()
 
 
+def test_small_and_large_batches_agree(big_repo: Repo) -> None:
+    """Small batches take the plain-Python path, large ones numpy: same answers."""
+    reader = OnlineReader(big_repo.path, NUMERIC_REFS, timeout_ms=5000)
+    cards, merchants = _rows(big_repo, 600, seed=9)
+    big = reader.read({"card_id": np.array(cards), "merchant_id": merchants})
+    for lo in range(0, 600, 7):  # 7 rows x 3 views stays under the small-value limit
+        part = reader.read({"card_id": cards[lo : lo + 7], "merchant_id": merchants[lo : lo + 7]})
+        np.testing.assert_array_equal(part.values, big.values[lo : lo + 7])
+        np.testing.assert_array_equal(part.present, big.present[lo : lo + 7])
+    reader.close()
+
+
 def test_order_of_refs_and_single_entity(big_repo: Repo) -> None:
     refs = ["merchant_risk:volume", "card_history:txn_count_7d", "merchant_risk:fraud_rate"]
     reader = OnlineReader(big_repo.path, refs, timeout_ms=5000)
