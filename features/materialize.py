@@ -103,7 +103,7 @@ def apply_repo(repo: str | Path, redis_url: str | None = None) -> ApplyResult:
             if src is not None and all(src is not s for s in sources):
                 sources.append(src)
     store = open_store(repo, redis_url)
-    with _feast_errors(), _quiet(True):
+    with _feast_errors(), _quiet():
         store.apply([*defs.ENTITIES, *sources, *views])
     return ApplyResult(
         project=store.project,
@@ -163,7 +163,7 @@ def materialize_repo(
             view_started = time.perf_counter()
             plan = plans[view.name]
             for lo, hi, rows in plan:
-                with _quiet(progress):
+                with _quiet():
                     store.materialize(
                         start_date=datetime.fromtimestamp(lo, UTC),
                         end_date=datetime.fromtimestamp(hi, UTC),
@@ -236,11 +236,8 @@ def _aware(value: datetime) -> datetime:
 
 
 @contextlib.contextmanager
-def _quiet(enabled: bool) -> Iterator[None]:
-    """Silence Feast's own prints and tqdm bars while ours is on screen."""
-    if not enabled:
-        yield
-        return
+def _quiet() -> Iterator[None]:
+    """Silence Feast's own prints and tqdm bars: our summary (and bar) say it better."""
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         yield
