@@ -174,3 +174,44 @@ def test_ttl_expiry(feast_repo: Repo) -> None:
     assert sdk.to_dict()["pair_count"] == [7]  # Feast's read path skips TTL
     assert reader.read_dict([{"card_id": card, "merchant_id": merchant}])["pair_count"] == [7]
     reader.close()
+
+
+@pytest.mark.parametrize("pipeline", ["fraud", "pricing"])
+def test_shipped_repos_read_equals_sdk(
+    pipeline: str, tmp_path: Any, redis_url: str, unique_name: str
+) -> None:
+    """The shipped fraud and pricing repos: every feature of every view, value for value."""
+    from benchmarks.bench_features import _fill
+    from features.materialize import apply_repo
+    from features.repo import delete_project_keys, load_vocab, open_store, prepare_repo
+
+    repo = prepare_repo(pipeline, tmp_path, project=unique_name, redis_url=redis_url)
+    try:
+        apply_repo(repo, redis_url)
+        store = open_store(repo, redis_url)
+        vocab = load_vocab(repo)
+        rng = np.random.default_rng(3)
+        keys: dict[str, list[Any]] = {}
+        for i, view in enumerate(store.list_feature_views()):
+            col = view.entity_columns[0]
+            if col.name not in keys:
+                if col.dtype.to_value_type().name == "STRING":
+                    keys[col.name] = [f"k{j}" for j in rng.choice(10**6, 300, replace=False)]
+                else:
+                    keys[col.name] = [int(j) for j in rng.choice(10**9, 300, replace=False)]
+            _fill(store, view, keys[col.name][: 250 - 40 * i], vocab, i)  # views overlap partly
+        refs = [f"{v.name}:{f.name}" for v in store.list_feature_views() for f in v.features]
+        rows = [{k: (v[int(rng.integers(0, 300))]) for k, v in keys.items()} for _ in range(700)]
+        want = store.get_online_features(features=refs, entity_rows=rows).to_dict()
+        reader = OnlineReader(repo, refs, redis_url, timeout_ms=5000)
+        assert reader.read_dict(rows) == want
+        res = reader.read({k: [r[k] for r in rows] for k in keys})
+        assert res.ok
+        for col_i, ref in enumerate(refs):
+            feature = ref.split(":")[1]
+            expected = [_as_float(vocab, feature, v) for v in want[feature]]
+            np.testing.assert_array_equal(res.values[:, col_i], expected, err_msg=ref)
+        assert res.present.any(axis=0).all() and (~res.present).any(axis=0).all()
+        reader.close()
+    finally:
+        delete_project_keys(redis_url, unique_name)
