@@ -10,19 +10,22 @@ seconds instead of minutes; the expressions are the shipped ones.
 
 from __future__ import annotations
 
-import json
-import socket
 import subprocess
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from deploy_support import ALERTS, PROM_CONFIG
+from deploy_support import (
+    ALERTS,
+    PROM_CONFIG,
+    firing,
+    running_prometheus,
+    scraped_names,
+    target_up,
+    wait_for,
+)
 
 HERE = Path(__file__).parent
 
@@ -56,107 +59,6 @@ def test_promtool_rule_unit_tests(promtool: str, tmp_path: Path) -> None:
     out = subprocess.run([promtool, "test", "rules", "alerts_test.yaml"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-
-
-# --- a real Prometheus --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def fast_rules(dest: Path) -> Path:
-    """The shipped rules with every ``for:`` set to 0s (expressions unchanged)."""
-    rules = yaml.safe_load(ALERTS.read_text())
-    for group in rules["groups"]:
-        group["interval"] = "1s"
-        for rule in group["rules"]:
-            if "for" in rule:
-                rule["for"] = "0s"
-    dest.write_text(yaml.safe_dump(rules))
-    return dest
-
-
-@contextmanager
-def running_prometheus(prometheus_bin: str, workdir: Path, target: str) -> Iterator[str]:
-    """A Prometheus on a free loopback port scraping ``target`` every second under
-    job="streamscore"; yields its base URL and stops it afterwards."""
-    fast_rules(workdir / "alerts.yaml")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
-                   "scrape_timeout": "900ms"},
-        "rule_files": ["alerts.yaml"],
-        "scrape_configs": [{"job_name": "streamscore",
-                            "static_configs": [{"targets": [target]}]}],
-    }
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (workdir / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [prometheus_bin, f"--config.file={workdir / 'prometheus.yml'}",
-         f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
-         "--storage.tsdb.retention.time=1h"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _ready(base), 30, "Prometheus did not become ready", proc, workdir)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _ready(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str,
-             proc: subprocess.Popen[bytes] | None = None, workdir: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            break
-        time.sleep(0.25)
-    tail = ""
-    if workdir is not None and (workdir / "prometheus.log").exists():
-        tail = "\n" + (workdir / "prometheus.log").read_text()[-2000:]
-    pytest.fail(f"{what} within {timeout:g} s{tail}")
-
-
-def firing(base: str, alertname: str) -> list[dict[str, Any]]:
-    alerts = get_json(f"{base}/api/v1/alerts")["data"]["alerts"]
-    return [a for a in alerts if a["labels"]["alertname"] == alertname
-            and a["state"] == "firing"]
-
-
-def target_up(base: str) -> bool:
-    targets = get_json(f"{base}/api/v1/targets")["data"]["activeTargets"]
-    return bool(targets) and all(t["health"] == "up" for t in targets)
-
-
-def scraped_names(base: str) -> set[str]:
-    names = get_json(f"{base}/api/v1/label/__name__/values")["data"]
-    return {n for n in names if n.startswith("streamscore_")}
 
 
 @pytest.mark.integration

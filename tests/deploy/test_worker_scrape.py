@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,15 +26,14 @@ from deploy_support import (
     ROOT,
     dashboard_exprs,
     defined_sample_names,
-    rule_exprs,
-    used_metric_names,
-)
-from test_prometheus import (
     firing,
     free_port,
+    get_json,
+    rule_exprs,
     running_prometheus,
     scraped_names,
     target_up,
+    used_metric_names,
     wait_for,
 )
 
@@ -121,21 +121,36 @@ def worker(tmp_path_factory: pytest.TempPathFactory, bootstrap: str, redis_url: 
         delete_project_keys(redis_url, name)
 
 
+def _value(base: str, query: str) -> float:
+    result = get_json(f"{base}/api/v1/query?query={urllib.parse.quote(query)}")["data"]
+    return float(result["result"][0]["value"][1]) if result["result"] else 0.0
+
+
+def _produce(worker: dict[str, Any], events: int, seed: int) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "produce", "--pipeline", str(worker["pipeline"]),
+         "--events", str(events), "--rate", "100", "--bad-ratio", "0.3", "--seed", str(seed)],
+        capture_output=True, text=True, env=worker["env"], cwd=ROOT, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+
+
 def test_worker_metrics_and_dead_letter_alert(worker: dict[str, Any], prometheus_bin: str,
                                               tmp_path: Path) -> None:
     port = worker["port"]
     assert _http_ok(f"http://127.0.0.1:{port}/healthz")
     with running_prometheus(prometheus_bin, tmp_path, f"127.0.0.1:{port}") as base:
         wait_for(lambda: target_up(base), 20, "the worker was not scraped")
-        # 30% malformed input over ~5 s, so the dead-letter counter rises across scrapes.
-        produce = subprocess.run(
-            [sys.executable, "-m", "stream.cli", "produce", "--pipeline",
-             str(worker["pipeline"]), "--events", "500", "--rate", "100",
-             "--bad-ratio", "0.3", "--seed", "5"],
-            capture_output=True, text=True, env=worker["env"], cwd=ROOT, timeout=120,
-        )
-        assert produce.returncode == 0, produce.stderr
-        alert = wait_for(lambda: firing(base, "StreamscoreDeadLetterRate"), 30,
+        # Partitions assigned before any input, so the worker scores as events arrive.
+        wait_for(lambda: _value(base, "sum(streamscore_assigned_partitions)") > 0, 60,
+                 "the worker was never assigned partitions")
+        # 30% malformed input in two rounds: the first creates the dead-letter series, the
+        # second makes them rise across scrapes (a counter seen once has no rate).
+        _produce(worker, 100, seed=5)
+        wait_for(lambda: _value(base, "sum(streamscore_dead_letters_total)") > 0, 60,
+                 "no dead letters were scraped")
+        _produce(worker, 400, seed=6)
+        alert = wait_for(lambda: firing(base, "StreamscoreDeadLetterRate"), 45,
                          "StreamscoreDeadLetterRate did not fire on malformed input")
         assert alert[0]["labels"]["pipeline"] == "fraud"
         assert not firing(base, "StreamscoreWorkerDown")
