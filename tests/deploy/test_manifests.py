@@ -399,6 +399,42 @@ def test_streamscore_commands_parse() -> None:
         assert callable(args.func), where
 
 
+PLACEHOLDERS = {"<name>": "fraud", "<ref>": "fraud@champion", "<version>": "2",
+                "<previous-version>": "1", "<pipeline-file>": "pipelines/fraud.yaml"}
+
+
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """Full `streamscore ...` command lines in the guide and the alert runbooks."""
+    texts = [("deploy/README.md", (DEPLOY / "README.md").read_text())]
+    for group in yaml.safe_load(ALERTS.read_text())["groups"]:
+        for rule in group["rules"]:
+            texts.append((f"alert {rule['alert']}", rule["annotations"]["runbook"]))
+    found = []
+    for where, text in texts:
+        # Two-word mentions ("`streamscore produce`") name a command; three or more words
+        # are a command line to copy.
+        snippets = [m for m in re.findall(r"`(streamscore [^`]+)`", text) if len(m.split()) > 2]
+        snippets += re.findall(r"^(streamscore .+)$", text, re.M)
+        for snippet in snippets:
+            for ph, value in PLACEHOLDERS.items():
+                snippet = snippet.replace(ph, value)
+            found.append((where, shlex.split(snippet)[1:]))
+    return found
+
+
+def test_documented_commands_parse() -> None:
+    from stream.cli import build_parser
+
+    commands = _documented_commands()
+    assert len(commands) >= 8
+    parser = build_parser()
+    for where, argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"{where}: 'streamscore {' '.join(argv)}' does not parse")
+
+
 # --- Dockerfile --------------------------------------------------------------------------
 
 
