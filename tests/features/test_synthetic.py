@@ -154,7 +154,8 @@ def test_labels_depend_on_features(fraud_dir: Path, pricing_dir: Path) -> None:
     assert fraud.loc[burst, "label"].mean() > 4 * fraud.loc[~burst, "label"].mean()
     half = len(fraud) // 2
     booster = lgb.train(
-        {"objective": "binary", "verbose": -1, "num_leaves": 15, "min_data_in_leaf": 40},
+        {"objective": "binary", "verbose": -1, "num_leaves": 15, "min_data_in_leaf": 40,
+         "num_threads": 1},  # one thread: OpenMP spinning on shared cores is slow
         lgb.Dataset(fraud[meta["features"]][:half], fraud["label"][:half],
                     categorical_feature=meta["categorical"]),
         num_boost_round=60,
