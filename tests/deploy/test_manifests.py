@@ -184,7 +184,9 @@ def test_rendered_pieces_agree(rendered: list[dict[str, Any]]) -> None:
     labels = pod["metadata"]["labels"]
     container = pod["spec"]["containers"][0]
 
-    # Lag autoscaling: the right Deployment, group and topic; never more pods than partitions.
+    # Lag autoscaling: the right Deployment, group and topic; never more pods than partitions;
+    # the Deployment leaves replicas to the autoscaler.
+    assert "replicas" not in dep["spec"]
     assert so["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
     assert so["spec"]["maxReplicaCount"] <= pipeline["topics"]["partitions"]
     trig = so["spec"]["triggers"][0]
