@@ -38,7 +38,7 @@ METHODS = ("sdk", "fast", "floor", "raw")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``streamscore bench features`` (no heavy imports here)."""
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (~20 s)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (~1 min)")
     parser.add_argument("--out", default="benchmarks/out", help="report directory")
     parser.add_argument(
         "--redis-url", default=None, help="Redis to use (default REDIS_URL, else 127.0.0.1:6379)"
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repeats",
         type=int,
         default=None,
-        help="calls per method and size (default 400, --quick 80)",
+        help="calls per method and size (default 400, --quick 80; 1/8 of it at 1,000)",
     )
 
 
@@ -138,15 +138,14 @@ def _push_bench(repo: Path, store: Any, url: str, quick: bool) -> dict[str, floa
     updater = VelocityUpdater(repo, redis_url=url)
     updater.update(cards[:100], amounts[:100], times[:100])  # load the script
     ours = feast = 0.0
-    pushed = 0
+    pushed = failed = 0
     for r in range(rounds):
         t0 = time.perf_counter()
         for lo in (r * 4000, r * 4000 + 2000):
             done = updater.update(
                 cards[lo : lo + 2000], amounts[lo : lo + 2000], times[lo : lo + 2000]
             )
-            if done.status != "ok":
-                raise SystemExit(f"bench features: velocity update failed: {done.error}")
+            failed += done.status != "ok"
         ours += time.perf_counter() - t0
         lo = r * 1000
         df = pd.DataFrame(
@@ -170,6 +169,7 @@ def _push_bench(repo: Path, store: Any, url: str, quick: bool) -> dict[str, floa
         "ratio": (n / ours) / (pushed / feast),
         "updater_rows": n,
         "push_rows": pushed,
+        "updater_failed_batches": failed,
     }
 
 
@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
                 _fill(store, views["card_history"], card_ids, vocab, 1)
                 _fill(store, views["merchant_risk"], merchant_ids, vocab, 2)
             refs = [f"{v}:{f.name}" for v in VIEWS for f in views[v].features]
-            reader = OnlineReader(repo, refs, url, timeout_ms=1000)
+            reader = OnlineReader(repo, refs, url, timeout_ms=10000)
             client = redis.Redis.from_url(url)
             report = _measure(
                 store, reader, client, refs, card_ids, merchant_ids, repeats, track, rng
@@ -250,6 +250,11 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         f"velocity updates: {p['velocity_updater_rows_per_s']:,.0f} rows/s "
         f"vs Feast push {p['feast_push_rows_per_s']:,.0f} rows/s ({p['ratio']:.1f}x)"
+        + (
+            f", {p['updater_failed_batches']} batches timed out"
+            if p["updater_failed_batches"]
+            else ""
+        )
     )
     at100 = next(r for r in report["results"] if r["entities"] == 100)
     ok = at100["sdk_over_fast"] >= 5 and at100["fast_over_floor"] <= 1.5
@@ -333,12 +338,14 @@ def _measure(
         # one most likely to lose its time slice, and that must not always be the same one.
         gc.collect()
         gc.freeze()  # long-lived objects of Feast/pandas out of the collector's way
-        for _ in track(range(repeats), description=f"{n:>5} entities", transient=True):
+        # at 1,000 entities one SDK call takes ~0.5 s: fewer rounds keep the run short
+        rounds = repeats if n < 1000 else max(20, repeats // 8)
+        for _ in track(range(rounds), description=f"{n:>5} entities", transient=True):
             for m in rng.permutation(METHODS):
                 w, c = _time_calls(calls[m])
                 wall[m].append(w)
                 cpu[m].append(c)
-        row: dict[str, Any] = {"entities": n}
+        row: dict[str, Any] = {"entities": n, "rounds": rounds}
         for m in METHODS:
             arr = np.array(wall[m]) * 1e3
             row[m] = {

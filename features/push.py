@@ -154,7 +154,7 @@ class VelocityUpdater:
         redis_url: str | None = None,
         *,
         bucket_s: int = 60,
-        timeout_ms: float = 200.0,
+        timeout_ms: float = 1000.0,
         cards_per_script: int = 256,
         breaker: CircuitBreaker | None = None,
     ) -> None:
@@ -217,7 +217,11 @@ class VelocityUpdater:
         amounts: Sequence[float] | np.ndarray,
         event_times: Sequence[float] | np.ndarray,
     ) -> UpdateResult:
-        """Add one batch of events (event times in unix seconds); never raises on Redis faults."""
+        """Add one batch of events (event times in unix seconds); never raises on Redis faults.
+
+        On a timeout the batch's scripts may still have run (Redis got them): a failed
+        update is reported, not retried, so windows may miss (never double-count) events.
+        """
         cards = np.asarray(card_ids, dtype=np.int64)
         amount = np.asarray(amounts, dtype=np.float64)
         times = np.asarray(event_times, dtype=np.float64)
