@@ -4,7 +4,8 @@ Each pipeline (``fraud``, ``pricing``) has a real Feast repo under
 ``features/repos/<pipeline>/``: ``feature_store.yaml``, one Python definitions file,
 ``vocab.json`` (string feature -> list of values; code = index) and ``repo.json``
 (pipeline name, an optional offline data directory override, the model's default
-online feature references).
+online feature references, and the declaration of the request-time features that
+``features.request`` computes next to these views; tests keep both in sync).
 
 ``feature_store.yaml`` takes its environment-dependent parts from the environment, the
 way Feast expands ``${VAR}``:

@@ -16,6 +16,7 @@ from features.repo import (
     feature_refs,
     feature_views,
     load_definitions,
+    load_repo_info,
     load_vocab,
     open_store,
     prepare_repo,
@@ -59,6 +60,16 @@ def test_fraud_velocity_view_is_push_fed() -> None:
     assert {f.name for f in velocity.features} == {
         "velocity_count_10m", "velocity_sum_10m", "velocity_count_1h", "velocity_sum_1h"
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_repo_declares_its_request_features(pipeline: str) -> None:
+    declared = load_repo_info(repo_path(pipeline))["request_features"]
+    spec = request_spec(pipeline)
+    assert declared["event_inputs"] == list(spec.event_inputs)
+    assert declared["online_inputs"] == list(spec.online_inputs)
+    assert declared["outputs"] == list(spec.outputs)
+    assert declared["categorical"] == list(spec.categorical)
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
