@@ -124,8 +124,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for alias, v in reg.aliases(n).items():
             by_name[n].setdefault(v, []).append(alias)
     table = Table(title=f"models in {reg.root}")
-    for col in ("name", "version", "aliases", "created (UTC)", "objective", "trees",
-                "features", "holdout", "sha256"):
+    for col in (
+        "name",
+        "version",
+        "aliases",
+        "created (UTC)",
+        "objective",
+        "trees",
+        "features",
+        "holdout",
+        "sha256",
+    ):
         numeric = col in ("version", "trees", "features")
         table.add_column(col, justify="right" if numeric else "left")
     for mv in versions:
@@ -209,12 +218,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     msub.required = True
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--registry", metavar="DIR", default=None,
+        "--registry",
+        metavar="DIR",
+        default=None,
         help="registry root (default $STREAMSCORE_HOME/models, i.e. ./.streamscore/models)",
     )
 
     t = msub.add_parser(
-        "train", parents=[common], help="train a model and register it with drift references",
+        "train",
+        parents=[common],
+        help="train a model and register it with drift references",
         description="Train a LightGBM model on a pipeline's synthetic training set "
         "($STREAMSCORE_HOME/data/<pipeline>/training.parquet + training.json) or any parquet, "
         "with a holdout split, early stopping and a progress bar; register it with "
@@ -224,51 +237,95 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("--data", metavar="PARQUET", help="training parquet (default: the pipeline's)")
     t.add_argument("--name", help="model name (default: the pipeline name or the file's stem)")
     t.add_argument("--label", help="label column (default: from the sidecar JSON)")
-    t.add_argument("--features", type=_csv, metavar="A,B,...",
-                   help="ordered feature columns (default: sidecar, else numeric columns)")
-    t.add_argument("--categorical", type=_csv, metavar="A,B,...",
-                   help="categorical feature columns (strings are encoded with the vocabulary)")
+    t.add_argument(
+        "--features",
+        type=_csv,
+        metavar="A,B,...",
+        help="ordered feature columns (default: sidecar, else numeric columns)",
+    )
+    t.add_argument(
+        "--categorical",
+        type=_csv,
+        metavar="A,B,...",
+        help="categorical feature columns (strings are encoded with the vocabulary)",
+    )
     t.add_argument("--objective", help="LightGBM objective (default: sidecar, else inferred)")
     t.add_argument("--trees", type=int, help="maximum boosting rounds (fraud 400, pricing 300)")
     t.add_argument("--leaves", type=int, help="leaves per tree (fraud 63, pricing 31)")
     t.add_argument("--learning-rate", type=float, help="learning rate (fraud 0.02, others 0.05)")
-    t.add_argument("--valid-fraction", type=float, default=0.2,
-                   help="holdout fraction (default 0.2)")
-    t.add_argument("--early-stopping", type=int, default=30, metavar="ROUNDS",
-                   help="stop after ROUNDS without holdout improvement; 0 disables (default 30)")
-    t.add_argument("--split", choices=("random", "time"),
-                   help="holdout split (default: time if the sidecar names a timestamp)")
+    t.add_argument(
+        "--valid-fraction", type=float, default=0.2, help="holdout fraction (default 0.2)"
+    )
+    t.add_argument(
+        "--early-stopping",
+        type=int,
+        default=30,
+        metavar="ROUNDS",
+        help="stop after ROUNDS without holdout improvement; 0 disables (default 30)",
+    )
+    t.add_argument(
+        "--split",
+        choices=("random", "time"),
+        help="holdout split (default: time if the sidecar names a timestamp)",
+    )
     t.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     t.add_argument("--threads", type=int, default=2, help="LightGBM threads (default 2)")
-    t.add_argument("--bins", type=int, default=10,
-                   help="quantile bins per numeric feature in the reference (default 10)")
-    t.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE",
-                   help="any LightGBM parameter, e.g. --param lambda_l1=0.5; repeatable")
-    t.add_argument("--promote", action="append", metavar="ALIAS",
-                   help="point ALIAS (e.g. champion) at the new version; repeatable")
+    t.add_argument(
+        "--bins",
+        type=int,
+        default=10,
+        help="quantile bins per numeric feature in the reference (default 10)",
+    )
+    t.add_argument(
+        "--param",
+        action="append",
+        type=_param,
+        metavar="KEY=VALUE",
+        help="any LightGBM parameter, e.g. --param lambda_l1=0.5; repeatable",
+    )
+    t.add_argument(
+        "--promote",
+        action="append",
+        metavar="ALIAS",
+        help="point ALIAS (e.g. champion) at the new version; repeatable",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
 
     r = msub.add_parser(
-        "register", parents=[common], help="register an existing LightGBM text model file",
+        "register",
+        parents=[common],
+        help="register an existing LightGBM text model file",
         description="Register a LightGBM text model (Booster.save_model output) as a new "
         "version. Pickles and other formats are refused.",
     )
     r.add_argument("file", metavar="FILE", help="LightGBM text model file")
     r.add_argument("--name", required=True, help="model name")
-    r.add_argument("--alias", action="append", metavar="ALIAS",
-                   help="also point ALIAS at the new version; repeatable")
+    r.add_argument(
+        "--alias",
+        action="append",
+        metavar="ALIAS",
+        help="also point ALIAS at the new version; repeatable",
+    )
     r.add_argument("--description", help="free text stored in the metadata")
-    r.add_argument("--data", metavar="PARQUET",
-                   help="rows shaped like the model's inputs: compute drift reference "
-                   "statistics (and metrics with --label) from them")
+    r.add_argument(
+        "--data",
+        metavar="PARQUET",
+        help="rows shaped like the model's inputs: compute drift reference "
+        "statistics (and metrics with --label) from them",
+    )
     r.add_argument("--label", help="label column of --data, for metrics")
-    r.add_argument("--pipeline", choices=("fraud", "pricing"),
-                   help="encode string columns of --data with this pipeline's vocabulary")
+    r.add_argument(
+        "--pipeline",
+        choices=("fraud", "pricing"),
+        help="encode string columns of --data with this pipeline's vocabulary",
+    )
     r.set_defaults(func=_cmd_register)
 
     ls = msub.add_parser(
-        "list", parents=[common], help="list models and versions as a table",
+        "list",
+        parents=[common],
+        help="list models and versions as a table",
         description="List registered versions with aliases, creation time, objective, trees, "
         "holdout metric and sha256.",
     )
@@ -276,7 +333,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ls.set_defaults(func=_cmd_list)
 
     s = msub.add_parser(
-        "show", parents=[common], help="show a version's metadata",
+        "show",
+        parents=[common],
+        help="show a version's metadata",
         description="Show the metadata of a model reference (NAME, NAME@VERSION, NAME@latest, "
         "NAME@ALIAS); reference statistics are summarised unless --full or --json.",
     )
@@ -286,7 +345,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.set_defaults(func=_cmd_show)
 
     pr = msub.add_parser(
-        "promote", parents=[common], help="point an alias (champion, challenger...) at a version",
+        "promote",
+        parents=[common],
+        help="point an alias (champion, challenger...) at a version",
         description="Point an alias of NAME at VERSION, atomically; running workers that "
         "follow NAME@ALIAS pick it up.",
     )
@@ -296,7 +357,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     pr.set_defaults(func=_cmd_promote)
 
     v = msub.add_parser(
-        "verify", parents=[common], help="check a version's model file against its sha256",
+        "verify",
+        parents=[common],
+        help="check a version's model file against its sha256",
         description="Re-hash the model file of REF and compare with its registered sha256.",
     )
     v.add_argument("ref", metavar="REF", help="model reference")

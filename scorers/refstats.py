@@ -134,9 +134,7 @@ def categorical_codes(values: Any) -> IntArray:
     return codes.astype(np.int64)
 
 
-def categorical_stats(
-    values: Any, max_categories: int = DEFAULT_MAX_CATEGORIES
-) -> dict[str, Any]:
+def categorical_stats(values: Any, max_categories: int = DEFAULT_MAX_CATEGORIES) -> dict[str, Any]:
     """Reference entry of one categorical feature (codes ordered by count, then code)."""
     if max_categories < 1:
         raise ValueError(f"max_categories must be >= 1, got {max_categories}")

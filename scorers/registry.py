@@ -139,7 +139,8 @@ def model_text_info(text: str) -> dict[str, Any]:
     # Numeric features are written as "[min:max]" (or "none"), categorical ones as the
     # colon-separated list of categories seen in training.
     categorical = [
-        n for n, info in zip(names, infos, strict=False)
+        n
+        for n, info in zip(names, infos, strict=False)
         if info and info != "none" and not info.startswith("[")
     ]
     num_trees = len(re.findall(r"^Tree=\d+", text, flags=re.MULTILINE))
@@ -215,9 +216,7 @@ class Registry:
         """Registered model names, sorted."""
         if not self.root.is_dir():
             return []
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and _NAME_RE.match(p.name)
-        )
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME_RE.match(p.name))
 
     def versions(self, name: str) -> list[int]:
         """Version numbers of ``name``, ascending (empty if unknown)."""
@@ -250,9 +249,7 @@ class Registry:
             if not (self.root / name).is_dir():
                 raise self._unknown_name(name)
             known = ", ".join(map(str, self.versions(name))) or "none"
-            raise ModelNotFoundError(
-                f"model {name!r} has no version {version} (versions: {known})"
-            )
+            raise ModelNotFoundError(f"model {name!r} has no version {version} (versions: {known})")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
@@ -288,9 +285,7 @@ class Registry:
             if not (self.root / name).is_dir():
                 raise self._unknown_name(name)
             known = ", ".join(sorted(aliases)) or "none"
-            raise ModelNotFoundError(
-                f"model {name!r} has no alias {selector!r} (aliases: {known})"
-            )
+            raise ModelNotFoundError(f"model {name!r} has no alias {selector!r} (aliases: {known})")
         return self.get(name, aliases[selector])
 
     def load_text(self, ref: str, expected_sha256: str | None = None) -> str:
@@ -493,9 +488,7 @@ def read_model_text(model: Any) -> tuple[str, str]:
         try:
             return raw.decode("utf-8"), str(path.resolve())
         except UnicodeDecodeError as exc:
-            raise RegistryError(
-                f"{path} is not a LightGBM text model (not UTF-8 text)"
-            ) from exc
+            raise RegistryError(f"{path} is not a LightGBM text model (not UTF-8 text)") from exc
     if isinstance(model, bytes):
         raise RegistryError("pass the model as text, a path or a Booster, not bytes")
     if isinstance(model, str):

@@ -174,7 +174,8 @@ def load_spec(
         if columns is None:
             raise TrainingError(f"no feature list: pass --features (none in {sidecar})")
         feats = [
-            c for c, dtype in columns.items()
+            c
+            for c, dtype in columns.items()
             if c not in (lab, ts)
             and (c in cats or dtype.startswith(("int", "uint", "float", "bool", "Int", "Float")))
         ]
@@ -268,9 +269,11 @@ def _split(
         raise TrainingError(f"unknown split {kind!r} (random or time)")
     rng = np.random.default_rng(options.seed)
     # Stratify binary/multiclass labels so a rare class is represented in both parts.
-    groups = [np.flatnonzero(y == v) for v in np.unique(y)] if (
-        objective in _BINARY | _MULTICLASS
-    ) else [np.arange(n)]
+    groups = (
+        [np.flatnonzero(y == v) for v in np.unique(y)]
+        if (objective in _BINARY | _MULTICLASS)
+        else [np.arange(n)]
+    )
     valid_parts = []
     for g in groups:
         k = round(g.size * frac)
@@ -396,8 +399,11 @@ def train(
     train_idx, valid_idx, split_kind = _split(y, ts, objective, options)
     cats = list(spec.categorical)
     dtrain = lgb.Dataset(
-        X[train_idx], y[train_idx], feature_name=list(spec.features),
-        categorical_feature=cats or "auto", free_raw_data=True,
+        X[train_idx],
+        y[train_idx],
+        feature_name=list(spec.features),
+        categorical_feature=cats or "auto",
+        free_raw_data=True,
     )
     dvalid = dtrain.create_valid(X[valid_idx], y[valid_idx])
     progress = _progress_callback(num_trees, f"training {objective} model", options.progress)
@@ -406,8 +412,12 @@ def train(
         callbacks.append(lgb.early_stopping(options.early_stopping_rounds, verbose=False))
     try:
         booster = lgb.train(
-            params, dtrain, num_boost_round=num_trees, valid_sets=[dvalid],
-            valid_names=["valid"], callbacks=callbacks,
+            params,
+            dtrain,
+            num_boost_round=num_trees,
+            valid_sets=[dvalid],
+            valid_names=["valid"],
+            callbacks=callbacks,
         )
     except lgb.basic.LightGBMError as exc:
         raise TrainingError(f"LightGBM refused the training set: {exc}") from exc
@@ -444,8 +454,11 @@ def train(
         "source": "streamscore model train",
         "training": summary,
         "metrics": {**metrics, "best_iteration": best, "split": "valid"},
-        "params": {**params, "num_boost_round": num_trees,
-                   "early_stopping_rounds": options.early_stopping_rounds},
+        "params": {
+            **params,
+            "num_boost_round": num_trees,
+            "early_stopping_rounds": options.early_stopping_rounds,
+        },
         "lightgbm_version": lgb.__version__,
         "reference": reference,
     }
@@ -478,7 +491,8 @@ def describe_model(
         raise TrainingError(f"data {path} does not exist")
     info = model_text_info(model_text)
     spec = TrainingSpec(
-        label=label or "", features=tuple(info["feature_names"]),
+        label=label or "",
+        features=tuple(info["feature_names"]),
         categorical=tuple(info["categorical_features"]),
     )
     if vocab is None and pipeline is not None and _vocab_path(pipeline).is_file():
@@ -487,8 +501,11 @@ def describe_model(
     pred = lgb.Booster(model_str=model_text).predict(X)
     meta: dict[str, Any] = {
         "training": {
-            "source": str(path.resolve()), "source_sha256": _file_sha256(path),
-            "rows": int(X.shape[0]), "reference_rows": "all", "label": label,
+            "source": str(path.resolve()),
+            "source_sha256": _file_sha256(path),
+            "rows": int(X.shape[0]),
+            "reference_rows": "all",
+            "label": label,
         },
         "reference": reference_stats(
             X, list(spec.features), pred, categorical=list(spec.categorical), bins=bins
@@ -530,8 +547,12 @@ def train_and_register(
             raise TrainingError(f"training data {path} does not exist")
     columns = _parquet_columns(path)
     spec = load_spec(
-        path, label=label, features=features, categorical=categorical,
-        objective=objective, columns=columns,
+        path,
+        label=label,
+        features=features,
+        categorical=categorical,
+        objective=objective,
+        columns=columns,
     )
     result = train(path, spec, options, pipeline=pipeline)
     reg = registry or Registry()

@@ -269,3 +269,24 @@ def test_describe_model_trained_elsewhere(tmp_path: Path) -> None:
     hour_only = _write(tmp_path / "x", df[["hour", "label"]], None)
     with pytest.raises(Exception, match="no column"):
         describe_model(text, hour_only)
+
+
+def test_multiclass_and_poisson_objectives(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    n = 1500
+    df = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    df["cls"] = np.digitize(df["a"] + 0.3 * rng.normal(size=n), [-0.5, 0.5])
+    df["units"] = rng.poisson(np.exp(0.5 + 0.4 * df["b"]))
+    path = tmp_path / "multi.parquet"
+    df.to_parquet(path)
+    spec = load_spec(path, label="cls", features=["a", "b"], objective="multiclass")
+    result = train(path, spec, TrainOptions(**FAST))
+    md = result.metadata
+    assert md["params"]["num_class"] == 3 and md["metrics"]["accuracy"] > 0.6
+    booster = lgb.Booster(model_str=result.model_text)
+    assert booster.num_model_per_iteration() == 3
+    assert sum(md["reference"]["score"]["counts"]) == md["reference"]["n"]
+    spec = load_spec(path, label="units", features=["a", "b"], objective="poisson")
+    pois = train(path, spec, TrainOptions(**FAST)).metadata
+    assert pois["params"]["objective"] == "poisson" and pois["metrics"]["rmse"] > 0
+    assert "label_mean" in pois["training"]
