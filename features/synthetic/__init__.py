@@ -20,8 +20,9 @@ units demanded, Poisson around a demand curve ``price_ratio ** elasticity`` x co
 pressure x hour/day seasonality x store traffic, capped by stock.
 
 Velocity features (``card_velocity``) count the card's *earlier* events (the current one
-excluded) over the last 10 min / 1 h and sum their ``amount_usd``; the worker must update
-them the same way. Vectorized numpy throughout; seeded; a progress bar.
+excluded) over the last 10 min / 1 h and sum their raw ``amount`` (event currency), which
+is what the worker feeds ``features.push.VelocityUpdater`` after scoring each batch.
+Vectorized numpy throughout; seeded; a progress bar.
 """
 
 from __future__ import annotations

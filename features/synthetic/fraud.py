@@ -122,15 +122,17 @@ def build(
     merchants, merchant_risk = _merchants(gen, vocab, n_merch)
     step("events")
     ev = _draw_events(gen, vocab, cards, merchants, n_rows)
-    events, amount_usd = _event_table(gen, vocab, cards, merchants, ev)
+    events, amount = _event_table(gen, vocab, cards, merchants, ev)
 
     step("velocity + features")
+    # Velocity sums the raw event amount, exactly what the worker feeds
+    # features.push.VelocityUpdater (stream.worker passes the event's "amount").
     velocity: dict[str, F64] = {}
     for suffix, window in VELOCITY_WINDOWS.items():
-        cnt, tot = window_velocity(ev.card, ev.t, amount_usd, window)
+        cnt, tot = window_velocity(ev.card, ev.t, amount, window)
         velocity[f"velocity_count_{suffix}"] = cnt
         velocity[f"velocity_sum_{suffix}"] = tot
-    card_velocity = _velocity_table(gen, cards, ev, amount_usd)
+    card_velocity = _velocity_table(gen, cards, ev, amount)
     online = _online_columns(vocab, cards, merchants, ev) | velocity
     rf = RequestFeatures("fraud", vocab)
     event_cols = {name: events.column(name).to_numpy(zero_copy_only=False)
@@ -310,7 +312,7 @@ def _draw_events(
 def _event_table(
     gen: Gen, vocab: dict[str, list[str]], c: _Cards, m: _Merchants, ev: _Events
 ) -> tuple[pa.Table, F64]:
-    """Raw input events (the worker's schema) and each event's amount in USD."""
+    """Raw input events (the worker's schema) and their amounts (event currency)."""
     countries = vocab["country"]
     n = len(ev.t)
     currency = np.array([CURRENCY_OF.get(k, "USD") for k in countries], dtype=object)[ev.country]
@@ -329,10 +331,10 @@ def _event_table(
         "mcc": pa.array(mcc.astype(np.int64)[m.cat[ev.merch]]),
         "event_time": pa.array(ev.t),
     })  # fmt: skip
-    return table, amount * rate
+    return table, amount
 
 
-def _velocity_table(gen: Gen, c: _Cards, ev: _Events, amount_usd: F64) -> pa.Table:
+def _velocity_table(gen: Gen, c: _Cards, ev: _Events, amount: F64) -> pa.Table:
     """Per-card velocity as of "now" (all events counted): the push source's batch side."""
     n_cards = len(c.ids)
     seen = np.zeros(n_cards, dtype=bool)
@@ -344,7 +346,7 @@ def _velocity_table(gen: Gen, c: _Cards, ev: _Events, amount_usd: F64) -> pa.Tab
         recent = ev.t >= gen.now - window
         cols[f"velocity_count_{suffix}"] = np.bincount(ev.card[recent], minlength=n_cards)[cards]
         cols[f"velocity_sum_{suffix}"] = np.bincount(
-            ev.card[recent], weights=amount_usd[recent], minlength=n_cards
+            ev.card[recent], weights=amount[recent], minlength=n_cards
         )[cards]
         types[f"velocity_count_{suffix}"] = pa.int64()
         types[f"velocity_sum_{suffix}"] = pa.float64()

@@ -123,9 +123,8 @@ def test_fraud_training_equals_worker_features(fraud_dir: Path) -> None:
     for name, values in req.items():
         np.testing.assert_array_equal(training[name].to_numpy(), values, err_msg=name)
     # velocity = the card's earlier events in the window, from the events themselves
-    usd = req["amount_usd"]
     cnt, tot = window_velocity(events["card_id"].to_numpy(), events["event_time"].to_numpy(),
-                               usd, 600.0)  # fmt: skip
+                               events["amount"].to_numpy(), 600.0)  # fmt: skip
     np.testing.assert_array_equal(training["velocity_count_10m"].to_numpy(), cnt)
     np.testing.assert_allclose(training["velocity_sum_10m"].to_numpy(), tot, rtol=1e-9, atol=1e-6)
 
