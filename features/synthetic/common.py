@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -91,13 +92,14 @@ def progress_steps(enabled: bool) -> Any:
         if not enabled:
             yield lambda _desc: None
             return
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(
             TextColumn("[bold]generate[/] {task.description:<24}"),
             BarColumn(),
             TimeElapsedColumn(),
-            transient=False,
+            console=Console(file=sys.stderr),  # stdout stays clean for the file list
         ) as bar:
             task = bar.add_task("start", total=7)
             first = [True]
