@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain-events", type=int, default=None,
                         help="backlog size of the drain measurement (default 50000; "
                              "--quick 10000; the naive stack gets 1/20 of it, 200..2000)")
+    parser.add_argument("--reason-codes", type=int, default=None,
+                        help="reason codes per decision in the worker (default: the pipeline "
+                             "file's; 0 = none, the same work as the naive stack)")
     parser.add_argument("--partitions", type=int, default=4, help="input topic partitions")
     parser.add_argument("--size", choices=("tiny", "quick", "full"), default=None,
                         help="generated data size (default full; --quick quick)")
@@ -165,8 +168,10 @@ def run_sweep(
     ws_root = Path(args.workspace) if args.workspace else (
         home_dir() / "bench" / "e2e" / f"{args.pipeline}-{cfg['size']}")
     print(f"bench e2e: preparing workspace {ws_root} (data, Feast online rows, model) ...")
+    # Quick runs train a smaller model so a fresh clone's first 'make bench' stays short.
     ws = prepare_workspace(args.pipeline, ws_root, redis_url, size=cfg["size"],
-                           progress=not getattr(args, "quiet", False))
+                           progress=not getattr(args, "quiet", False),
+                           num_trees=150 if cfg["size"] != "full" else None)
     factory = EventFactory.from_data_dir(
         args.pipeline, ws.data_dir, zipf_s=args.zipf, unknown_share=args.unknown_share,
         malformed_share=args.malformed_share,
@@ -184,6 +189,8 @@ def run_sweep(
                      args.naive_workers, "partitions": args.partitions, "data_size":
                      cfg["size"], "zipf": args.zipf, "unknown_share": args.unknown_share,
                      "malformed_share": args.malformed_share, "model": str(ws.model_path),
+                     "reason_codes": args.reason_codes if args.reason_codes is not None
+                     else "pipeline default",
                      "workspace_timings": ws.timings},
         "stacks": {}, "notes": [],
     }
@@ -234,7 +241,7 @@ def _run_stacks(
                 pfile = write_pipeline_file(
                     ws, ws.root / f"pipeline-{tag}.yaml", bootstrap=bootstrap, topics=topics,
                     group=group, metrics_port=free_port(), budget_ms=budget,
-                    partitions=args.partitions)
+                    partitions=args.partitions, reason_codes=args.reason_codes)
                 stack = worker_stack(pfile, topics, log_dir, copies=args.workers,
                                      env={"STREAMSCORE_HOME": str(os.environ.get(
                                          "STREAMSCORE_HOME", home_dir()))})

@@ -127,16 +127,18 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {key.replace('_', ' ')} | {_fmt(value, 2)} |")
     lines += ["", "## Latency by offered rate (ms, from scheduled send to output received)", "",
               "| stack | rate/s | sent rate | out rate | p50 | p99 | p99.9 | max | "
-              "worker own p99 | decisions | dead letters | missing | ok |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "fetch->produce p99 | batch ack p99 <= | decisions | dead letters | missing | ok |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, stack in result["stacks"].items():
         for st in stack["steps"]:
             e, a = st["e2e"], st["accounting"]
             own = st.get("worker_own", {}).get("p99")
+            ack = st.get("worker_ack", {}).get("p99")
             lines.append(
                 f"| {name} | {_fmt(st['rate'], 0)} | {_fmt(st['send']['achieved_rate'], 0)} | "
                 f"{_fmt(st['throughput'], 0)} | {_fmt(e.get('p50'), 2)} | {_fmt(e.get('p99'), 2)}"
                 f" | {_fmt(e.get('p999'), 2)} | {_fmt(e.get('max'), 2)} | {_fmt(own, 2)} | "
+                f"{_fmt(ack, 1)} | "
                 f"{a['decisions']} | {a['dead_letters']} | {a['missing']} | "
                 f"{'yes' if st['ok'] else 'no'} |"
             )
@@ -150,7 +152,10 @@ def markdown(result: dict[str, Any]) -> str:
                          + " | ".join(_fmt(bd["mean_ms"].get(k), 3) for k in _SEGMENTS) + " |")
     lines += ["", "queue = scheduled send -> fetched by the worker (input hop + waiting); "
               "decode..encode = the worker's own stage stamps; out = the rest (produce, "
-              "acknowledgement wait, output hop, collector).", "",
+              "acknowledgement wait, output hop, collector). fetch->produce = the worker's "
+              "decided_at stamp to its decision message's timestamp (ms resolution); batch "
+              "ack = the worker's own histogram (batch consumed -> outputs acknowledged and "
+              "offsets committed), read from its /metrics, as a bucket upper bound.", "",
               "## Drain (backlog built while the stack was paused)", "",
               "| stack | events | seconds | events/s |", "|---|---|---|---|"]
     for name, stack in result["stacks"].items():
@@ -211,23 +216,26 @@ def _plots(result: dict[str, Any], out: Path) -> dict[str, Path]:
 
     bds = {n: s["breakdown"] for n, s in result["stacks"].items() if s.get("breakdown")}
     if bds:
-        fig, ax = plt.subplots(figsize=(10, 1.2 + 0.8 * len(bds)))
+        # One panel per stack, each on its own scale: the naive stack's queueing would
+        # otherwise flatten the worker's bar to nothing.
+        fig, axes_bd = plt.subplots(len(bds), 1, figsize=(10, 0.6 + 1.3 * len(bds)),
+                                    squeeze=False)
         cmap = plt.get_cmap("tab10")
-        for row, bd in enumerate(bds.values()):
+        for row, (name, bd) in enumerate(bds.items()):
+            ax = axes_bd[row][0]
             left = 0.0
             for k, seg in enumerate(_SEGMENTS):
                 width = max(float(bd["mean_ms"].get(seg) or 0.0), 0.0)
-                ax.barh(row, width, left=left, color=cmap(k), label=seg if row == 0 else None)
+                ax.barh(0, width, left=left, color=cmap(k), label=seg)
                 left += width
-        ax.set_yticks(range(len(bds)))
-        ax.set_yticklabels([f"{n} @ {bd['rate']:g}/s" for n, bd in bds.items()])
-        ax.set_xlabel("mean ms per event")
-        ax.set_title("where the time goes")
-        ax.legend(ncol=len(_SEGMENTS), fontsize=8, loc="upper center",
-                  bbox_to_anchor=(0.5, -0.35 if len(bds) < 3 else -0.2))
-        fig.tight_layout()
+            ax.set_yticks([0])
+            ax.set_yticklabels([f"{name} @ {bd['rate']:g}/s"])
+            ax.set_xlabel("mean ms per event")
+        fig.suptitle("where the time goes (scheduled send -> output received)")
+        axes_bd[-1][0].legend(ncol=len(_SEGMENTS), fontsize=7, loc="upper center",
+                              bbox_to_anchor=(0.5, -0.8))
         paths["stage_breakdown"] = out / "e2e_stage_breakdown.png"
-        fig.savefig(paths["stage_breakdown"], dpi=110)
+        fig.savefig(paths["stage_breakdown"], dpi=110, bbox_inches="tight")
         plt.close(fig)
 
     cdf_rate = result.get("cdf_rate")

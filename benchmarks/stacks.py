@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["SubprocessStack", "naive_stack", "worker_stack"]
+
+_BUCKET = re.compile(r'^(\w+)_bucket\{[^}]*le="([^"]+)"[^}]*\}\s+(\S+)$', re.M)
 
 
 class SubprocessStack:
@@ -30,10 +33,12 @@ class SubprocessStack:
     def __init__(
         self, name: str, cmd: Sequence[str], *, input_topic: str, decisions_topic: str,
         dead_letter_topic: str, log_dir: Path, copies: int = 1,
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, metrics_ports: Sequence[int] = (),
     ) -> None:
         self.name = name
         self.cmd = list(cmd)
+        # Copy i gets "--metrics-port <metrics_ports[i]>" appended when ports are given.
+        self.metrics_ports = list(metrics_ports)
         self.input_topic = input_topic
         self.output_topics = [decisions_topic, dead_letter_topic]
         self.dead_letter_topics = (dead_letter_topic,)
@@ -49,9 +54,12 @@ class SubprocessStack:
         for i in range(self.copies):
             log = self.log_dir / f"{self.name}-{i}.log"
             self.logs.append(log)
+            cmd = list(self.cmd)
+            if self.metrics_ports:
+                cmd += ["--metrics-port", str(self.metrics_ports[i])]
             with open(log, "wb") as fh:
                 self.procs.append(subprocess.Popen(
-                    self.cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                    cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                     env=self.env, cwd=str(Path(__file__).resolve().parent.parent),
                 ))
 
@@ -84,6 +92,26 @@ class SubprocessStack:
                 p.kill()
                 p.wait(timeout=5)
 
+    def histogram(self, metric: str) -> dict[float, float]:
+        """Cumulative bucket counts (le -> count) of a Prometheus histogram, all copies."""
+        import urllib.request
+
+        total: dict[float, float] = {}
+        for port in self.metrics_ports:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/metrics", timeout=2
+                ) as resp:
+                    text = resp.read().decode()
+            except OSError:
+                continue
+            for match in _BUCKET.finditer(text):
+                if match.group(1) != metric:
+                    continue
+                le = float("inf") if match.group(2) == "+Inf" else float(match.group(2))
+                total[le] = total.get(le, 0.0) + float(match.group(3))
+        return total
+
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of every copy's log."""
         out = []
@@ -107,12 +135,18 @@ def worker_stack(
     pipeline_file: Path, topics: dict[str, str], log_dir: Path, *, copies: int = 1,
     env: dict[str, str] | None = None,
 ) -> SubprocessStack:
-    """``streamscore run --pipeline FILE``, ``copies`` times in one consumer group."""
+    """``streamscore run --pipeline FILE``, ``copies`` times in one consumer group.
+
+    Each copy serves /metrics on its own free port, scraped for the worker's own
+    batch latency (consumed -> every output acknowledged and committed).
+    """
+    from stream.embedded import free_port
+
     return SubprocessStack(
-        "worker", [*_streamscore_cmd(), "run", "--pipeline", str(pipeline_file),
-                   "--metrics-port", "0"],
+        "worker", [*_streamscore_cmd(), "run", "--pipeline", str(pipeline_file)],
         input_topic=topics["input"], decisions_topic=topics["decisions"],
         dead_letter_topic=topics["dead_letter"], log_dir=log_dir, copies=copies, env=env,
+        metrics_ports=[free_port() for _ in range(copies)],
     )
 
 

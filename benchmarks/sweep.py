@@ -19,8 +19,10 @@ import numpy as np
 from benchmarks.loadgen import EventFactory, send_open_loop
 from benchmarks.measure import STAGES, Collector, latency_stats, percentile_table
 
-__all__ = ["run_stack", "summarize"]
+__all__ = ["bucket_percentiles", "run_stack", "summarize"]
 
+# The worker's own histogram: batch consumed -> every output acked and offsets committed.
+ACK_METRIC = "streamscore_batch_ack_seconds"
 # Output rate below this share of the offered rate = the stack no longer keeps up.
 FOLLOW_SHARE = 0.9
 WARMUP_EVENTS = 200
@@ -129,9 +131,12 @@ def _step(
     n = max(20, round(rate * duration))
     batch = factory.make(n, prefix)
     exp = collector.expect(prefix, n)
+    scrape = getattr(stack, "histogram", None)
+    ack_before = scrape(ACK_METRIC) if scrape else {}
     send = send_open_loop(producer, stack.input_topic, batch.keys, batch.payloads, rate)
     collector.wait(prefix, timeout=max(5.0, 2.0 * duration))
     waited_until = time.time()
+    ack_after = scrape(ACK_METRIC) if scrape else {}
     sched = send.scheduled
     kind = exp.kind.copy()
     recv = exp.recv.copy()
@@ -157,6 +162,8 @@ def _step(
         own = (exp.msg_ts - exp.decided_at) * 1e3
         own = own[is_decision & np.isfinite(own)]
         step["worker_own"] = latency_stats(np.maximum(own, 0.0) * 1e3) if own.size else {}
+        if ack_after:
+            step["worker_ack"] = bucket_percentiles(ack_before, ack_after)
     step["breakdown"] = _breakdown(exp, sched, is_decision if not raw else got, raw)
     xs, qs = percentile_table(lat_ms[measured])
     step["cdf"] = {"latency_ms": np.round(xs, 4).tolist(), "fraction": np.round(qs, 6).tolist()}
@@ -167,6 +174,21 @@ def _step(
         and throughput >= FOLLOW_SHARE * rate
     )
     return step
+
+
+def bucket_percentiles(
+    before: dict[float, float], after: dict[float, float],
+) -> dict[str, float | None]:
+    """p50/p99 (ms, bucket upper bounds) of what a Prometheus histogram saw in between."""
+    les = sorted(after)
+    counts = [after[le] - before.get(le, 0.0) for le in les]
+    total = counts[-1] if counts else 0.0
+    out: dict[str, float | None] = {"batches": total}
+    for name, q in (("p50", 0.5), ("p99", 0.99)):
+        bound = next((le for le, c in zip(les, counts, strict=True) if c >= q * total), None)
+        out[name] = None if not total or bound is None else (
+            float("inf") if bound == float("inf") else round(bound * 1e3, 3))
+    return out
 
 
 def _accounting(
@@ -241,7 +263,10 @@ def summarize(result: dict[str, Any], budget_ms: float) -> None:
         summary[f"{name}_p99_ms_at_{chosen['rate']:g}"] = chosen["e2e"].get("p99")
         own = chosen.get("worker_own", {}).get("p99")
         if own is not None:
-            summary[f"{name}_own_p99_ms_at_{chosen['rate']:g}"] = own
+            summary[f"{name}_fetch_to_produce_p99_ms_at_{chosen['rate']:g}"] = own
+        ack = chosen.get("worker_ack", {}).get("p99")
+        if ack is not None:
+            summary[f"{name}_batch_ack_p99_ms_at_{chosen['rate']:g}_le"] = ack
     w, nv = summary.get("worker_sustainable_eps"), summary.get("naive_sustainable_eps")
     if w is not None and nv is not None:
         lowest = min(result["settings"]["rates"])

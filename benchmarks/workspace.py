@@ -24,7 +24,7 @@ __all__ = ["SIZES", "Workspace", "cleanup_online", "prepare_workspace", "write_p
 # name -> generate() sizes. "tiny" is for tests, "quick" for make bench.
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"rows": 4_000, "cards": 1_000, "merchants": 200, "skus": 1_000, "stores": 20},
-    "quick": {"rows": 30_000, "cards": 20_000, "merchants": 2_000, "skus": 5_000, "stores": 50},
+    "quick": {"rows": 15_000, "cards": 10_000, "merchants": 1_000, "skus": 3_000, "stores": 40},
     "full": {"rows": 200_000, "cards": 100_000, "merchants": 5_000, "skus": 20_000, "stores": 200},
 }
 # Generated rows are stamped 24-26 h before generation; views keep them 7 days (fraud's
@@ -163,7 +163,7 @@ def cleanup_online(ws: Workspace) -> int:
 def write_pipeline_file(
     ws: Workspace, path: str | Path, *, bootstrap: str, topics: dict[str, str], group: str,
     metrics_port: int, budget_ms: float | None = None, partitions: int = 4,
-    kafka_settings: dict[str, Any] | None = None,
+    kafka_settings: dict[str, Any] | None = None, reason_codes: int | None = None,
 ) -> Path:
     """A pipeline YAML for the worker: the shipped one pointed at this run's setup."""
     import yaml
@@ -180,6 +180,8 @@ def write_pipeline_file(
     base["metrics"] = {"port": metrics_port, "host": "127.0.0.1"}
     if budget_ms is not None:
         base["budget_ms"] = budget_ms
+    if reason_codes is not None:
+        base["model"]["reason_codes"] = reason_codes
     out = Path(path)
     out.write_text(yaml.safe_dump(base, sort_keys=False))
     return out

@@ -133,6 +133,8 @@ def test_tiny_sweep_accounts_for_every_event_and_writes_reports(
         assert drain["complete"] and drain["accounted"] == drain["events"]
     # the worker stamps its stages; the harness breaks the time down with them
     assert result["stacks"]["worker"]["breakdown"]["mean_ms"]["features"] > 0
+    # ... and reads the worker's own batch latency histogram from its /metrics
+    assert result["stacks"]["worker"]["steps"][0]["worker_ack"]["batches"] > 0
     assert result["summary"]["every_event_accounted"] is True
 
     files = write_reports(result, tmp_path / "out")
