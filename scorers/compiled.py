@@ -106,7 +106,8 @@ class CompiledModel:
             self.kernel = "quickscorer"
             q = kernels.build_qs_tables(ir)
             self._qs_args = (q.thr, q.e_tree, q.e_mask, q.starts, q.zflag, q.cat_info,
-                             q.cat_base, q.catbits, q.leafvals, q.leaf_off, q.tree_class)
+                             q.cat_base, q.catbits, q.leafvals, q.leaf_off, q.tree_class,
+                             q.ct_info, q.ct_trees, q.ct_tab)
         else:
             self.kernel = "general"
             self._general_tables()

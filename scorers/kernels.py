@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 BLOCK = 16  # rows sharing one threshold scan
+CAT_TABLE_WORDS = 1 << 22  # per-category mask tables: at most 32 MB per model
 ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 KZ = ZERO_THRESHOLD
 U64 = npt.NDArray[np.uint64]
@@ -75,6 +76,9 @@ class QSTables:
     leafvals: npt.NDArray[np.float64]  # in-order leaf values, tree after tree
     leaf_off: U64
     tree_class: U64
+    ct_info: U64  # (n, 5) per tabled categorical feature: feature, C, T, table off, trees off
+    ct_trees: U64  # trees that split on each tabled feature
+    ct_tab: U64  # (C + 1) × T masks per tabled feature; row C is "any other value"
 
 
 @dataclass(frozen=True)
@@ -171,8 +175,10 @@ def build_qs_tables(model: ModelIR) -> QSTables:
             if _goes_right_when_zero(dt, thr):
                 zero.append((f, t, mask))
     num.sort(key=lambda e: (e[0], e[1]))
-    nan.sort(key=lambda e: e[0])
-    zero.sort(key=lambda e: e[0])
+    nan = _merge_per_tree(nan)
+    zero = _merge_per_tree(zero)
+    all_bits = np.concatenate(bits) if bits else np.zeros(1, np.uint32)
+    cat, ct_info, ct_trees, ct_tab = _category_tables(cat, all_bits)
     cat.sort(key=lambda e: e[0])
     starts = np.zeros((4, nf + 1), np.uint64)
     base = 0
@@ -196,10 +202,71 @@ def build_qs_tables(model: ModelIR) -> QSTables:
         zflag=zflag,
         cat_info=np.array([(e[3], e[4]) for e in cat], np.uint64).reshape(-1, 2),
         cat_base=cat_base,
-        catbits=np.concatenate(bits) if bits else np.zeros(1, np.uint32),
+        catbits=all_bits,
         leafvals=np.concatenate(leafvals) if leafvals else np.zeros(0),
         leaf_off=leaf_off,
         tree_class=(np.arange(len(model.trees)) % model.num_tree_per_iteration).astype(np.uint64),
+        ct_info=ct_info,
+        ct_trees=ct_trees,
+        ct_tab=ct_tab,
+    )
+
+
+def _merge_per_tree(entries: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """AND together the masks of entries with the same (feature, tree): one update each."""
+    merged: dict[tuple[int, int], int] = {}
+    for f, t, m in entries:
+        merged[(f, t)] = merged.get((f, t), (1 << 64) - 1) & m
+    return sorted((f, t, m) for (f, t), m in merged.items())
+
+
+def _category_tables(cat: list[tuple[int, int, int, int, int]], bits: npt.NDArray[np.uint32]
+                     ) -> tuple[list[tuple[int, int, int, int, int]], U64, U64, U64]:
+    """Per categorical feature, precompute each category's combined mask per tree.
+
+    A row then costs one AND per tree using the feature instead of one bitset test per
+    node (the fraud-like model has ~15k categorical nodes). Features whose table would
+    exceed the budget keep per-node bitset tests (returned as the remaining entries).
+    """
+    by_feature: dict[int, list[tuple[int, int, int, int, int]]] = {}
+    for entry in cat:
+        by_feature.setdefault(entry[0], []).append(entry)
+    budget = CAT_TABLE_WORDS
+    rest: list[tuple[int, int, int, int, int]] = []
+    info: list[tuple[int, int, int, int, int]] = []
+    trees_out: list[npt.NDArray[np.uint64]] = []
+    tabs: list[npt.NDArray[np.uint64]] = []
+    tab_off = trees_off = 0
+    shifts = np.arange(32, dtype=np.uint32)
+    for f in sorted(by_feature):
+        nodes = by_feature[f]
+        ncat = 32 * max(e[4] for e in nodes)
+        trees = sorted({e[1] for e in nodes})
+        size = (ncat + 1) * len(trees)
+        if size > budget:
+            rest.extend(nodes)
+            continue
+        budget -= size
+        tpos = {t: i for i, t in enumerate(trees)}
+        tab = np.full((ncat + 1, len(trees)), ALL, np.uint64)
+        for _, t, mask, off, nw in nodes:
+            words = bits[off:off + nw]
+            inset = np.zeros(ncat, bool)
+            inset[:32 * nw] = ((words[:, None] >> shifts) & 1).astype(bool).ravel()
+            col = tab[:, tpos[t]]
+            m = np.uint64(mask)
+            col[:ncat][~inset] &= m
+            col[ncat] &= m  # NaN, negative, huge or unseen: always right
+        info.append((f, ncat, len(trees), tab_off, trees_off))
+        trees_out.append(np.array(trees, np.uint64))
+        tabs.append(tab.ravel())
+        tab_off += size
+        trees_off += len(trees)
+    return (
+        rest,
+        np.array(info, np.uint64).reshape(-1, 5),
+        np.concatenate(trees_out) if trees_out else np.zeros(0, np.uint64),
+        np.concatenate(tabs) if tabs else np.zeros(0, np.uint64),
     )
 
 
@@ -310,7 +377,8 @@ def _apply(v: U64, e_tree: U64, e_mask: U64, s: np.uint64, e: np.uint64) -> None
 @nb.njit(cache=True, nogil=True, inline="always")
 def _qs_row(x: npt.NDArray[np.float64], v: U64, thr: npt.NDArray[np.float64], e_tree: U64,
             e_mask: U64, starts: U64, zflag: npt.NDArray[np.uint8], cat_info: U64,
-            cat_base: np.uint64, catbits: npt.NDArray[np.uint32]) -> None:
+            cat_base: np.uint64, catbits: npt.NDArray[np.uint32], ct_info: U64, ct_trees: U64,
+            ct_tab: U64) -> None:
     """Clear, in ``v``, the leaves one row cannot reach (scalar, early-exit scans)."""
     for t in range(v.shape[0]):
         v[t] = ALL
@@ -334,13 +402,27 @@ def _qs_row(x: npt.NDArray[np.float64], v: U64, thr: npt.NDArray[np.float64], e_
             j = i - cat_base
             if not cat_goes_left(xo, catbits, cat_info[j, 0], cat_info[j, 1]):
                 v[e_tree[i]] &= e_mask[i]
+    for q in range(ct_info.shape[0]):
+        row = _cat_row(x[ct_info[q, 0]], ct_info[q, 1], ct_info[q, 2], ct_info[q, 3])
+        toff = ct_info[q, 4]
+        for k in range(ct_info[q, 2]):
+            v[ct_trees[toff + k]] &= ct_tab[row + k]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _cat_row(xo: float, ncat: np.uint64, ntrees: np.uint64, off: np.uint64) -> np.uint64:
+    """Start of the table row for value xo (row ncat holds NaN/negative/unseen)."""
+    c = ncat
+    if xo > -1.0 and xo < 2147483648.0:
+        c = min(np.uint64(np.int64(xo)), ncat)
+    return off + c * ntrees
 
 
 @nb.njit(cache=True, nogil=True)
 def _qs_block(X: npt.NDArray[np.float64], r0: int, v: U64, thr: npt.NDArray[np.float64],
               e_tree: U64, e_mask: U64, starts: U64, zflag: npt.NDArray[np.uint8],
               cat_info: U64, cat_base: np.uint64, catbits: npt.NDArray[np.uint32],
-              xb: npt.NDArray[np.float64]) -> None:
+              ct_info: U64, ct_trees: U64, ct_tab: U64, xb: npt.NDArray[np.float64]) -> None:
     """Clear unreachable leaves for BLOCK rows at once; v is laid out [tree, row]."""
     ub = np.uint64(BLOCK)
     for t in range(v.shape[0]):
@@ -385,6 +467,15 @@ def _qs_block(X: npt.NDArray[np.float64], r0: int, v: U64, thr: npt.NDArray[np.f
                     j = i - cat_base
                     if not cat_goes_left(xo, catbits, cat_info[j, 0], cat_info[j, 1]):
                         v[e_tree[i] * ub + ur] &= e_mask[i]
+    for q in range(ct_info.shape[0]):
+        fq = ct_info[q, 0]
+        toff = ct_info[q, 4]
+        nct = ct_info[q, 2]
+        for r in range(BLOCK):
+            row = _cat_row(X[r0 + r, fq], ct_info[q, 1], nct, ct_info[q, 3])
+            ur = np.uint64(r)
+            for k in range(nct):
+                v[ct_trees[toff + k] * ub + ur] &= ct_tab[row + k]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -392,8 +483,9 @@ def qs_predict(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64],
                thr: npt.NDArray[np.float64], e_tree: U64, e_mask: U64, starts: U64,
                zflag: npt.NDArray[np.uint8], cat_info: U64, cat_base: int,
                catbits: npt.NDArray[np.uint32], leafvals: npt.NDArray[np.float64],
-               leaf_off: U64, tree_class: U64, raw: bool, divide: float, code: int,
-               param: float, v: U64, xb: npt.NDArray[np.float64]) -> None:
+               leaf_off: U64, tree_class: U64, ct_info: U64, ct_trees: U64, ct_tab: U64,
+               raw: bool, divide: float, code: int, param: float, v: U64,
+               xb: npt.NDArray[np.float64]) -> None:
     """Score every row of X into ``out`` (rows × classes, zero-filled by the caller).
 
     ``v`` is scratch of at least trees × BLOCK words and ``xb`` of BLOCK floats, passed in
@@ -406,7 +498,8 @@ def qs_predict(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64],
     nblocks = n // BLOCK
     for b in range(nblocks):
         r0 = b * BLOCK
-        _qs_block(X, r0, v, thr, e_tree, e_mask, starts, zflag, cat_info, cb, catbits, xb)
+        _qs_block(X, r0, v, thr, e_tree, e_mask, starts, zflag, cat_info, cb, catbits, ct_info,
+                  ct_trees, ct_tab, xb)
         for t in range(nt):
             k = tree_class[t]
             lo = leaf_off[t]
@@ -416,7 +509,8 @@ def qs_predict(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64],
                 out[r0 + r, k] += leafvals[lo + leaf]
     vt = v[:nt]
     for r in range(nblocks * BLOCK, n):
-        _qs_row(X[r], vt, thr, e_tree, e_mask, starts, zflag, cat_info, cb, catbits)
+        _qs_row(X[r], vt, thr, e_tree, e_mask, starts, zflag, cat_info, cb, catbits, ct_info,
+                ct_trees, ct_tab)
         for t in range(nt):
             leaf = np.uint64(trailing_zeros(vt[t]))
             out[r, tree_class[t]] += leafvals[leaf_off[t] + leaf]
@@ -428,8 +522,8 @@ def qs_predict_parallel(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64]
                         thr: npt.NDArray[np.float64], e_tree: U64, e_mask: U64, starts: U64,
                         zflag: npt.NDArray[np.uint8], cat_info: U64, cat_base: int,
                         catbits: npt.NDArray[np.uint32], leafvals: npt.NDArray[np.float64],
-                        leaf_off: U64, tree_class: U64, raw: bool, divide: float, code: int,
-                        param: float) -> None:
+                        leaf_off: U64, tree_class: U64, ct_info: U64, ct_trees: U64,
+                        ct_tab: U64, raw: bool, divide: float, code: int, param: float) -> None:
     """``qs_predict`` with blocks of rows spread over threads (prange); same results."""
     n = X.shape[0]
     nt = leaf_off.shape[0] - 1
@@ -441,8 +535,8 @@ def qs_predict_parallel(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64]
         v = np.empty(nt * BLOCK, np.uint64)
         xb = np.empty(BLOCK, np.float64)
         qs_predict(X[r0:r1], out[r0:r1], thr, e_tree, e_mask, starts, zflag, cat_info,
-                   cat_base, catbits, leafvals, leaf_off, tree_class, raw, divide, code,
-                   param, v, xb)
+                   cat_base, catbits, leafvals, leaf_off, tree_class, ct_info, ct_trees,
+                   ct_tab, raw, divide, code, param, v, xb)
 
 
 # ---------------------------------------------------------------- general kernel

@@ -150,3 +150,15 @@ def test_input_dtypes_and_layouts(get_model: Any) -> None:
     ints = np.clip(np.nan_to_num(X, nan=0), -9, 99).astype(np.int32)
     np.testing.assert_allclose(model.predict(ints), booster.predict(ints), atol=ATOL, rtol=0)
     assert model.predict(np.zeros((0, 6))).shape == (0,)
+
+
+def test_per_node_categorical_path_when_tables_exceed_budget(get_model: Any,
+                                                             monkeypatch: Any) -> None:
+    from scorers import compile_lightgbm, kernels
+
+    booster, tabled = get_model(*BOOSTING[9])
+    assert tabled._qs_args[-3].shape[0] > 0  # per-category tables in use by default
+    monkeypatch.setattr(kernels, "CAT_TABLE_WORDS", 0)
+    model = compile_lightgbm(booster)
+    assert model._qs_args[-3].shape[0] == 0  # every categorical node tested one by one
+    check(booster, model, nasty_rows(200, seed=9))
