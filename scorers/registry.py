@@ -285,7 +285,10 @@ class Registry:
             if not (self.root / name).is_dir():
                 raise self._unknown_name(name)
             known = ", ".join(sorted(aliases)) or "none"
-            raise ModelNotFoundError(f"model {name!r} has no alias {selector!r} (aliases: {known})")
+            raise ModelNotFoundError(
+                f"model {name!r} has no alias {selector!r} (aliases: {known}); point it at a "
+                f"version with 'streamscore model promote {name} VERSION --alias {selector}'"
+            )
         return self.get(name, aliases[selector])
 
     def load_text(self, ref: str, expected_sha256: str | None = None) -> str:
@@ -441,7 +444,8 @@ class Registry:
     def _unknown_name(self, name: str) -> ModelNotFoundError:
         known = ", ".join(self.names()) or "none"
         return ModelNotFoundError(
-            f"no model named {name!r} in registry {self.root} (models: {known})"
+            f"no model named {name!r} in registry {self.root} (models: {known}); "
+            "train one with 'streamscore model train' or add one with 'streamscore model register'"
         )
 
     @staticmethod
