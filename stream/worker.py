@@ -58,6 +58,12 @@ class WorkerStats:
     drift_records: int = 0
     reloads: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    busy_s: float = 0.0  # first input consumed -> last batch committed
+
+    @property
+    def rate(self) -> float:
+        """Events per second while there was input."""
+        return self.events / self.busy_s if self.busy_s > 0 else 0.0
 
 
 class Worker:
@@ -73,6 +79,7 @@ class Worker:
         worker_id: str | None = None,
         metrics_port: int | None = None,
         client_settings: dict[str, Any] | None = None,
+        consumer_settings: dict[str, Any] | None = None,
         exactly_once: bool | None = None,
         batch_max: int | None = None,
     ) -> None:
@@ -132,7 +139,10 @@ class Worker:
         settings = {**(client_settings or {}), **c.kafka.settings}
         self.consumer = BatchConsumer(
             self.bootstrap, c.kafka.group_id or f"streamscore-{c.name}", [c.topics.input],
-            {**settings, **c.kafka.consumer}, read_committed=self.exactly_once,
+            {**settings, **c.kafka.consumer, **(consumer_settings or {})},
+            read_committed=self.exactly_once,
+            on_assign=lambda parts: log.info("assigned %s", _parts(parts)),
+            on_revoke=lambda parts: log.info("revoked %s", _parts(parts)),
         )
         self.producer = AckedProducer(
             self.bootstrap, {**settings, **c.kafka.producer},
@@ -222,6 +232,7 @@ class Worker:
         next_reload = time.monotonic() + reload_every
         next_lag = time.monotonic() + 5.0
         last_input = time.monotonic()
+        first_input: float | None = None
         try:
             while not self._stop.is_set():
                 self.metrics.beat()
@@ -243,6 +254,8 @@ class Worker:
                     continue
                 last_input = now_m
                 t0 = time.perf_counter()
+                if first_input is None:
+                    first_input = t0
                 payloads = [m.value() for m in msgs]
                 keys = [m.key() for m in msgs]
                 sources: list[Any] = [(m.topic(), m.partition(), m.offset()) for m in msgs]
@@ -267,6 +280,7 @@ class Worker:
                 self.metrics.observe_batch(res, time.perf_counter() - t0)
                 self._count(res, len(drift_out))
                 self._adapt(len(msgs))
+                self.stats.busy_s = time.perf_counter() - first_input
                 self.guard.add(res.n_in, len(res.dead_letters))
         finally:
             self._shutdown()
@@ -319,9 +333,14 @@ class Worker:
                 self.http.stop()
             with contextlib.suppress(Exception):
                 self.reader.close()
-            log.info("worker %s stopped after %d events (%d decisions, %d dead letters)",
-                     self.worker_id, self.stats.events, self.stats.decisions,
-                     self.stats.dead_letters)
+            st = self.stats
+            log.info("worker %s stopped after %d events (%d decisions, %d dead letters, "
+                     "%d degraded; %.0f events/s while busy, %d batches)", self.worker_id,
+                     st.events, st.decisions, st.dead_letters, st.degraded, st.rate, st.batches)
+
+
+def _parts(parts: list[Any]) -> str:
+    return ", ".join(f"{p.topic}[{p.partition}]" for p in parts) or "nothing"
 
 
 def _is_push_view(view: Any) -> bool:

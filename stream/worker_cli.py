@@ -49,9 +49,15 @@ def _run_one(path: str, index: int, options: dict[str, Any]) -> int:
         port = config.metrics.port
     if port > 0:
         port += index
+    settings: dict[str, Any] = {}
+    if options.get("instance_id"):
+        # Static membership: a restarted worker with the same id takes its partitions
+        # back at once, without waiting for the old session to expire.
+        settings["group.instance.id"] = f"{options['instance_id']}-{index}"
     worker = Worker(
         config, worker_id=options.get("worker_id") or None, metrics_port=port,
         exactly_once=options.get("exactly_once"), batch_max=options.get("batch"),
+        consumer_settings=settings,
     )
     _install_signals(worker.request_stop)
     worker.run(idle_exit_s=options.get("idle_exit"))
@@ -101,6 +107,7 @@ def run_workers(path: str, workers: int, options: dict[str, Any]) -> int:
 def _handle_run(args: argparse.Namespace) -> int:
     options = {"metrics_port": args.metrics_port, "exactly_once": args.exactly_once or None,
                "batch": args.batch, "worker_id": args.worker_id, "idle_exit": args.idle_exit,
+               "instance_id": args.instance_id,
                "log_level": args.log_level}
     return run_workers(args.pipeline, args.workers, options)
 
@@ -268,6 +275,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="max messages per micro-batch (default from the pipeline file)")
     p.add_argument("--worker-id", default="", help="worker id in records (default host-pid)")
+    p.add_argument("--instance-id", default="", metavar="ID",
+                   help="static group membership: worker i uses ID-i, so a restarted "
+                   "worker gets its partitions back without waiting for a session timeout")
     p.add_argument("--idle-exit", type=float, default=None, metavar="S",
                    help="stop after S seconds without input (benchmarks, tests)")
     p.set_defaults(func=_handle_run)
