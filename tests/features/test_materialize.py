@@ -113,6 +113,37 @@ def test_apply_materialize_read_back(fraud_repo: Path, redis_url: str, unique_na
             _same(got[feat.name], _expected(df, key, ids, feat.name), f"{view.name}:{feat.name}")
     assert got["avg_amount_30d"][-1] is None and got["merchant_category"][-1] is None
     assert any(v is None for v in got["last_chargeback_at"][:60])  # null timestamps survive
+    _training_matches_feast_point_in_time_join(store, data, fraud_repo)
+
+
+def _training_matches_feast_point_in_time_join(store: Any, data: Path, repo: Path) -> None:
+    """The training set's entity features are what Feast's own point-in-time join gives."""
+    import warnings
+
+    from features.repo import load_vocab
+
+    events = pd.read_parquet(data / "events.parquet")
+    training = pd.read_parquet(data / "training.parquet").set_index("event_id")
+    entity_df = pd.DataFrame({
+        "event_id": events["event_id"], "card_id": events["card_id"],
+        "merchant_id": events["merchant_id"],
+        "event_timestamp": pd.to_datetime(events["event_time"], unit="s", utc=True),
+    })  # fmt: skip
+    refs = [f"{v.name}:{f.name}" for v in feature_views(repo) if v.name != "card_velocity"
+            for f in v.features if f.name in training.columns]  # fmt: skip
+    assert len(refs) == 18
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dask's nanosecond notices
+        hist = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
+    hist = hist.set_index("event_id").loc[training.index]
+    vocab = load_vocab(repo)
+    for ref in refs:
+        name = ref.split(":", 1)[1]
+        col = hist[name]
+        if name in vocab:
+            lut = {v: i for i, v in enumerate(vocab[name])}
+            col = col.map(lambda v, lut=lut: lut.get(v, np.nan))
+        np.testing.assert_array_equal(col.to_numpy(float), training[name].to_numpy(), ref)
 
 
 @pytest.mark.integration
