@@ -298,7 +298,12 @@ def prepare_repo(
 
 
 def delete_project_keys(redis_url: str, project: str) -> int:
-    """Delete every online-store key of a Feast project (keys end with its name)."""
+    """Delete every online-store key of a Feast project (keys end with its name).
+
+    Also removes the velocity state keys of ``features.push`` (same suffix). A key of a
+    project whose name *ends with* this one (``x_fraud`` vs ``fraud``) would match too:
+    use distinct names (tests use ``unique_name``).
+    """
     import redis
 
     client = redis.Redis.from_url(redis_url)
