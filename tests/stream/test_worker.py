@@ -313,3 +313,50 @@ def test_exactly_once_mode_on_noida(env, unique_name, broker_kind):
     ids = collections.Counter(d["event_id"] for d in decisions)
     assert set(ids) == good and max(ids.values()) == 1
     assert len(dead) == n_bad
+
+
+def test_redis_stopped_mid_stream_degrades_then_recovers(env, unique_name):
+    from features.materialize import apply_repo, materialize_repo
+    from features.repo import prepare_repo
+    from stream.embedded import start_redis_server
+
+    server = start_redis_server()  # our own: the shared Redis is never stopped
+    try:
+        repo = prepare_repo("fraud", env.home / unique_name, project=unique_name,
+                            redis_url=server.url, data_dir=env.home / "data" / "fraud")
+        apply_repo(repo, server.url)
+        materialize_repo(repo, redis_url=server.url, progress=False)
+        path = write_pipeline(env, unique_name, redis_url=server.url)
+        doc = yaml.safe_load(path.read_text())
+        doc["features"].update({"repo": str(repo), "timeout_ms": 300})
+        path.write_text(yaml.safe_dump(doc))
+        tw = ThreadWorker(path)
+        pid = server.process.pid
+        try:
+            produce(path, 300, seed=11)
+            before = read_topic(env.bootstrap, f"{unique_name}.dec", want=300)
+            os.kill(pid, signal.SIGSTOP)  # Redis stops answering mid-stream
+            try:
+                produce(path, 300, seed=12)
+                during = read_topic(env.bootstrap, f"{unique_name}.dec", want=600)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            time.sleep(2.0)  # the reader's circuit breaker probes again after 1 s
+            produce(path, 300, seed=13)
+            after = read_topic(env.bootstrap, f"{unique_name}.dec", want=900)
+        finally:
+            tw.stop()
+    finally:
+        server.stop()
+
+    def down(records, prefix):
+        mine = [d for d in records if d["event_id"].startswith(prefix)]
+        assert len({d["event_id"] for d in mine}) == 300, "every event still gets a decision"
+        return sum("online_store_down" in d["degraded_reasons"] for d in mine)
+
+    assert down(before, "11-") == 0
+    assert down(during, "12-") == 300
+    stalled = [d for d in during if d["event_id"].startswith("12-")]
+    assert all(d["degraded"] and d["rule"] in ("fallback_amount", "amount_over_limit",
+                                               "blocked_country") for d in stalled)
+    assert down(after, "13-") == 0
