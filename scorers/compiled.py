@@ -104,10 +104,8 @@ class CompiledModel:
         self._local = threading.local()
         if kernels.qs_supported(ir):
             self.kernel = "quickscorer"
-            q = kernels.build_qs_tables(ir)
-            self._qs_args = (q.thr, q.e_tree, q.e_mask, q.starts, q.zflag, q.cat_info,
-                             q.cat_base, q.catbits, q.leafvals, q.leaf_off, q.tree_class,
-                             q.ct_info, q.ct_trees, q.ct_tab)
+            self.qs_tables = kernels.build_qs_tables(ir)
+            self._U, self._F = kernels.pack_qs(self.qs_tables, ir.num_features)
         else:
             self.kernel = "general"
             self._general_tables()
@@ -180,12 +178,12 @@ class CompiledModel:
         out = np.zeros((x.shape[0], self._k))
         if self.kernel == "quickscorer":
             if self.parallel and x.shape[0] >= 4 * kernels.BLOCK * 8:
-                kernels.qs_predict_parallel(x, out, *self._qs_args, raw_score, self._divide,
+                kernels.qs_predict_parallel(x, out, self._U, self._F, raw_score, self._divide,
                                             self._code, self._param)
             else:
                 v, xb = self._scratch()
-                kernels.qs_predict(x, out, *self._qs_args, raw_score, self._divide,
-                                   self._code, self._param, v, xb)
+                kernels.qs_predict_packed(x, out, self._U, self._F, raw_score, self._divide,
+                                          self._code, self._param, v, xb)
         else:
             kernels.general_predict(x, out, *self._g_args, raw_score, self._divide,
                                     self._code, self._param)

@@ -47,7 +47,9 @@ __all__ = [
     "build_general_tables",
     "build_qs_tables",
     "general_predict",
+    "pack_qs",
     "qs_predict",
+    "qs_predict_packed",
     "qs_predict_parallel",
     "qs_supported",
 ]
@@ -517,26 +519,66 @@ def qs_predict(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64],
     finish_rows(out, 0, n, raw, divide, code, param)
 
 
+_U_PARTS = 11  # uint64 sections in a packed table buffer, see pack_qs
+
+
+def pack_qs(q: QSTables, num_features: int) -> tuple[U64, npt.NDArray[np.float64]]:
+    """All QuickScorer tables in one uint64 and one float64 buffer.
+
+    Numba unboxes every array argument on each call (~60 ns apiece); two buffers instead
+    of twenty keep a batch-1 call cheap. ``_unpack`` turns them back into views.
+    """
+    parts = [q.e_tree, q.e_mask, q.starts.ravel(), q.zflag.astype(np.uint64),
+             q.cat_info.ravel(), q.catbits.astype(np.uint64), q.leaf_off, q.tree_class,
+             q.ct_info.ravel(), q.ct_trees, q.ct_tab]
+    assert len(parts) == _U_PARTS
+    head = 3 + _U_PARTS + 1
+    offsets = np.cumsum([head] + [p.size for p in parts])
+    header = np.array([num_features, q.cat_base, q.thr.size, *offsets], np.uint64)
+    return (np.concatenate([header, *(p.astype(np.uint64) for p in parts)]),
+            np.concatenate([q.thr, q.leafvals]))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _unpack(U: U64, F: npt.NDArray[np.float64]) -> Any:
+    nf = np.int64(U[0])
+    o = U[3:3 + _U_PARTS + 1]
+    nthr = U[2]
+    ncat = np.int64(o[5] - o[4]) // 2
+    nct = np.int64(o[9] - o[8]) // 5
+    return (F[:nthr], U[o[0]:o[1]], U[o[1]:o[2]], U[o[2]:o[3]].reshape((4, nf + 1)),
+            U[o[3]:o[4]], U[o[4]:o[5]].reshape((ncat, 2)), U[1], U[o[5]:o[6]], F[nthr:],
+            U[o[6]:o[7]], U[o[7]:o[8]], U[o[8]:o[9]].reshape((nct, 5)), U[o[9]:o[10]],
+            U[o[10]:o[11]])
+
+
+@nb.njit(cache=True, nogil=True)
+def qs_predict_packed(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64], U: U64,
+                      F: npt.NDArray[np.float64], raw: bool, divide: float, code: int,
+                      param: float, v: U64, xb: npt.NDArray[np.float64]) -> None:
+    """``qs_predict`` on tables packed by ``pack_qs`` (the per-call hot path)."""
+    (thr, e_tree, e_mask, starts, zflag, cat_info, cat_base, catbits, leafvals, leaf_off,
+     tree_class, ct_info, ct_trees, ct_tab) = _unpack(U, F)
+    qs_predict(X, out, thr, e_tree, e_mask, starts, zflag, cat_info, cat_base, catbits,
+               leafvals, leaf_off, tree_class, ct_info, ct_trees, ct_tab, raw, divide, code,
+               param, v, xb)
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
-def qs_predict_parallel(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64],
-                        thr: npt.NDArray[np.float64], e_tree: U64, e_mask: U64, starts: U64,
-                        zflag: npt.NDArray[np.uint8], cat_info: U64, cat_base: int,
-                        catbits: npt.NDArray[np.uint32], leafvals: npt.NDArray[np.float64],
-                        leaf_off: U64, tree_class: U64, ct_info: U64, ct_trees: U64,
-                        ct_tab: U64, raw: bool, divide: float, code: int, param: float) -> None:
-    """``qs_predict`` with blocks of rows spread over threads (prange); same results."""
+def qs_predict_parallel(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64], U: U64,
+                        F: npt.NDArray[np.float64], raw: bool, divide: float, code: int,
+                        param: float) -> None:
+    """``qs_predict_packed`` with chunks of rows spread over threads (prange); same results."""
     n = X.shape[0]
-    nt = leaf_off.shape[0] - 1
+    nt = U[3 + 7] - U[3 + 6] - 1  # leaf_off has trees + 1 entries
     chunk = BLOCK * 8
     nchunks = (n + chunk - 1) // chunk
     for c in nb.prange(nchunks):
         r0 = c * chunk
         r1 = min(n, r0 + chunk)
-        v = np.empty(nt * BLOCK, np.uint64)
+        v = np.empty(max(nt, 1) * BLOCK, np.uint64)
         xb = np.empty(BLOCK, np.float64)
-        qs_predict(X[r0:r1], out[r0:r1], thr, e_tree, e_mask, starts, zflag, cat_info,
-                   cat_base, catbits, leafvals, leaf_off, tree_class, ct_info, ct_trees,
-                   ct_tab, raw, divide, code, param, v, xb)
+        qs_predict_packed(X[r0:r1], out[r0:r1], U, F, raw, divide, code, param, v, xb)
 
 
 # ---------------------------------------------------------------- general kernel

@@ -157,8 +157,8 @@ def test_per_node_categorical_path_when_tables_exceed_budget(get_model: Any,
     from scorers import compile_lightgbm, kernels
 
     booster, tabled = get_model(*BOOSTING[9])
-    assert tabled._qs_args[-3].shape[0] > 0  # per-category tables in use by default
+    assert tabled.qs_tables.ct_info.shape[0] > 0  # per-category tables in use by default
     monkeypatch.setattr(kernels, "CAT_TABLE_WORDS", 0)
     model = compile_lightgbm(booster)
-    assert model._qs_args[-3].shape[0] == 0  # every categorical node tested one by one
+    assert model.qs_tables.ct_info.shape[0] == 0  # every categorical node tested one by one
     check(booster, model, nasty_rows(200, seed=9))
