@@ -72,8 +72,6 @@ _F32 = struct.Struct("<f")
 _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
 _I32 = struct.Struct("<i")
-_AR10 = np.arange(10, dtype=np.int64)
-_SHIFTS = (np.arange(10, dtype=np.uint64) * np.uint64(7)).astype(np.uint64)
 _AR8 = np.arange(8, dtype=np.int64)
 _AR4 = np.arange(4, dtype=np.int64)
 _PAD = bytes(16)  # lets the varint window read past the last value without bounds checks
@@ -208,13 +206,23 @@ def string_lookup(vocabulary: Iterable[str]) -> dict[bytes, float]:
 
 
 def _varints(buf: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the varints starting at ``pos`` in ``buf`` (padded); (values as int64, lengths)."""
-    win = buf[pos[:, None] + _AR10]
-    more = win >= 0x80
-    length = np.argmin(more, axis=1) + 1  # the first byte without a continuation bit ends it
-    parts = (win & 0x7F).astype(np.uint64) << _SHIFTS
-    parts[_AR10[None, :] >= length[:, None]] = 0
-    return np.bitwise_or.reduce(parts, axis=1).view(np.int64), length
+    """Decode the varints starting at ``pos`` in ``buf`` (padded); (values as int64, lengths).
+
+    One pass per byte position over only the varints still going: small ints (most
+    features) finish after one or two passes, and only negatives take all ten.
+    """
+    first = buf[pos]
+    value = (first & 0x7F).astype(np.uint64)
+    length = np.ones(len(pos), dtype=np.int64)
+    active = np.flatnonzero(first >= 0x80)
+    shift = 7
+    while active.size and shift < 70:
+        byte = buf[pos[active] + length[active]]
+        value[active] |= (byte & 0x7F).astype(np.uint64) << np.uint64(shift)
+        length[active] += 1
+        active = active[byte >= 0x80]
+        shift += 7
+    return value.view(np.int64), length
 
 
 def _concat(

@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ _NUMERIC = {"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL", "UNIX_TIMESTAMP"}
 # benchmarks/bench_features.py): small batches dedupe with a dict and decode value by value.
 _SMALL_ROWS = 32
 _SMALL_VALUES = 256
+_COMMAND_CACHE = 200_000  # cached HMGET commands per view before the cache starts over
 
 
 @dataclass
@@ -95,6 +96,7 @@ class _View:
     cmd_head: bytes  # RESP array header + HMGET
     types: dict[str, Any]  # feature name -> feast ValueType (read_dict only)
     key_fn: Any  # entity value (or tuple of values) -> Redis key
+    commands: dict[Any, bytes] = field(default_factory=dict)  # entity -> its HMGET command
 
 
 def connection_pool(url: str, timeout_s: float) -> redis.ConnectionPool:
@@ -233,11 +235,21 @@ class OnlineReader:
         index: dict[Any, int] = {}
         rows = list(zip(*columns, strict=True)) if len(columns) > 1 else columns[0]
         inverse = np.fromiter((index.setdefault(r, len(index)) for r in rows), np.int64, count=n)
-        head, tail = view.cmd_head, view.cmd_tail
-        parts: list[bytes] = []
-        for key in map(view.key_fn, index):
-            parts += (head, b"$%d\r\n" % len(key), key, b"\r\n", tail)
+        # Whole HMGET commands are cached per entity: string ids (merchants, stores) recur
+        # batch after batch, and a dict hit is far cheaper than encoding the key again.
+        cache = view.commands
+        get = cache.get
+        parts = [get(r) or self._command(view, r) for r in index]
+        if len(cache) > _COMMAND_CACHE:
+            cache.clear()
         return b"".join(parts), len(index), inverse
+
+    @staticmethod
+    def _command(view: _View, entity: Any) -> bytes:
+        key = view.key_fn(entity)
+        cmd = b"".join((view.cmd_head, b"$%d\r\n" % len(key), key, b"\r\n", view.cmd_tail))
+        view.commands[entity] = cmd
+        return cmd
 
     def _roundtrip(self, payload: bytes, count: int) -> list[list[bytes | None]]:
         """Send every HMGET at once and parse the replies with hiredis, under one deadline.
