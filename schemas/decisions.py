@@ -68,6 +68,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     price: float | None = None
     rule: str | None = None
     reasons: list[Reason] = []
+    # True when an adverse model decision was not explained (per-batch explanation cap).
+    reasons_skipped: bool = False
     degraded: bool = False
     degraded_reasons: list[str] = []
     missing_features: int = 0

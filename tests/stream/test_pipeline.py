@@ -208,3 +208,14 @@ def test_dlq_guard_trips_only_on_a_full_bad_window():
     guard.add(60, 0)  # window of 110 with 50 bad: under the cap, resets
     with pytest.raises(DeadLetterFlood, match="stopping"):
         guard.add(100, 60)
+
+
+def test_explanations_are_capped_per_batch_and_flagged(fraud_booster):
+    core = fraud_core(fraud_booster, max_explain=1)
+    res = core.process([json.dumps(fraud_event(i, amount=880.0)).encode() for i in range(4)],
+                       now=NOW)
+    records = [json.loads(v) for _, v in res.decisions]
+    adverse = [r for r in records if r["outcome"] != "approve" and not r["rule"]]
+    assert len(adverse) >= 2
+    assert sum(bool(r["reasons"]) for r in adverse) == 1
+    assert sum(r["reasons_skipped"] for r in adverse) == len(adverse) - 1
