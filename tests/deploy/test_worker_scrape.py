@@ -5,20 +5,23 @@ of malformed input (``streamscore produce --bad-ratio``) fires the dead-letter a
 Setup is the production one in miniature: synthetic data, a private copy of the fraud
 Feast repo applied and materialized into Redis, a small model trained and promoted to
 champion in a private registry, the pipeline's topics created, then the two CLI commands.
+Redis is used through a user with exactly the ACL that deploy/README.md documents.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse, urlunparse
 
 import pytest
 import yaml
@@ -57,6 +60,34 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _acl_user(redis_url: str, project: str) -> tuple[str, Callable[[], None]]:
+    """A Redis user with exactly the ACL of deploy/README.md (limited to ``project``), so
+    the whole setup and the worker prove the documented permissions are enough. Falls
+    back to ``redis_url`` itself where users cannot be created (no ACL admin rights)."""
+    import redis
+
+    line = re.search(r"^ACL SETUSER streamscore (.+)$", (ROOT / "deploy/README.md").read_text(),
+                     re.M)
+    assert line, "deploy/README.md lost its Redis ACL line"
+    user, password = f"acl_{project}", f"pw-{project}"
+    rules = line.group(1).replace("streamscore_fraud", project).replace(">PASSWORD",
+                                                                        f">{password}")
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        admin.execute_command("ACL", "SETUSER", user, "reset", *rules.split())
+    except redis.RedisError:
+        admin.close()
+        return redis_url, lambda: None
+    url = urlparse(redis_url)
+    netloc = f"{user}:{password}@{url.hostname}:{url.port or 6379}"
+
+    def drop() -> None:
+        admin.execute_command("ACL", "DELUSER", user)
+        admin.close()
+
+    return urlunparse(url._replace(netloc=netloc)), drop
+
+
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory, bootstrap: str, redis_url: str,
            kafka_client_settings: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -71,7 +102,8 @@ def worker(tmp_path_factory: pytest.TempPathFactory, bootstrap: str, redis_url: 
     name = f"dw{os.getpid():x}{int(time.time() * 1000) % 100000:x}"
     data = tmp / "data"
     generate("fraud", data, rows=3000, cards=400, merchants=80, seed=3, progress=False)
-    repo = prepare_repo("fraud", tmp / "repo", project=name, redis_url=redis_url,
+    acl_url, drop_user = _acl_user(redis_url, name)
+    repo = prepare_repo("fraud", tmp / "repo", project=name, redis_url=acl_url,
                         data_dir=data, registry_path=tmp / "feast_registry.db")
     try:
         apply_repo(repo)
@@ -88,7 +120,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory, bootstrap: str, redis_url: 
         pipeline["kafka"].update(bootstrap_servers=bootstrap, group_id=name,
                                  settings={"client.id": name, **kafka_client_settings})
         pipeline["topics"] = {**topics, "partitions": 2}
-        pipeline["features"].update(repo=str(repo), redis_url=redis_url)
+        pipeline["features"].update(repo=str(repo), redis_url=acl_url)
         pipeline["model"]["registry"] = str(tmp / "models")
         # Small windows so drift gauges exist after a few hundred events.
         pipeline["drift"] = {"window_events": 200, "window_seconds": 2, "sub_windows": 1}
@@ -108,7 +140,8 @@ def worker(tmp_path_factory: pytest.TempPathFactory, bootstrap: str, redis_url: 
                     pytest.fail("worker did not become ready:\n"
                                 + (tmp / "worker.log").read_text()[-3000:])
                 time.sleep(0.5)
-            yield {"port": port, "pipeline": path, "env": env, "tmp": tmp}
+            yield {"port": port, "pipeline": path, "env": env, "tmp": tmp,
+                   "log": tmp / "worker.log"}
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -119,6 +152,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory, bootstrap: str, redis_url: 
             log.close()
     finally:
         delete_project_keys(redis_url, name)
+        drop_user()
 
 
 def _value(base: str, query: str) -> float:
@@ -137,6 +171,14 @@ def _produce(worker: dict[str, Any], events: int, seed: int) -> None:
 
 def test_worker_metrics_and_dead_letter_alert(worker: dict[str, Any], prometheus_bin: str,
                                               tmp_path: Path) -> None:
+    try:
+        _check_worker(worker, prometheus_bin, tmp_path)
+    except pytest.fail.Exception as exc:
+        log = worker["log"].read_text()[-4000:]
+        pytest.fail(f"{exc}\n--- worker log (tail) ---\n{log}")
+
+
+def _check_worker(worker: dict[str, Any], prometheus_bin: str, tmp_path: Path) -> None:
     port = worker["port"]
     assert _http_ok(f"http://127.0.0.1:{port}/healthz")
     with running_prometheus(prometheus_bin, tmp_path, f"127.0.0.1:{port}") as base:
