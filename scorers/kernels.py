@@ -329,7 +329,7 @@ def build_general_tables(model: ModelIR) -> GeneralTables:
     shifted[pos] = KZ
     # NaN becomes 0.0 unless the missing type is NaN, where it takes the default side.
     nan_left = np.where(missing == MISSING_NAN, (dtype & DEFAULT_LEFT_MASK) != 0, thr >= 0.0)
-    dtype = dtype | np.where(plain & nan_left, NAN_LEFT_BIT, 0).astype(np.uint8)
+    dtype = (dtype | np.where(plain & nan_left, NAN_LEFT_BIT, 0)).astype(np.uint8)
     return GeneralTables(
         node_off=node_off,
         feat=cat_arr([t.split_feature for t in trees], np.uint64),
