@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,7 @@ class WorkerStats:
     reloads: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     busy_s: float = 0.0  # first input consumed -> last batch committed
+    cpu_s: float = 0.0  # process CPU time (all threads, librdkafka's too) over busy_s
 
     @property
     def rate(self) -> float:
@@ -128,6 +130,7 @@ class Worker:
             from features.push import VelocityUpdater
 
             self.velocity = VelocityUpdater(repo, redis_url=self.redis_url)
+        self._bg = ThreadPoolExecutor(1, thread_name_prefix="streamscore-velocity")
 
         self.metrics = WorkerMetrics(c.name)
         self.metrics.set_model(model.name, model.version, model.sha256,
@@ -233,6 +236,7 @@ class Worker:
         next_lag = time.monotonic() + 5.0
         last_input = time.monotonic()
         first_input: float | None = None
+        first_cpu = 0.0
         try:
             while not self._stop.is_set():
                 self.metrics.beat()
@@ -255,18 +259,21 @@ class Worker:
                 last_input = now_m
                 t0 = time.perf_counter()
                 if first_input is None:
-                    first_input = t0
+                    first_input, first_cpu = t0, time.process_time()
                 payloads = [m.value() for m in msgs]
                 keys = [m.key() for m in msgs]
                 sources: list[Any] = [(m.topic(), m.partition(), m.offset()) for m in msgs]
                 stamps = [m.timestamp()[1] / 1000.0 for m in msgs]
                 res = process(payloads, keys=keys, sources=sources, timestamps=stamps)
                 drift_out: list[tuple[bytes | None, bytes]] = []
+                velocity = None
                 if res.decisions:
                     if self.velocity is not None:
+                        # A server-side script in Redis: it runs while we wait for the
+                        # broker's acks below, and is done before the next batch is read.
                         cols = res.columns
-                        self.velocity.update(cols["card_id__int"], cols["amount"],
-                                             cols["event_time"])
+                        velocity = self._bg.submit(self.velocity.update, cols["card_id__int"],
+                                                   cols["amount"], cols["event_time"])
                     if self.drift is not None and res.features is not None:
                         drift_out = self._drift_records(
                             self.drift.update(res.features, res.scores, res.drift_decisions)
@@ -277,10 +284,13 @@ class Worker:
                      (topics.drift, drift_out)],
                     next_offsets(msgs), exactly_once=self.exactly_once,
                 )
+                if velocity is not None:
+                    velocity.result()
                 self.metrics.observe_batch(res, time.perf_counter() - t0)
                 self._count(res, len(drift_out))
                 self._adapt(len(msgs))
                 self.stats.busy_s = time.perf_counter() - first_input
+                self.stats.cpu_s = time.process_time() - first_cpu
                 self.guard.add(res.n_in, len(res.dead_letters))
         finally:
             self._shutdown()
@@ -331,12 +341,14 @@ class Worker:
             self.consumer.close()
             if self.http is not None:
                 self.http.stop()
+            self._bg.shutdown(wait=True)
             with contextlib.suppress(Exception):
                 self.reader.close()
             st = self.stats
             log.info("worker %s stopped after %d events (%d decisions, %d dead letters, "
-                     "%d degraded; %.0f events/s while busy, %d batches)", self.worker_id,
-                     st.events, st.decisions, st.dead_letters, st.degraded, st.rate, st.batches)
+                     "%d degraded; %.0f events/s while busy, %.1f us CPU per event, "
+                     "%d batches)", self.worker_id, st.events, st.decisions, st.dead_letters,
+                     st.degraded, st.rate, 1e6 * st.cpu_s / max(st.events, 1), st.batches)
 
 
 def _parts(parts: list[Any]) -> str:
