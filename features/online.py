@@ -52,7 +52,7 @@ _NUMERIC = {"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL", "UNIX_TIMESTAMP"}
 # benchmarks/bench_features.py): small batches dedupe with a dict and decode value by value.
 _SMALL_ROWS = 32
 _SMALL_VALUES = 256
-_COMMAND_CACHE = 200_000  # cached HMGET commands per view before the cache starts over
+_COMMAND_CACHE = 50_000  # cached HMGET commands per view (~15 MB) before starting over
 
 
 @dataclass
