@@ -42,10 +42,9 @@ from stream.drift_stats import (
     CATEGORICAL,
     BinLayout,
     WindowStats,
-    accumulate,
     build_layout,
-    page_hinkley,
-    psi_level,
+    chi2_quantiles,
+    update_counts,
     window_stats,
 )
 
@@ -116,24 +115,37 @@ class DriftMonitor:
                        _model_field(model_info, "sha256"))
         self._n_feat = len(self.feature_names)
         self._metric_names = self.layout.names  # the score's block is SCORE_LABEL
-        self._feat_sel = slice(0, self._n_feat)
-        self._score_sel = slice(self._n_feat, self._n_feat + 1)
-        self._zero_col = np.zeros(1, dtype=np.int64)
+        self._quantiles = chi2_quantiles(self.layout.df, config.false_alarm_rate)
         s = config.sub_windows
         self._sub_events = -(-config.window_events // s) if config.window_events > 0 else 0
         self._sub_seconds = config.window_seconds / s if config.window_seconds > 0 else 0.0
-        self._counts = np.zeros((s, self.layout.total_bins), dtype=np.int64)
-        self._n = np.zeros(s, dtype=np.int64)
-        self._first = np.full(s, np.nan)
+        # The ring: one row per sub-window. Integer columns: bin counts, decision counts
+        # (outcomes + "other"), events, Page-Hinkley detections; float columns: first
+        # event time, sum and count of price multipliers. One array each, so closing a
+        # window is one sum and advancing the ring one fill per array.
+        tb, k = self.layout.total_bins, len(outcomes) + 1
+        self._ring = np.zeros((s, tb + k + 2), dtype=np.int64)
+        self._ringf = np.zeros((s, 3))
+        self._i_dec, self._i_n, self._i_ph = tb, tb + k, tb + k + 1
+        self._slot_counts = [self._ring[i, :tb] for i in range(s)]
+        self._slot_dec = [self._ring[i, tb : tb + k] for i in range(s)]
         self._cur = 0
         self._sub_start: float | None = None
         self.outcomes = tuple(outcomes)
         self._outcome_index = {name: i for i, name in enumerate(self.outcomes)}
-        self._dec = np.zeros((s, len(self.outcomes) + 1), dtype=np.int64)  # + "other"
-        self._mult = np.zeros((s, 2))  # sum, count of price multipliers
-        self._ph_alarms = np.zeros(s, dtype=np.int64)
         self._ph_state = np.zeros(6)
         self._score_mu, self._score_sigma = self._score_moments()
+        self._ph_params = np.array([self._score_mu, self._score_sigma, PH_DELTA, PH_THRESHOLD,
+                                    PH_MIN_INSTANCES, 1.0 if config.page_hinkley else 0.0])
+        self._cur_n = 0  # events in the current sub-window (a Python int: cheaper)
+        # What every record repeats, computed once.
+        lay = self.layout
+        self._rec_names = [*lay.names[: self._n_feat], "score"]
+        self._rec_kinds: list[Any] = [
+            "categorical" if k == CATEGORICAL else "numeric" for k in lay.kinds.tolist()]
+        self._rec_kinds[self._n_feat] = "score"
+        self._rec_bins = (lay.df + 1).tolist()
+        self._dec_names = [*self.outcomes, "other"]
         self._jsonl = Path(jsonl_path) if jsonl_path else None
         if self._jsonl is not None:
             self._jsonl.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +171,7 @@ class DriftMonitor:
         s = np.asarray(scores, dtype=np.float64)
         if s.ndim == 2:
             s = s[:, 0] if s.shape[1] == 1 else s.max(axis=1)
-        s = np.ascontiguousarray(s.reshape(-1, 1))
+        s = np.ascontiguousarray(s.reshape(-1))
         rows = X.shape[0]
         if s.shape[0] != rows:
             raise ValueError(f"{s.shape[0]} scores for {rows} rows")
@@ -168,20 +180,33 @@ class DriftMonitor:
             self._sub_start = now
         if rows == 0:
             return records
-        if self.config.page_hinkley:
-            z = (s[:, 0] - self._score_mu) / self._score_sigma
-            self._ph_alarms[self._cur] += page_hinkley(
-                z, self._ph_state, PH_DELTA, PH_THRESHOLD, PH_MIN_INSTANCES
-            )
-        dec = self._decision_kind(decisions, rows)
+        kind, d = self._decision_kind(decisions, rows)
+        codes = d if kind == "codes" else None
+        ph = self._ph_params
+        sub = self._sub_events
         r = 0
         while r < rows:
-            take = rows - r
-            if self._sub_events:
-                take = min(take, self._sub_events - int(self._n[self._cur]))
-            self._add(X, s, dec, r, r + take, now)
+            cur = self._cur
+            take = rows - r if not sub else min(rows - r, sub - self._cur_n)
+            if self._cur_n == 0:
+                self._ringf[cur, 0] = now
+            # One compiled pass: bins, decision codes, Page-Hinkley.
+            detected = update_counts(
+                self.layout, X, s, r, r + take, self._slot_counts[cur], codes,
+                self._slot_dec[cur], self._ph_state, ph)
+            if detected:
+                self._ring[cur, self._i_ph] += detected
+            if kind == "labels":
+                self._add_labels(d[r : r + take])
+            elif kind == "multipliers":
+                part = d[r : r + take]
+                ok = np.isfinite(part)
+                self._ringf[cur, 1] += float(part[ok].sum())
+                self._ringf[cur, 2] += int(ok.sum())
+            self._cur_n += take
+            self._ring[cur, self._i_n] = self._cur_n
             r += take
-            if self._sub_events and self._n[self._cur] >= self._sub_events:
+            if sub and self._cur_n >= sub:
                 records.append(self._close(now, "count"))
         return records
 
@@ -191,14 +216,14 @@ class DriftMonitor:
 
     def flush(self, now: float | None = None) -> list[DriftRecord]:
         """Close the current sub-window if it holds events (at shutdown)."""
-        if self._n[self._cur] == 0:
+        if self._cur_n == 0:
             return []
         return [self._close(time.time() if now is None else float(now), "flush")]
 
     @property
     def events_in_window(self) -> int:
         """Events currently held by the ring (the open window)."""
-        return int(self._n.sum())
+        return int(self._ring[:, self._i_n].sum())
 
     # -- internals ---------------------------------------------------------------------
 
@@ -220,35 +245,18 @@ class DriftMonitor:
         d = np.asarray(decisions)
         if d.shape[0] != rows:
             raise ValueError(f"{d.shape[0]} decisions for {rows} rows")
-        if d.dtype.kind in "iub":
-            return "codes", d.astype(np.int64)
+        if d.dtype.kind in "iu":
+            return "codes", d
+        if d.dtype.kind == "b":
+            return "codes", d.astype(np.int8)
         if d.dtype.kind == "f":
             return "multipliers", d.astype(np.float64)
         return "labels", d.astype(str)
 
-    def _add(self, X: Any, s: Any, dec: tuple[str, Any], r0: int, r1: int, now: float) -> None:
-        cur = self._cur
-        counts = self._counts[cur]
-        accumulate(self.layout, X, counts, r0, r1, features=self._feat_sel)
-        accumulate(self.layout, s, counts, r0, r1, cols=self._zero_col, features=self._score_sel)
-        if self._n[cur] == 0:
-            self._first[cur] = now
-        self._n[cur] += r1 - r0
-        kind, d = dec
-        if kind == "codes":
-            part = d[r0:r1]
-            k = len(self.outcomes)
-            part = np.where((part >= 0) & (part < k), part, k)
-            self._dec[cur] += np.bincount(part, minlength=k + 1)
-        elif kind == "labels":
-            labels, n = np.unique(d[r0:r1], return_counts=True)
-            for label, c in zip(labels.tolist(), n.tolist(), strict=True):
-                self._dec[cur, self._outcome_index.get(label, len(self.outcomes))] += c
-        elif kind == "multipliers":
-            part = d[r0:r1]
-            ok = np.isfinite(part)
-            self._mult[cur, 0] += float(part[ok].sum())
-            self._mult[cur, 1] += int(ok.sum())
+    def _add_labels(self, labels: Any) -> None:
+        names, n = np.unique(labels, return_counts=True)
+        for label, c in zip(names.tolist(), n.tolist(), strict=True):
+            self._slot_dec[self._cur][self._outcome_index.get(label, len(self.outcomes))] += c
 
     def _close_by_time(self, now: float) -> list[DriftRecord]:
         if not self._sub_seconds or self._sub_start is None:
@@ -258,7 +266,7 @@ class DriftMonitor:
             return []
         periods = int(elapsed // self._sub_seconds)
         records = []
-        if self._n[self._cur] > 0:
+        if self._cur_n > 0:
             records.append(self._close(now, "time"))
         else:
             self._advance(now)
@@ -271,19 +279,18 @@ class DriftMonitor:
     def _advance(self, now: float) -> None:
         self._cur = (self._cur + 1) % self.config.sub_windows
         cur = self._cur
-        self._counts[cur] = 0
-        self._n[cur] = 0
-        self._first[cur] = np.nan
-        self._dec[cur] = 0
-        self._mult[cur] = 0.0
-        self._ph_alarms[cur] = 0
+        self._ring[cur] = 0
+        self._ringf[cur] = 0.0
+        self._cur_n = 0
         self._sub_start = now
 
     def _close(self, now: float, closed_by: str) -> DriftRecord:
-        n = int(self._n.sum())
-        stats = window_stats(self.layout, self._counts.sum(axis=0), self.config.false_alarm_rate)
-        ph = int(self._ph_alarms[self._cur])
-        record = self._record(stats, n, now, closed_by, ph)
+        total = self._ring.sum(axis=0)  # the window: every sub-window of the ring
+        tb = self._i_dec
+        stats = window_stats(self.layout, total[:tb], self.config.false_alarm_rate,
+                             self._quantiles)
+        ph = int(self._ring[self._cur, self._i_ph])
+        record = self._record(stats, total, now, closed_by, ph)
         if self._collector is not None:
             self._collector.publish(self.pipeline, self._metric_names, stats, record)
         if self._jsonl is not None:
@@ -293,40 +300,38 @@ class DriftMonitor:
         return record
 
     def _features(self, stats: WindowStats) -> list[FeatureDrift]:
-        lay = self.layout
-        kinds = ["categorical" if k == CATEGORICAL else "numeric" for k in lay.kinds.tolist()]
-        kinds[self._n_feat] = "score"
-        names = [*lay.names[: self._n_feat], "score"]
         columns = zip(
-            names, kinds, stats.psi.tolist(), stats.threshold.tolist(), stats.js.tolist(),
-            stats.ks.tolist(), stats.wasserstein.tolist(), stats.missing_rate.tolist(),
-            stats.reference_missing_rate.tolist(), (lay.df + 1).tolist(), strict=True,
+            self._rec_names, self._rec_kinds, stats.psi.tolist(), stats.threshold.tolist(),
+            stats.js.tolist(), stats.ks.tolist(), stats.wasserstein.tolist(),
+            stats.missing_rate.tolist(), stats.reference_missing_rate.tolist(),
+            self._rec_bins, strict=True,
         )
         return [
             FeatureDrift(
                 name=name, kind=kind, psi=psi, threshold=thr, alarm=psi > thr,
-                level=psi_level(psi),  # type: ignore[arg-type]
+                # drift_stats.psi_level, inlined: this runs for every feature of every window
+                level="stable" if psi < 0.1 else "moderate" if psi < 0.25 else "significant",
                 js=js, ks=None if ks != ks else ks, wasserstein=None if w != w else w,
                 missing_rate=miss, reference_missing_rate=ref_miss, bins=bins,
             )
             for name, kind, psi, thr, js, ks, w, miss, ref_miss, bins in columns
         ]
 
-    def _decision_mix(self) -> DecisionMix:
-        totals = self._dec.sum(axis=0)
-        labelled = int(totals.sum())
-        counts: dict[str, int] = {}
-        if labelled:
-            names = [*self.outcomes, "other"]
-            counts = {name: int(c) for name, c in zip(names, totals.tolist(), strict=True)
+    def _decision_mix(self, totals: list[int]) -> DecisionMix:
+        labelled = sum(totals)
+        if not labelled:
+            counts: dict[str, int] = {}
+            shares: dict[str, float] = {}
+        else:
+            counts = {name: c for name, c in zip(self._dec_names, totals, strict=True)
                       if c or name != "other"}
-        shares = {k: v / labelled for k, v in counts.items()} if labelled else {}
-        msum, mcount = self._mult.sum(axis=0)
-        return DecisionMix(counts=counts, shares=shares,
-                           mean_multiplier=float(msum / mcount) if mcount else None)
+            shares = {k: v / labelled for k, v in counts.items()}
+        mcount = self._ringf[:, 2].sum()
+        mean = float(self._ringf[:, 1].sum() / mcount) if mcount else None
+        return DecisionMix(counts=counts, shares=shares, mean_multiplier=mean)
 
     def _record(
-        self, stats: WindowStats, n: int, now: float, closed_by: str, ph: int
+        self, stats: WindowStats, total: Any, now: float, closed_by: str, ph: int
     ) -> DriftRecord:
         *features, score = self._features(stats)
         alarms = [f.name for f in features if f.alarm]
@@ -334,21 +339,22 @@ class DriftMonitor:
             alarms.append("score")
         if ph:
             alarms.append("page_hinkley")
-        first = self._first[self._n > 0]
+        filled = self._ring[:, self._i_n] > 0
+        start = float(self._ringf[filled, 0].min()) if filled.any() else now
         return DriftRecord(
             pipeline=self.pipeline,
             model_name=self._model[0],
             model_version=self._model[1],
             model_sha256=self._model[2],
-            window_start=float(first.min()) if first.size else now,
+            window_start=start,
             window_end=now,
             closed_by=closed_by,  # type: ignore[arg-type]
-            n=n,
+            n=int(total[self._i_n]),
             reference_n=self.reference_n,
             false_alarm_rate=self.config.false_alarm_rate,
             features=features,
             score=score,
-            decisions=self._decision_mix(),
+            decisions=self._decision_mix(total[self._i_dec : self._i_n].tolist()),
             page_hinkley_alarms=ph,
             alarms=alarms,
         )

@@ -45,9 +45,11 @@ __all__ = [
     "WindowStats",
     "accumulate",
     "build_layout",
+    "chi2_quantiles",
     "page_hinkley",
     "psi_level",
     "psi_threshold",
+    "update_counts",
     "window_stats",
 ]
 
@@ -87,6 +89,12 @@ class BinLayout:
     @property
     def total_bins(self) -> int:
         return int(self.offset[-1])
+
+    @functools.cached_property
+    def kernel_args(self) -> tuple[Any, ...]:
+        """The arrays the binning kernel reads, in its argument order."""
+        return (self.kinds, self.offset, self.n_value, self.edges, self.edge_start,
+                self.cats, self.cat_bin, self.cat_start)
 
 
 def _numeric_entry(entry: Mapping[str, Any]) -> tuple[FloatArray, list[float]]:
@@ -160,22 +168,28 @@ def build_layout(
 
 @numba.njit(cache=True, nogil=True)
 def _accumulate(  # pragma: no cover - compiled
-    X: Any, r0: int, r1: int, cols: Any, kinds: Any, offset: Any, n_value: Any,
+    X: Any, S: Any, r0: int, r1: int, kinds: Any, offset: Any, n_value: Any,
     edges: Any, edge_start: Any, cats: Any, cat_bin: Any, cat_start: Any, counts: Any,
 ) -> None:
+    # Feature f < X.shape[1] is column f of X; the next one (the score) is S.
     # Feature by feature: the column is copied once into a contiguous buffer, then a
     # numeric bin is the number of inner edges <= x, counted edge by edge over the whole
     # column (a branch-free loop LLVM vectorises; ~10x faster than a binary search per
     # value). NaN compares false everywhere and is sent to the missing bin at the end.
     n = r1 - r0
+    n_x = X.shape[1]
     col = np.empty(n, dtype=np.float64)
     idx = np.empty(n, dtype=np.int64)
-    for f in range(cols.shape[0]):
-        c = cols[f]
+    for f in range(kinds.shape[0]):
         off = offset[f]
         nv = n_value[f]
+        if f < n_x:
+            for i in range(n):
+                col[i] = X[r0 + i, f]
+        else:
+            for i in range(n):
+                col[i] = S[r0 + i]
         for i in range(n):
-            col[i] = X[r0 + i, c]
             idx[i] = 0
         if kinds[f] == 0:
             s = edge_start[f]
@@ -208,40 +222,38 @@ def _accumulate(  # pragma: no cover - compiled
             counts[off + b] += 1
 
 
+_NO_SCORES = np.zeros(0)
+
+
 def accumulate(
     layout: BinLayout, X: FloatArray, counts: IntArray, r0: int = 0, r1: int | None = None,
-    cols: IntArray | None = None, features: slice | None = None,
+    scores: FloatArray | None = None,
 ) -> None:
-    """Add rows ``r0:r1`` of ``X`` to ``counts`` (the flat bins of ``layout``).
+    """Add rows ``r0:r1`` to ``counts`` (the flat bins of ``layout``).
 
-    ``features`` selects a contiguous run of the layout's features (default all) and
-    ``cols`` their columns in ``X`` (default 0, 1, ...). ``counts`` is indexed by the
-    layout's global offsets, so several calls can fill one array.
+    ``X`` holds the layout's features in order, one column each (C-contiguous float64);
+    with ``scores`` (1-D), ``X`` holds all but the last feature and ``scores`` is it.
     """
-    sel = features or slice(0, layout.n_features)
-    start, stop, _ = sel.indices(layout.n_features)
-    if cols is None:
-        cols = np.arange(stop - start, dtype=np.int64)
-    if X.ndim != 2 or cols.shape[0] != stop - start or (
-        cols.size and (cols.min() < 0 or cols.max() >= X.shape[1])
+    r1 = X.shape[0] if r1 is None else r1
+    s = _NO_SCORES if scores is None else scores
+    width = layout.n_features - (scores is not None)
+    # The kernel does not bounds-check: a wrong shape would read other memory.
+    if X.ndim != 2 or X.shape[1] != width or not 0 <= r0 <= r1 <= X.shape[0] or (
+        scores is not None and (s.ndim != 1 or s.shape[0] < r1)
     ):
-        # The kernel does not bounds-check; a wrong column would read other memory.
-        raise ValueError(f"columns {cols.tolist()} do not fit X of shape {X.shape}")
-    _accumulate(
-        X, r0, X.shape[0] if r1 is None else r1, cols,
-        layout.kinds[start:stop], layout.offset[start:], layout.n_value[start:stop],
-        layout.edges, layout.edge_start[start:], layout.cats, layout.cat_bin,
-        layout.cat_start[start:], counts,
-    )
+        raise ValueError(f"X of shape {X.shape} (rows {r0}:{r1}) does not fit "
+                         f"{layout.n_features} features")
+    _accumulate(X, s, r0, r1, *layout.kernel_args, counts)  # type: ignore[call-arg]
 
 
 @numba.njit(cache=True, nogil=True)
 def _page_hinkley(  # pragma: no cover - compiled
-    x: Any, state: Any, delta: float, threshold: float, min_instances: int
+    x: Any, r0: int, r1: int, state: Any, mu: float, sigma: float, delta: float,
+    threshold: float, min_instances: float,
 ) -> int:
     alarms = 0
-    for i in range(x.shape[0]):
-        v = x[i]
+    for i in range(r0, r1):
+        v = (x[i] - mu) / sigma
         if np.isnan(v):
             continue
         state[0] += 1.0
@@ -267,27 +279,71 @@ def page_hinkley(
     ``state`` (6 floats: count, running mean, cumulative sums and their extrema) carries
     over between calls; after a detection the detector restarts, as river's does.
     """
-    return int(_page_hinkley(x, state, float(delta), float(threshold), int(min_instances)))
+    return int(_page_hinkley(x, 0, x.shape[0], state, 0.0, 1.0, float(delta),
+                             float(threshold), float(min_instances)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _update(  # pragma: no cover - compiled
+    X: Any, S: Any, codes: Any, r0: int, r1: int, kinds: Any, offset: Any, n_value: Any,
+    edges: Any, edge_start: Any, cats: Any, cat_bin: Any, cat_start: Any, counts: Any,
+    decisions: Any, ph_state: Any, ph: Any,
+) -> int:
+    _accumulate(X, S, r0, r1, kinds, offset, n_value, edges, edge_start, cats, cat_bin,
+                cat_start, counts)
+    if codes.shape[0] > 0:
+        k = decisions.shape[0] - 1
+        for i in range(r0, r1):
+            c = codes[i]
+            decisions[c if 0 <= c < k else k] += 1
+    if ph[5] > 0:
+        return _page_hinkley(S, r0, r1, ph_state, ph[0], ph[1], ph[2], ph[3], ph[4])
+    return 0
+
+
+_NO_CODES = np.zeros(0, dtype=np.int64)
+_NO_COUNTS = np.zeros(1, dtype=np.int64)
+_NO_STATE = np.zeros(6)
+_PH_OFF = np.zeros(6)
+
+
+def update_counts(
+    layout: BinLayout, X: FloatArray, scores: FloatArray, r0: int, r1: int,
+    counts: IntArray, codes: Any = None, decisions: IntArray | None = None,
+    ph_state: FloatArray | None = None, ph: FloatArray | None = None,
+) -> int:
+    """One compiled pass over rows ``r0:r1`` of a scored batch.
+
+    Adds the rows to the bin ``counts`` (``X`` holds the layout's features but the last,
+    ``scores`` is the last), decision ``codes`` to ``decisions`` (codes outside
+    ``0..len-2`` in the last slot) and, when ``ph`` = ``[mu, sigma, delta, threshold,
+    min_instances, enabled]`` is given, runs Page-Hinkley on the standardised scores.
+    Returns the number of Page-Hinkley detections.
+    """
+    if (X.ndim != 2 or X.shape[1] != layout.n_features - 1 or scores.ndim != 1
+            or not 0 <= r0 <= r1 <= min(X.shape[0], scores.shape[0])
+            or (codes is not None and codes.shape[0] < r1)):
+        # The kernel does not bounds-check: a wrong shape would read other memory.
+        raise ValueError(f"X of shape {X.shape} (rows {r0}:{r1}) does not fit "
+                         f"{layout.n_features - 1} features and a score")
+    return int(_update(  # type: ignore[call-arg]
+        X, scores, _NO_CODES if codes is None else codes, r0, r1, *layout.kernel_args,
+        counts, _NO_COUNTS if decisions is None else decisions,
+        _NO_STATE if ph_state is None else ph_state, _PH_OFF if ph is None else ph,
+    ))
+
+
+def chi2_quantiles(df: Any, alpha: float) -> FloatArray:
+    """``chi2.ppf(1 - alpha, df)`` per feature, 0 where ``df`` = 0 (a single non-empty
+    reference bin: then any change at all is drift)."""
+    d = np.asarray(df, dtype=np.float64)
+    q = np.asarray(chi2.ppf(1.0 - alpha, np.maximum(d, 1.0)), dtype=np.float64)
+    return np.where(d > 0, q, 0.0)
 
 
 def psi_threshold(n: Any, m: Any, df: Any, alpha: float) -> Any:
-    """PSI threshold of a window of ``n`` events vs ``m`` reference events, ``df`` = K - 1.
-
-    ``df`` = 0 (a single non-empty reference bin) gives 0: any change at all is drift.
-    """
-    df = np.asarray(df)
-    return (1.0 / n + 1.0 / m) * _chi2_quantile(alpha, tuple(df.ravel().tolist())).reshape(
-        df.shape)
-
-
-@functools.lru_cache(maxsize=64)
-def _chi2_quantile(alpha: float, dfs: tuple[int, ...]) -> FloatArray:
-    # Cached: scipy's ppf costs ~1 us per value and the same (alpha, df) recur forever.
-    df = np.asarray(dfs, dtype=np.float64)
-    q = np.asarray(chi2.ppf(1.0 - alpha, np.maximum(df, 1.0)), dtype=np.float64)
-    q = np.where(df > 0, q, 0.0)
-    q.setflags(write=False)
-    return q
+    """PSI threshold of a window of ``n`` events vs ``m`` reference events, ``df`` = K - 1."""
+    return (1.0 / np.asarray(n) + 1.0 / np.asarray(m)) * chi2_quantiles(df, alpha)
 
 
 def psi_level(psi: float) -> str:
@@ -315,10 +371,11 @@ class WindowStats:
 
 @numba.njit(cache=True, nogil=True)
 def _stats(  # pragma: no cover - compiled
-    win: Any, ref: Any, offset: Any, n_value: Any, kinds: Any, edges: Any, edge_start: Any,
-    pseudo: float, out: Any,
+    win: Any, ref: Any, ref_n: Any, quantiles: Any, offset: Any, n_value: Any, kinds: Any,
+    edges: Any, edge_start: Any, pseudo: float, out: Any,
 ) -> None:
-    # out columns: psi, js, ks, wasserstein, window missing, reference missing, n, m.
+    # out columns: psi, js, ks, wasserstein, missing rate, reference missing rate, n,
+    # threshold.
     for f in range(offset.shape[0] - 1):
         lo = offset[f]
         hi = offset[f + 1]
@@ -352,10 +409,12 @@ def _stats(  # pragma: no cover - compiled
         out[f, 0] = psi
         out[f, 1] = np.sqrt(max(js, 0.0))
         miss = hi - 1
-        out[f, 4] = win[miss]
-        out[f, 5] = ref[miss]
+        safe_n = n if n > 0 else 1.0
+        mref = ref_n[f] if ref_n[f] > 0 else 1.0
+        out[f, 4] = win[miss] / safe_n
+        out[f, 5] = ref[miss] / mref
         out[f, 6] = n
-        out[f, 7] = m
+        out[f, 7] = (1.0 / safe_n + 1.0 / mref) * quantiles[f]
         nw = n - win[miss]
         if kinds[f] != 0 or nw <= 0:
             out[f, 2] = np.nan
@@ -382,7 +441,9 @@ def _stats(  # pragma: no cover - compiled
         out[f, 3] = wd
 
 
-def window_stats(layout: BinLayout, counts: Any, alpha: float) -> WindowStats:
+def window_stats(
+    layout: BinLayout, counts: Any, alpha: float, quantiles: FloatArray | None = None
+) -> WindowStats:
     """All statistics of a window whose flat bin counts are ``counts``.
 
     Per feature, over its block of bins (missing bin included):
@@ -392,22 +453,14 @@ def window_stats(layout: BinLayout, counts: Any, alpha: float) -> WindowStats:
     - ``js``: Jensen-Shannon distance (natural log) of the raw proportions;
     - ``ks`` / ``wasserstein`` (numeric only): max |CDF difference| and the area between
       the CDFs on bin centres, over present values (the missing bin excluded);
-    - ``threshold``: ``psi_threshold(n, m, K - 1, alpha)``.
+    - ``threshold``: ``psi_threshold(n, m, K - 1, alpha)``; pass
+      ``quantiles = chi2_quantiles(layout.df, alpha)`` to skip recomputing them.
     """
     win = np.asarray(counts, dtype=np.float64)
-    out = np.empty((layout.n_features, 8))
-    _stats(win, layout.ref_counts, layout.offset, layout.n_value, layout.kinds,
-           layout.edges, layout.edge_start, PSEUDO_COUNT, out)
-    n = out[:, 6]
-    m = layout.ref_n
-    safe_n = np.where(n > 0, n, 1.0)
-    return WindowStats(
-        psi=out[:, 0],
-        threshold=psi_threshold(safe_n, m, layout.df, alpha),
-        js=out[:, 1],
-        ks=out[:, 2],
-        wasserstein=out[:, 3],
-        missing_rate=out[:, 4] / safe_n,
-        reference_missing_rate=out[:, 5] / np.where(m > 0, m, 1.0),
-        n=n,
-    )
+    q = chi2_quantiles(layout.df, alpha) if quantiles is None else quantiles
+    out = np.empty((8, layout.n_features))  # one row per statistic: contiguous columns
+    _stats(win, layout.ref_counts, layout.ref_n, q, layout.offset, layout.n_value,
+           layout.kinds, layout.edges, layout.edge_start, PSEUDO_COUNT, out.T)
+    psi, js, ks, wasserstein, missing, ref_missing, n, threshold = out
+    return WindowStats(psi=psi, threshold=threshold, js=js, ks=ks, wasserstein=wasserstein,
+                       missing_rate=missing, reference_missing_rate=ref_missing, n=n)

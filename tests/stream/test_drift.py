@@ -90,12 +90,13 @@ def test_binning_matches_the_reference_rule(reference):
     lay = build_layout([(n, reference["features"][n]) for n in NAMES]
                        + [(SCORE_LABEL, reference["score"])])
     counts = np.zeros(lay.total_bins, dtype=np.int64)
-    accumulate(lay, X, counts, features=slice(0, len(NAMES)))
-    accumulate(lay, s.reshape(-1, 1), counts, cols=np.zeros(1, dtype=np.int64),
-               features=slice(len(NAMES), len(NAMES) + 1))
+    accumulate(lay, X, counts, 0, 1000, scores=s)
+    accumulate(lay, np.column_stack([X, s]), counts, 1000, 3000)
     np.testing.assert_array_equal(counts, oracle_counts(reference, X, s))
-    with pytest.raises(ValueError, match="do not fit"):
-        accumulate(lay, X[:, :3], counts, features=slice(0, len(NAMES)))
+    with pytest.raises(ValueError, match="does not fit"):
+        accumulate(lay, X[:, :3], counts, scores=s)
+    with pytest.raises(ValueError, match="does not fit"):
+        accumulate(lay, X, counts, 0, 3000, scores=s[:10])
 
 
 def test_statistics_equal_scipy_on_the_same_bins(reference):
