@@ -23,9 +23,11 @@ from scorers.ir import ModelIR
 from scorers.objectives import transform_code
 from scorers.textmodel import parse_model
 
-__all__ = ["CompiledModel", "Reasons", "compile_lightgbm"]
+__all__ = ["CompiledModel", "Reasons", "compile_lightgbm", "default_cache_dir"]
 
 F64 = npt.NDArray[np.float64]
+# Tables cached on disk are only reused by the exact kernel source that built them.
+_KERNEL_TAG = hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest()[:12]
 
 
 def _read_model(model: Any) -> bytes:
@@ -81,7 +83,8 @@ class CompiledModel:
     ``parallel=True`` spreads large batches over threads (prange); results are identical.
     """
 
-    def __init__(self, text: bytes, *, parallel: bool = False) -> None:
+    def __init__(self, text: bytes, *, parallel: bool = False,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.sha256 = hashlib.sha256(text).hexdigest()
         try:
             decoded = text.decode("utf-8")
@@ -100,15 +103,48 @@ class CompiledModel:
         self._code, self._param = transform_code(ir.objective, ir.num_class)
         self._divide = float(max(ir.num_iterations, 1)) if ir.average_output else 1.0
         self._general: kernels.GeneralTables | None = None
+        self._qs: kernels.QSTables | None = None
         self._expected: F64 | None = None
         self._local = threading.local()
         if kernels.qs_supported(ir):
             self.kernel = "quickscorer"
-            self.qs_tables = kernels.build_qs_tables(ir)
-            self._U, self._F = kernels.pack_qs(self.qs_tables, ir.num_features)
+            self._U, self._F = self._packed_tables(cache_dir)
         else:
             self.kernel = "general"
             self._general_tables()
+
+    @property
+    def qs_tables(self) -> kernels.QSTables:
+        """The QuickScorer tables (built on demand; scoring uses the packed buffers)."""
+        if self._qs is None:
+            self._qs = kernels.build_qs_tables(self.ir)
+        return self._qs
+
+    def _packed_tables(self, cache_dir: str | os.PathLike[str] | None
+                       ) -> tuple[npt.NDArray[np.uint64], F64]:
+        """Packed QuickScorer tables, from the on-disk cache when this model was seen before.
+
+        The key is the model's sha256 plus a hash of the kernel module, so a changed
+        table layout never loads stale tables. A restarted worker skips the table build.
+        """
+        path = None
+        if cache_dir is not None:
+            path = Path(cache_dir) / f"{self.sha256[:32]}-{_KERNEL_TAG}.npz"
+            try:
+                with np.load(path) as cached:
+                    return cached["U"], cached["F"]
+            except (OSError, KeyError, ValueError):
+                pass  # absent or unreadable: rebuild below
+        U, F = kernels.pack_qs(self.qs_tables, self.ir.num_features)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+                np.savez(tmp, U=U, F=F)
+                os.replace(tmp, path)
+            except OSError:
+                pass  # a read-only cache only costs the rebuild next time
+        return U, F
 
     def _general_tables(self) -> kernels.GeneralTables:
         if self._general is None:
@@ -250,6 +286,24 @@ class CompiledModel:
                 f"kernel={self.kernel!r}, sha256={self.sha256[:12]})")
 
 
-def compile_lightgbm(model: Any, *, parallel: bool = False) -> CompiledModel:
-    """Compile a LightGBM model (path, model text or ``Booster``) to a ``CompiledModel``."""
-    return CompiledModel(_read_model(model), parallel=parallel)
+def default_cache_dir() -> Path:
+    """``$STREAMSCORE_HOME/cache/scorer`` (``./.streamscore`` when the variable is unset)."""
+    return Path(os.environ.get("STREAMSCORE_HOME", ".streamscore")) / "cache" / "scorer"
+
+
+def compile_lightgbm(model: Any, *, parallel: bool = False,
+                     cache_dir: str | os.PathLike[str] | bool | None = True) -> CompiledModel:
+    """Compile a LightGBM model (path, model text or ``Booster``) to a ``CompiledModel``.
+
+    ``cache_dir``: where built tables are kept between processes (``True``: the default
+    under ``$STREAMSCORE_HOME``; ``None``/``False``: no disk cache). Numba's own JIT cache
+    lives next to the package (``cache=True``).
+    """
+    where: str | os.PathLike[str] | None
+    if cache_dir is True:
+        where = default_cache_dir()
+    elif cache_dir is False:
+        where = None
+    else:
+        where = cache_dir
+    return CompiledModel(_read_model(model), parallel=parallel, cache_dir=where)

@@ -87,3 +87,15 @@ def get_model(model_cache: dict[str, tuple[lgb.Booster, CompiledModel]]
         return model_cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tables_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Keep compiled-table caches of the test session out of the working tree."""
+    from scorers import compiled
+
+    where = tmp_path_factory.mktemp("scorer-cache")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(compiled, "default_cache_dir", lambda: where)
+    yield where
+    patch.undo()

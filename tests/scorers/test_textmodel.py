@@ -140,3 +140,17 @@ def test_bad_inputs_raise_value_error(tiny_text: str) -> None:
         model.predict(np.array([["a"] * 6]))
     with pytest.raises(ValueError, match="numeric"):
         model.predict(np.zeros((1, 6), dtype=object))
+
+
+def test_table_cache_reuses_and_survives_corruption(tiny_text: str, tmp_path: Path) -> None:
+    X = nasty_rows(64)
+    first = compile_lightgbm(tiny_text, cache_dir=tmp_path)
+    files = list(tmp_path.glob("*.npz"))
+    assert len(files) == 1 and first.sha256[:32] in files[0].name
+    second = compile_lightgbm(tiny_text, cache_dir=tmp_path)
+    np.testing.assert_array_equal(second.predict(X), first.predict(X))
+    files[0].write_bytes(b"garbage")
+    third = compile_lightgbm(tiny_text, cache_dir=tmp_path)
+    np.testing.assert_array_equal(third.predict(X), first.predict(X))
+    np.testing.assert_array_equal(compile_lightgbm(tiny_text, cache_dir=False).predict(X),
+                                  first.predict(X))
