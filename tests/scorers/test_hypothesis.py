@@ -35,13 +35,13 @@ def category() -> st.SearchStrategy[float]:
     )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_random_rows_match_lightgbm(get_model: Any, data: st.DataObject) -> None:
     key, params, kind, rounds = data.draw(st.sampled_from(MODELS))
     booster, model = get_model(key, params, kind, rounds)
     thresholds = sorted({float(t) for tree in model.ir.trees for t in tree.threshold}) or [0.0]
-    n = data.draw(st.integers(1, 40))
+    n = data.draw(st.integers(1, 24))
     rows = []
     for _ in range(n):
         row = [data.draw(category() if j == CAT else value(thresholds))
