@@ -144,8 +144,7 @@ class Worker:
             self.bootstrap, c.kafka.group_id or f"streamscore-{c.name}", [c.topics.input],
             {**settings, **c.kafka.consumer, **(consumer_settings or {})},
             read_committed=self.exactly_once,
-            on_assign=lambda parts: log.info("assigned %s", _parts(parts)),
-            on_revoke=lambda parts: log.info("revoked %s", _parts(parts)),
+            on_assign=self._on_assign, on_revoke=self._on_revoke,
         )
         self.producer = AckedProducer(
             self.bootstrap, {**settings, **c.kafka.producer},
@@ -195,6 +194,14 @@ class Worker:
             self.consumer.pause()
         else:
             self.consumer.resume()
+
+    def _on_assign(self, parts: list[Any]) -> None:
+        log.info("assigned %s", _parts(parts))
+        self.metrics.assigned.labels(self.config.name).set(len(self.consumer.assignment))
+
+    def _on_revoke(self, parts: list[Any]) -> None:
+        log.info("revoked %s", _parts(parts))
+        self.metrics.assigned.labels(self.config.name).set(len(self.consumer.assignment))
 
     def request_stop(self) -> None:
         """Finish the in-flight batch, then shut down cleanly."""
