@@ -42,14 +42,20 @@ class DriftCollector(Collector):
         self._alarms: dict[tuple[str, str], int] = {}
 
     def publish(self, pipeline: str, names: Sequence[str], stats: Any, record: Any) -> None:
-        """Record a closed window (called by the monitor; O(alarms), no gauge updates)."""
+        """Record a closed window (called by the monitor; O(alarms), no gauge updates).
+
+        ``names`` are the metric's feature labels in ``stats`` order, the score last.
+        """
         with self._lock:
             self._latest[pipeline] = (names, stats, record)
             self._windows[pipeline] = self._windows.get(pipeline, 0) + 1
             if record.page_hinkley_alarms:
                 self._ph[pipeline] = self._ph.get(pipeline, 0) + record.page_hinkley_alarms
-            for j in stats.alarm.nonzero()[0].tolist():
-                key = (pipeline, names[j])
+            # record.alarms names the alarming features, then "score", "page_hinkley".
+            for name in record.alarms:
+                if name == "page_hinkley":
+                    continue
+                key = (pipeline, names[-1] if name == "score" else name)
                 self._alarms[key] = self._alarms.get(key, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
