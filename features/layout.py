@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from itertools import compress
+from itertools import compress, repeat
+from operator import is_not
 from typing import Any
 
 import mmh3
@@ -66,6 +67,11 @@ _TAG_BOOL = 0x38  # bool_val = 7, varint
 _TAG_UNIX_TS = 0x40  # unix_timestamp_val = 8, varint (seconds)
 _VARINT_TAGS = np.array([_TAG_INT32, _TAG_INT64, _TAG_BOOL, _TAG_UNIX_TS], dtype=np.uint8)
 _VARINT_TAG_SET = frozenset(int(t) for t in _VARINT_TAGS)
+# tag byte -> 1 fixed64 double, 2 fixed32 float, 3 varint (int32/int64/bool/unix ts), 0 other
+_KIND_OF_TAG = np.zeros(256, dtype=np.int8)
+_KIND_OF_TAG[_TAG_DOUBLE] = 1
+_KIND_OF_TAG[_TAG_FLOAT] = 2
+_KIND_OF_TAG[_VARINT_TAGS] = 3
 _F64 = struct.Struct("<d")
 _F32 = struct.Struct("<f")
 
@@ -234,10 +240,8 @@ def _concat(
     nonempty: list[bytes] = list(compress(values, present))  # type: ignore[arg-type]
     lens = np.fromiter(map(len, nonempty), dtype=np.int64, count=len(nonempty))
     buf = np.frombuffer(b"".join(nonempty) + _PAD, dtype=np.uint8)  # type: ignore[arg-type]
-    starts = np.zeros(len(nonempty), dtype=np.int64)
-    if len(nonempty) > 1:
-        np.cumsum(lens[:-1], out=starts[1:])
-    return present, buf, starts, lens
+    ends = np.cumsum(lens)
+    return present, buf, ends - lens, lens
 
 
 def decode_scalars(values: Sequence[bytes | None]) -> np.ndarray:
@@ -251,18 +255,19 @@ def decode_scalars(values: Sequence[bytes | None]) -> np.ndarray:
     if not len(starts):
         return out
     res = np.full(len(starts), np.nan)
-    tags = buf[starts]
-    m = (tags == _TAG_DOUBLE) & (lens == 9)
-    if m.any():
-        res[m] = np.ascontiguousarray(buf[(starts[m] + 1)[:, None] + _AR8]).view("<f8")[:, 0]
-    m = (tags == _TAG_FLOAT) & (lens == 5)
-    if m.any():
-        res[m] = np.ascontiguousarray(buf[(starts[m] + 1)[:, None] + _AR4]).view("<f4")[:, 0]
-    m = np.isin(tags, _VARINT_TAGS)
-    if m.any():
-        ints, _ = _varints(buf, starts[m] + 1)
+    # one table lookup classifies every value by its tag byte (and length, for fixed ones)
+    kind = _KIND_OF_TAG[buf[starts]]
+    kind[(kind == 1) & (lens != 9)] = 0
+    kind[(kind == 2) & (lens != 5)] = 0
+    for code, width, dtype in ((1, _AR8, "<f8"), (2, _AR4, "<f4")):
+        at = np.flatnonzero(kind == code)
+        if at.size:
+            raw = np.ascontiguousarray(buf[(starts[at] + 1)[:, None] + width])
+            res[at] = raw.view(dtype)[:, 0]
+    at = np.flatnonzero(kind == 3)
+    if at.size:
         # int32 values are sign-extended to 64 bits on the wire, so the int64 view is exact
-        res[m] = ints
+        res[at] = _varints(buf, starts[at] + 1)[0]
     out[present] = res
     return out
 
@@ -315,23 +320,26 @@ def decode_timestamps(values: Sequence[bytes | None]) -> np.ndarray:
     An empty byte string is a present timestamp at the epoch (all fields zero).
     """
     n = len(values)
-    out = np.full(n, np.nan)
-    found = np.fromiter((v is not None for v in values), dtype=bool, count=n)
-    out[found] = 0.0
+    found = np.fromiter(map(is_not, values, repeat(None, n)), dtype=bool, count=n)
+    out = np.where(found, 0.0, np.nan)
     present, buf, starts, lens = _concat(values)
     if not len(starts):
         return out
-    ends = starts + lens
     seconds = np.zeros(len(starts), dtype=np.int64)
-    nanos = np.zeros(len(starts), dtype=np.int64)
-    nanos_at = starts.copy()
+    nanos_at = starts
     has_sec = buf[starts] == 0x08
-    if has_sec.any():
+    if has_sec.all():  # the usual case: every timestamp has its seconds field
+        seconds, length = _varints(buf, starts + 1)
+        nanos_at = starts + 1 + length
+    elif has_sec.any():
         sec, length = _varints(buf, starts[has_sec] + 1)
         seconds[has_sec] = sec
-        nanos_at[has_sec] = starts[has_sec] + 1 + length
-    has_nanos = (nanos_at < ends) & (buf[nanos_at] == 0x10)
-    if has_nanos.any():
-        nanos[has_nanos], _ = _varints(buf, nanos_at[has_nanos] + 1)
-    out[present] = seconds + nanos / 1e9
+        nanos_at = starts.copy()
+        nanos_at[has_sec] += 1 + length
+    result = seconds.astype(np.float64)
+    more = np.flatnonzero(nanos_at < starts + lens)  # only then can a nanos field follow
+    if more.size:
+        more = more[buf[nanos_at[more]] == 0x10]
+        result[more] += _varints(buf, nanos_at[more] + 1)[0] / 1e9
+    out[present] = result
     return out

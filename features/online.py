@@ -51,7 +51,7 @@ _NUMERIC = {"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL", "UNIX_TIMESTAMP"}
 # Below these sizes plain Python beats numpy's fixed cost per operation (measured with
 # benchmarks/bench_features.py): small batches dedupe with a dict and decode value by value.
 _SMALL_ROWS = 32
-_SMALL_VALUES = 256
+_SMALL_VALUES = 512
 _COMMAND_CACHE = 50_000  # cached HMGET commands per view (~15 MB) before starting over
 
 
@@ -90,6 +90,7 @@ class _View:
     kinds: tuple[int, ...]
     features: tuple[str, ...]  # requested features, in first-appearance order
     cols: np.ndarray  # their columns in the output matrix
+    out: Any  # the same as a slice when contiguous (cheaper to assign through)
     strings: list[tuple[int, dict[bytes, float]]]  # (feature index, vocabulary lookup)
     ttl: float  # seconds; 0 = no TTL
     cmd_tail: bytes  # RESP of the HMGET field list (features then the _ts field)
@@ -202,6 +203,11 @@ class OnlineReader:
                     kinds=tuple(kinds),
                     features=tuple(features),
                     cols=np.array(cols, dtype=np.int64),
+                    out=(
+                        slice(cols[0], cols[-1] + 1)
+                        if cols == list(range(cols[0], cols[0] + len(cols)))
+                        else np.array(cols, dtype=np.int64)
+                    ),
                     strings=strings,
                     ttl=ttl,
                     cmd_tail=b"".join(_bulk(f) for f in field_names),
@@ -216,8 +222,9 @@ class OnlineReader:
 
     def _view_keys(
         self, view: _View, entities: Mapping[str, Any], n: int
-    ) -> tuple[bytes, int, np.ndarray]:
-        """RESP bytes of the view's HMGETs for the unique entities, their count, row -> unique."""
+    ) -> tuple[bytes, int, np.ndarray | None]:
+        """RESP bytes of the view's HMGETs for the unique entities, their count, and row ->
+        unique index (None when every row is its own unique entity, in order)."""
         if len(view.join_keys) == 1 and view.kinds[0] == layout.KIND_INT64 and n > _SMALL_ROWS:
             ids = np.asarray(entities[view.join_keys[0]], dtype=np.int64)
             uniq, inverse = np.unique(ids, return_inverse=True)
@@ -234,7 +241,7 @@ class OnlineReader:
         columns = [entities[k] for k in view.join_keys]
         index: dict[Any, int] = {}
         rows = list(zip(*columns, strict=True)) if len(columns) > 1 else columns[0]
-        inverse = np.fromiter((index.setdefault(r, len(index)) for r in rows), np.int64, count=n)
+        mapping = np.fromiter((index.setdefault(r, len(index)) for r in rows), np.int64, count=n)
         # Whole HMGET commands are cached per entity: string ids (merchants, stores) recur
         # batch after batch, and a dict hit is far cheaper than encoding the key again.
         cache = view.commands
@@ -242,7 +249,8 @@ class OnlineReader:
         parts = [get(r) or self._command(view, r) for r in index]
         if len(cache) > _COMMAND_CACHE:
             cache.clear()
-        return b"".join(parts), len(index), inverse
+        # all distinct (rows in first-seen order map to themselves): no fan-out needed
+        return b"".join(parts), len(index), None if len(index) == n else mapping
 
     @staticmethod
     def _command(view: _View, entity: Any) -> bytes:
@@ -344,7 +352,7 @@ class OnlineReader:
     def _decode(
         self,
         replies: list[list[bytes | None]],
-        plans: list[tuple[bytes, int, np.ndarray]],
+        plans: list[tuple[bytes, int, np.ndarray | None]],
         n: int,
         now: float,
     ) -> ReadResult:
@@ -355,27 +363,43 @@ class OnlineReader:
             numbers = np.fromiter(map(layout.decode_scalar, flat), np.float64, count=len(flat))
         else:
             numbers = layout.decode_scalars(flat)
+        # every view's _ts fields decoded in one go (each view's are every width-th value)
+        raw_ts: list[bytes | None] = []
         start = 0
+        for view, (_, count, _) in zip(self._views, plans, strict=True):
+            width = len(view.features) + 1
+            raw_ts += flat[start + width - 1 : start + count * width : width]
+            start += count * width
+        if small:
+            all_ts = np.fromiter(map(layout.decode_timestamp, raw_ts), np.float64, len(raw_ts))
+        else:
+            all_ts = layout.decode_timestamps(raw_ts)
+        start = row = 0
         for j, (view, (_, count, inverse)) in enumerate(zip(self._views, plans, strict=True)):
             width = len(view.features) + 1
             stop = start + count * width
             block = numbers[start:stop].reshape(count, width)
             for i, lookup in view.strings:
                 block[:, i] = [lookup.get(v, np.nan) for v in flat[start + i : stop : width]]  # type: ignore[arg-type]
-            raw_ts = flat[start + width - 1 : stop : width]
-            if small:
-                ts = np.fromiter(map(layout.decode_timestamp, raw_ts), np.float64, count=count)
-            else:
-                ts = layout.decode_timestamps(raw_ts)
+            ts = all_ts[row : row + count]
+            row += count
             age = now - ts
             stale = age > view.ttl if view.ttl > 0 else np.zeros(count, bool)
-            found = ~np.isnan(ts)
             block = block[:, :-1]
-            block[stale] = np.nan
-            result.values[:, view.cols] = block[inverse]
-            result.present[:, j] = (found & ~stale)[inverse]
-            result.stale[:, j] = stale[inverse]
-            result.age[:, j] = age[inverse]
+            if stale.any():
+                block[stale] = np.nan
+            present = ~np.isnan(ts) & ~stale
+            if inverse is not None:  # fan unique rows out to the batch's rows
+                block, present, stale, age = (
+                    block[inverse],
+                    present[inverse],
+                    stale[inverse],
+                    age[inverse],
+                )
+            result.values[:, view.out] = block
+            result.present[:, j] = present
+            result.stale[:, j] = stale
+            result.age[:, j] = age
             start = stop
         return result
 
@@ -414,7 +438,7 @@ class OnlineReader:
                         if raw
                         else None
                     )
-                out[feature] = [decoded[u] for u in inverse]
+                out[feature] = decoded if inverse is None else [decoded[u] for u in inverse]
         return out
 
     def close(self) -> None:
