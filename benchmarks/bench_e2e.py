@@ -73,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of malformed events (dead-letter path)")
     parser.add_argument("--startup-timeout", type=float, default=180.0,
                         help="seconds a stack may take to answer its warm-up events")
+    parser.add_argument("--all-rates", action="store_true",
+                        help="keep stepping past the first rate over budget (the whole curve) "
+                             "until the output falls below half the offered rate")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the worker/naive processes with py-spy during the sweep "
+                             "and report where their time goes")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quick", action="store_true", help="short run (make bench)")
     parser.add_argument("--out", default="benchmarks/out", help="report directory")
@@ -256,4 +262,6 @@ def _run_stacks(
             drain_events=cfg["drain"] if name == "worker" else _naive_drain(cfg["drain"]),
             startup_timeout=args.startup_timeout, progress=progress,
             warmup_events=int(getattr(args, "warmup_events", 200)),
+            profile_dir=Path(args.out) / "profiles" if getattr(args, "profile", False) else None,
+            all_rates=bool(getattr(args, "all_rates", False)),
         )

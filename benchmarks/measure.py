@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,13 +113,25 @@ class Collector(threading.Thread):
         """How many events of ``prefix`` got an output so far."""
         return self._expected[prefix].count
 
-    def wait(self, prefix: str, timeout: float) -> bool:
-        """Wait until every event of ``prefix`` is accounted for; False on timeout."""
+    def wait(
+        self, prefix: str, timeout: float, alive: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Wait until every event of ``prefix`` is accounted for; False on timeout.
+
+        ``alive`` (the stack's liveness check) ends the wait early when it turns False.
+        """
         exp = self._expected[prefix]
         deadline = time.monotonic() + timeout
+        checked = time.monotonic()
         while exp.count < exp.n:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 return False
+            if alive is not None and now - checked > 0.5:
+                checked = now
+                if not alive():
+                    time.sleep(0.5)  # let outputs already sent arrive
+                    return exp.count >= exp.n
             time.sleep(0.02)
         return True
 

@@ -163,6 +163,15 @@ def markdown(result: dict[str, Any]) -> str:
         if d:
             lines.append(f"| {name} | {d['events']} | {_fmt(d['seconds'], 2)} | "
                          f"{_fmt(d['rate'], 0)} |")
+    for name, stack in result["stacks"].items():
+        prof = stack.get("profile")
+        if prof and prof.get("samples"):
+            lines += ["", f"## Profile of {name} (py-spy, {prof['samples']} samples over the "
+                      "sweep; share of samples)", "", "| self | share | inclusive | share |",
+                      "|---|---|---|---|"]
+            for a, b in zip(prof["self"], prof["inclusive"], strict=False):
+                lines.append(f"| `{a['function']}` | {a['share']:.1%} | `{b['function']}` | "
+                             f"{b['share']:.1%} |")
     if result.get("plots"):
         lines += ["", "## Plots", ""]
         lines += [f"![{k}]({v})" for k, v in result["plots"].items()]

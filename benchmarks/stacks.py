@@ -18,8 +18,9 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["SubprocessStack", "naive_stack", "worker_stack"]
+__all__ = ["SubprocessStack", "naive_stack", "summarize_profile", "worker_stack"]
 
 _BUCKET = re.compile(r'^(\w+)_bucket\{[^}]*le="([^"]+)"[^}]*\}\s+(\S+)$', re.M)
 
@@ -47,6 +48,7 @@ class SubprocessStack:
         self.env = {**os.environ, **(env or {})}
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
+        self.profilers: list[tuple[subprocess.Popen[bytes], Path]] = []
 
     def start(self) -> None:
         """Start every copy (logs to ``<log_dir>/<name>-<i>.log``)."""
@@ -92,6 +94,34 @@ class SubprocessStack:
                 p.kill()
                 p.wait(timeout=5)
 
+    def start_profile(self, out_dir: Path, rate_hz: int = 100) -> bool:
+        """Sample every copy with py-spy (collapsed stacks); False if py-spy is absent."""
+        spy = Path(sys.executable).with_name("py-spy")
+        binary = str(spy) if spy.exists() else shutil.which("py-spy")
+        if not binary:
+            return False
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i, proc in enumerate(self.procs):
+            path = out_dir / f"profile-{self.name}-{i}.txt"
+            cmd = [binary, "record", "-p", str(proc.pid), "-r", str(rate_hz), "-f", "raw",
+                   "-o", str(path), "--nonblocking"]
+            self.profilers.append((subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL), path))
+        return True
+
+    def stop_profile(self, top: int = 15) -> dict[str, Any]:
+        """Stop py-spy (it writes on SIGINT) and summarize where the samples fell."""
+        paths = []
+        for spy, path in self.profilers:
+            if spy.poll() is None:
+                spy.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(timeout=20)
+            paths.append(path)
+        self.profilers = []
+        return summarize_profile(paths, top) if paths else {}
+
     def histogram(self, metric: str) -> dict[float, float]:
         """Cumulative bucket counts (le -> count) of a Prometheus histogram, all copies."""
         import urllib.request
@@ -120,6 +150,34 @@ class SubprocessStack:
                 text = log.read_text(errors="replace").splitlines()[-lines:]
                 out.append(f"--- {log.name}\n" + "\n".join(text))
         return "\n".join(out)
+
+
+def summarize_profile(paths: Sequence[Path], top: int = 15) -> dict[str, Any]:
+    """Top functions by self samples and by inclusive samples in collapsed-stack files."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for path in paths:
+        with contextlib.suppress(OSError):
+            for line in path.read_text(errors="replace").splitlines():
+                stack, _, count = line.rpartition(" ")
+                if not stack or not count.isdigit():
+                    continue
+                n = int(count)
+                total += n
+                frames = [f.strip() for f in stack.split(";") if f.strip()]
+                if not frames:
+                    continue
+                own[frames[-1]] = own.get(frames[-1], 0) + n
+                for frame in set(frames):
+                    incl[frame] = incl.get(frame, 0) + n
+
+    def ranked(table: dict[str, int]) -> list[dict[str, Any]]:
+        best = sorted(table.items(), key=lambda kv: -kv[1])[:top]
+        return [{"function": k, "share": round(v / total, 4)} for k, v in best]
+
+    return {"samples": total, "files": [p.name for p in paths], "self": ranked(own),
+            "inclusive": ranked(incl)}
 
 
 def _streamscore_cmd() -> list[str]:

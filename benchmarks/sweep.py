@@ -37,6 +37,7 @@ def run_stack(
     stack: Any, producer: Any, factory: EventFactory, *, bootstrap: str, prefix: str,
     rates: list[float], duration: float, budget_ms: float, drain_events: int,
     startup_timeout: float, progress: Any = None, warmup_events: int = WARMUP_EVENTS,
+    profile_dir: Any = None, all_rates: bool = False,
 ) -> dict[str, Any]:
     """Warm up, drain and sweep one stack; always stops it and its collector."""
     out: dict[str, Any] = {"steps": [], "drain": None, "warmup": None, "error": None}
@@ -52,6 +53,8 @@ def run_stack(
             out["drain"] = _drain(stack, collector, producer, factory, prefix + "d",
                                   drain_events)
         _tick(progress)
+        if profile_dir is not None and hasattr(stack, "start_profile"):
+            stack.start_profile(profile_dir)  # py-spy over the sweep's rate steps
         for k, rate in enumerate(rates):
             step = _step(stack, collector, producer, factory, f"{prefix}s{k}r", rate,
                          duration, budget_ms)
@@ -59,11 +62,15 @@ def run_stack(
             _tick(progress)
             if not stack.alive():
                 raise StackFailed(f"{stack.name} died during the sweep:\n{stack.log_tail()}")
-            if not step["ok"]:
+            # Past the sustainable rate: stop, unless asked for the whole curve (then stop
+            # only once the output collapses, when more load only builds a backlog).
+            if not step["ok"] and (not all_rates or step["throughput"] < 0.5 * rate):
                 break
     except StackFailed as exc:
         out["error"] = str(exc)
     finally:
+        if getattr(stack, "profilers", None):
+            out["profile"] = stack.stop_profile()
         stack.stop()
         collector.stop()
     out["unmatched"] = collector.unmatched
@@ -117,7 +124,9 @@ def _drain(
         resumed = time.time()
         stack.resume()
     # Generous: a drain left unfinished would leak its backlog into the first rate step.
-    complete = collector.wait(prefix, timeout=max(60.0, n / 20.0))
+    complete = collector.wait(prefix, timeout=max(60.0, n / 100.0), alive=stack.alive)
+    if not stack.alive():
+        raise StackFailed(f"{stack.name} died while draining:\n{stack.log_tail()}")
     last = float(np.nanmax(exp.recv)) if exp.count else resumed
     seconds = max(last - resumed, 1e-9)
     return {"events": n, "accounted": exp.count, "complete": complete,
@@ -134,7 +143,7 @@ def _step(
     scrape = getattr(stack, "histogram", None)
     ack_before = scrape(ACK_METRIC) if scrape else {}
     send = send_open_loop(producer, stack.input_topic, batch.keys, batch.payloads, rate)
-    collector.wait(prefix, timeout=max(5.0, 2.0 * duration))
+    collector.wait(prefix, timeout=max(5.0, 2.0 * duration), alive=stack.alive)
     waited_until = time.time()
     ack_after = scrape(ACK_METRIC) if scrape else {}
     sched = send.scheduled
