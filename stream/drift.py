@@ -27,6 +27,7 @@ events (measured on normal and skewed beta(0.5, 5) scores).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from schemas.drift import DecisionMix, DriftRecord, FeatureDrift, encode_drift
 from schemas.errors import ConfigError
+from scorers.refstats import validate_reference
 from stream.config import DriftConfig
 from stream.drift_metrics import collector_for
 from stream.drift_stats import (
@@ -92,9 +94,11 @@ class DriftMonitor:
         jsonl_path: str | Path | None = None,
         outcomes: Sequence[str] = FRAUD_OUTCOMES,
     ) -> None:
-        feats = reference.get("features") if isinstance(reference, Mapping) else None
-        if not isinstance(feats, Mapping) or not isinstance(reference.get("score"), Mapping):
-            raise ConfigError("drift reference must have 'features' and 'score' objects")
+        try:
+            validate_reference(reference)
+        except ValueError as exc:
+            raise ConfigError(f"drift reference of the model is unusable: {exc}") from None
+        feats = reference["features"]
         missing = [name for name in feature_names if name not in feats]
         if missing:
             raise ConfigError(f"drift reference has no statistics for features {missing}")
@@ -161,8 +165,9 @@ class DriftMonitor:
 
         ``X``: float64 rows x features in model order (categorical columns hold integer
         codes, NaN for missing). ``scores``: one score per row (rows x classes is reduced
-        to the top-class probability). ``decisions``: per row an outcome label (str),
-        an outcome index into ``outcomes`` (int), or a price multiplier (float).
+        to the top-class probability). ``decisions``: per row an outcome index into
+        ``outcomes`` (integers: the cheapest), an outcome label (str; unknown labels count
+        as "other"), or a price multiplier (float).
         """
         now = time.time() if now is None else float(now)
         X = np.ascontiguousarray(X, dtype=np.float64)
@@ -242,21 +247,25 @@ class DriftMonitor:
     def _decision_kind(self, decisions: Any, rows: int) -> tuple[str, Any]:
         if decisions is None:
             return "none", None
+        if len(decisions) != rows:
+            raise ValueError(f"{len(decisions)} decisions for {rows} rows")
+        if isinstance(decisions, list | tuple) and rows and isinstance(decisions[0], str):
+            # Labels counted as they are: converting 512 strings to a numpy array costs
+            # more than the whole binning pass (integer codes are cheaper still).
+            return "labels", decisions
         d = np.asarray(decisions)
-        if d.shape[0] != rows:
-            raise ValueError(f"{d.shape[0]} decisions for {rows} rows")
         if d.dtype.kind in "iu":
             return "codes", d
         if d.dtype.kind == "b":
             return "codes", d.astype(np.int8)
         if d.dtype.kind == "f":
             return "multipliers", d.astype(np.float64)
-        return "labels", d.astype(str)
+        return "labels", d.astype(str).tolist()
 
-    def _add_labels(self, labels: Any) -> None:
-        names, n = np.unique(labels, return_counts=True)
-        for label, c in zip(names.tolist(), n.tolist(), strict=True):
-            self._slot_dec[self._cur][self._outcome_index.get(label, len(self.outcomes))] += c
+    def _add_labels(self, labels: Sequence[str]) -> None:
+        slot, index, other = self._slot_dec[self._cur], self._outcome_index, len(self.outcomes)
+        for label, c in Counter(labels).items():
+            slot[index.get(label, other)] += c
 
     def _close_by_time(self, now: float) -> list[DriftRecord]:
         if not self._sub_seconds or self._sub_start is None:

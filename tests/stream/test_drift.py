@@ -227,8 +227,11 @@ def test_time_windows_close_and_expire(reference):
     assert mon.update(draw(rng, 100), rng.random(100), now=4.0) == []
     (r1,) = mon.update(draw(rng, 50), rng.random(50), now=5.0)
     assert (r1.n, r1.closed_by, r1.window_start, r1.window_end) == (200, "time", 0.0, 5.0)
-    (r2,) = mon.tick(now=10.5)  # no batch arrived: the clock alone closes the sub-window
+    (r2,) = mon.update(np.empty((0, len(NAMES))), np.empty(0), now=10.5)  # an empty batch
     assert (r2.n, r2.window_start) == (250, 0.0)
+    assert mon.update(draw(rng, 10), rng.random(10), now=11.0) == []
+    (r2b,) = mon.tick(now=16.0)  # no batch arrived: the clock alone closes the sub-window
+    assert (r2b.n, r2b.window_start, r2b.closed_by) == (60, 5.0, "time")
     # After a long gap the old sub-windows expire: the next window holds only new data.
     assert mon.update(draw(rng, 30), rng.random(30), now=100.0) == []
     assert mon.events_in_window == 30
@@ -246,6 +249,9 @@ def test_decision_mix_codes_labels_and_multipliers(reference):
     assert r.decisions.shares["approve"] == pytest.approx(0.7)
     (r,) = mon.update(draw(rng, 10), rng.random(10), ["review"] * 9 + ["odd"], now=2.0)
     assert r.decisions.counts == {"approve": 0, "review": 9, "decline": 0, "other": 1}
+    labels = np.array(["decline"] * 4 + ["approve"] * 6)
+    (r,) = mon.update(draw(rng, 10), rng.random(10), labels, now=2.5)
+    assert r.decisions.counts == {"approve": 6, "review": 0, "decline": 4}
     mult = np.array([1.0, 1.1, 0.9, 1.05, np.nan, 1.0, 1.0, 1.0, 1.0, 1.0])
     (r,) = mon.update(draw(rng, 10), rng.random(10), mult, now=3.0)
     assert r.decisions.mean_multiplier == pytest.approx(np.nanmean(mult))
@@ -301,6 +307,9 @@ def test_record_round_trip_and_json_schema_file(reference):
 def test_bad_inputs_are_clear_errors(reference):
     from schemas.errors import ConfigError
 
+    with pytest.raises(ConfigError, match=r"unusable: reference\.score"):
+        DriftMonitor({**reference, "score": {"edges": [0.0], "counts": [1]}}, NAMES,
+                     DriftConfig(), "p", registry=None)
     with pytest.raises(ConfigError, match="no statistics for features"):
         DriftMonitor(reference, [*NAMES, "nope"], DriftConfig(), "p", registry=None)
     with pytest.raises(ConfigError, match="false_alarm_rate"):
