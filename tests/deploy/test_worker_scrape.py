@@ -192,8 +192,15 @@ def _check_worker(worker: dict[str, Any], prometheus_bin: str, tmp_path: Path) -
         wait_for(lambda: _value(base, "sum(streamscore_dead_letters_total)") > 0, 60,
                  "no dead letters were scraped")
         _produce(worker, 400, seed=6)
-        alert = wait_for(lambda: firing(base, "StreamscoreDeadLetterRate"), 45,
-                         "StreamscoreDeadLetterRate did not fire on malformed input")
+        deadline = time.monotonic() + 60
+        while not (alert := firing(base, "StreamscoreDeadLetterRate")):
+            if time.monotonic() > deadline:
+                dl = _value(base, "sum(rate(streamscore_dead_letters_total[5m]))")
+                ev = _value(base, "sum(rate(streamscore_events_total[5m]))")
+                raw = _value(base, "sum(streamscore_dead_letters_total)")
+                pytest.fail(f"StreamscoreDeadLetterRate did not fire on malformed input: "
+                            f"dead letters {raw:g} total, {dl:.3f}/s vs events {ev:.3f}/s")
+            time.sleep(0.5)
         assert alert[0]["labels"]["pipeline"] == "fraud"
         assert not firing(base, "StreamscoreWorkerDown")
         # Drift gauges appear once a window has closed (2 s windows here) and been scraped.
