@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from schemas.errors import ConfigError
 from stream.config import PipelineConfig, PricingPolicy
 from stream.kafka_io import AckedProducer, BatchConsumer, next_offsets, publish_and_commit
@@ -44,6 +46,12 @@ def load_model(registry: Any, ref: str, version: Any = None) -> LoadedModel:
 
     mv = version if version is not None else registry.resolve(ref)
     scorer = compile_lightgbm(mv.read_text())
+    # The kernels are loaded from numba's cache on first call (~1-2 s of CPU): do it now,
+    # not on the first batch of live traffic (and not after a hot reload's swap).
+    row = np.zeros((1, len(scorer.feature_names)))
+    scorer.predict(row)
+    if hasattr(scorer, "contributions"):
+        scorer.contributions(row)
     return LoadedModel(mv.name, str(mv.version), mv.sha256, scorer, mv.reference)
 
 
@@ -260,7 +268,9 @@ class Worker:
                     self.producer.poll()
                     if self.drift is not None:
                         self._publish_drift(self.drift.tick())
-                    if idle_exit_s is not None and now_m - last_input > idle_exit_s:
+                    if not self.consumer.assignment:
+                        last_input = now_m  # idle means "assigned and nothing to read"
+                    elif idle_exit_s is not None and now_m - last_input > idle_exit_s:
                         break
                     continue
                 last_input = now_m
