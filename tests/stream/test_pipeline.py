@@ -219,3 +219,24 @@ def test_explanations_are_capped_per_batch_and_flagged(fraud_booster):
     assert len(adverse) >= 2
     assert sum(bool(r["reasons"]) for r in adverse) == 1
     assert sum(r["reasons_skipped"] for r in adverse) == len(adverse) - 1
+
+
+def test_challenger_is_scored_in_shadow_and_never_acted_on(fraud_booster):
+    rng = np.random.default_rng(5)
+    X = rng.random((400, len(FRAUD_FEATURES))) * 1000
+    other = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 4},
+                      lgb.Dataset(X, (X[:, 0] < 300).astype(float),
+                                  feature_name=FRAUD_FEATURES), 10)
+    challenger = LoadedModel("fraud", "9", "ef" * 32, compile_lightgbm(other))
+    plain = fraud_core(fraud_booster)
+    shadow = fraud_core(fraud_booster, challenger=challenger)
+    payloads = [json.dumps(fraud_event(i)).encode() for i in range(50)]
+    a = [json.loads(v) for _, v in plain.process(payloads, now=NOW).decisions]
+    res = shadow.process(payloads, now=NOW)
+    b = [json.loads(v) for _, v in res.decisions]
+    assert [r["outcome"] for r in a] == [r["outcome"] for r in b]
+    assert [r["score"] for r in a] == [r["score"] for r in b]
+    np.testing.assert_allclose([r["challenger_score"] for r in b],
+                               other.predict(res.features), rtol=1e-9)
+    assert {r["challenger_version"] for r in b} == {"fraud@9"}
+    assert all(r["challenger_score"] is None for r in a)
