@@ -492,7 +492,8 @@ class BatchCore:
             score=round(res.stage_s["score"] * 1e3, 3),
             policy=round(res.stage_s["policy"] * 1e3, 3),
         )
-        age_rows = ages.tolist() if ages.shape[1] else [[]] * n
+        # msgspec writes NaN as null, so ages and scores need no per-event NaN check.
+        age_rows = np.round(ages, 3).tolist() if ages.shape[1] else [[]] * n
         views = self.views
         key_field = self.spec.key
         encode = self._encode
@@ -515,12 +516,12 @@ class BatchCore:
             record = Decision(
                 event_id=ev.event_id, pipeline=self.config.name, key=key,
                 outcome=outcome,  # type: ignore[arg-type]
-                score=_finite(s), model_name=model.name, model_version=model.version,
+                score=s, model_name=model.name, model_version=model.version,
                 model_sha256=model.sha256, price=prices[j], rule=rule_names[j] or None,
                 reasons=reasons, reasons_skipped=j in skipped_set,
                 missing_features=n_missing[j], degraded=m > 0,
                 degraded_reasons=_REASONS_OF[m],
-                feature_age_s={v: _finite(a) for v, a in zip(views, age_rows[j], strict=False)},
+                feature_age_s=dict(zip(views, age_rows[j], strict=False)),
                 latency_ms=lat, e2e_ms=round(e2e[j], 3), event_time=ev.event_time,
                 decided_at=wall, worker_id=self.worker_id, source_topic=src[0],
                 source_partition=src[1], source_offset=src[2], challenger_version=ch_label,
