@@ -32,12 +32,12 @@ MODELS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``streamscore bench scorer`` (no heavy imports here)."""
     parser.add_argument("--quick", action="store_true",
-                        help="shorter timing windows and fewer batch sizes (~1 min)")
+                        help="short timing windows (0.2 s per point)")
     parser.add_argument("--out", default="benchmarks/out", help="report directory")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=sorted(MODELS),
                         help="which benchmark models to run")
     parser.add_argument("--seconds", type=float, default=None,
-                        help="timing window per measurement (default 1.0, --quick 0.25)")
+                        help="CPU seconds per measurement (default 1.0, --quick 0.2)")
     parser.add_argument("--retrain", action="store_true", help="ignore cached models")
 
 

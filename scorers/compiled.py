@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scorers import kernels
+from scorers import kernels, walker
 from scorers.exceptions import ModelFormatError
 from scorers.ir import ModelIR
 from scorers.objectives import transform_code
@@ -102,7 +102,7 @@ class CompiledModel:
         self._k = ir.num_tree_per_iteration
         self._code, self._param = transform_code(ir.objective, ir.num_class)
         self._divide = float(max(ir.num_iterations, 1)) if ir.average_output else 1.0
-        self._general: kernels.GeneralTables | None = None
+        self._general: walker.GeneralTables | None = None
         self._qs: kernels.QSTables | None = None
         self._expected: F64 | None = None
         self._local = threading.local()
@@ -146,9 +146,9 @@ class CompiledModel:
                 pass  # a read-only cache only costs the rebuild next time
         return U, F
 
-    def _general_tables(self) -> kernels.GeneralTables:
+    def _general_tables(self) -> walker.GeneralTables:
         if self._general is None:
-            g = kernels.build_general_tables(self.ir)
+            g = walker.build_general_tables(self.ir)
             self._general = g
             self._g_args = (g.node_off, g.feat, g.thr, g.dtype, g.left, g.right, g.cat_off,
                             g.cat_nw, g.catbits, g.leaf_off, g.leafvals, g.tree_class,
@@ -221,7 +221,7 @@ class CompiledModel:
                 kernels.qs_predict_packed(x, out, self._U, self._F, raw_score, self._divide,
                                           self._code, self._param, v, xb)
         else:
-            kernels.general_predict(x, out, *self._g_args, raw_score, self._divide,
+            walker.general_predict(x, out, *self._g_args, raw_score, self._divide,
                                     self._code, self._param)
         return out[:, 0] if self._k == 1 else out
 
@@ -230,7 +230,7 @@ class CompiledModel:
         x = self._matrix(X)
         self._general_tables()
         out = np.zeros((x.shape[0], self._k))
-        kernels.general_predict(x, out, *self._g_args, raw_score, self._divide, self._code,
+        walker.general_predict(x, out, *self._g_args, raw_score, self._divide, self._code,
                                 self._param)
         return out[:, 0] if self._k == 1 else out
 

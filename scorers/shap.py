@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from scorers.ir import ModelIR
-from scorers.kernels import GeneralTables, go_left_or_right
+from scorers.walker import GeneralTables, go_left_or_right
 
 __all__ = ["expected_values", "shap_contributions"]
 
