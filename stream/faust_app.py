@@ -1,0 +1,199 @@
+"""A Faust app running streamscore's stages, for teams already on faust-streaming.
+
+The agent consumes the pipeline's input topic in micro-batches (``take_events``), runs
+the same Kafka-free core as the confluent-kafka worker (decode/validate -> enrich ->
+score -> decide, built by ``stream.assembly``) and publishes the same decision,
+dead-letter and drift records to the same topics.
+
+Delivery: the agent awaits the broker's ack of every record a batch produced before it
+takes the next batch, so the batch's events are acknowledged to Faust only after their
+outputs are durable; Faust flushes its producer before every offset commit as well.
+So a crash replays, never loses (at-least-once, like the main worker).
+
+Run it with ``streamscore faust --pipeline pipelines/fraud.yaml`` (or build the app with
+``create_app`` and hand it to ``faust.Worker``). Faust's own web server binds
+0.0.0.0:6066 even when disabled, so it is pinned to loopback on a free port here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from schemas.errors import ConfigError
+from stream.assembly import Stages, build_stages, load_model, make_drift
+from stream.config import PipelineConfig
+from stream.embedded import free_port
+from stream.pipeline import DlqGuard
+
+__all__ = ["create_app", "faust_credentials"]
+
+log = logging.getLogger(__name__)
+
+
+def faust_credentials(settings: dict[str, Any]) -> Any:
+    """Translate librdkafka security settings of the pipeline file into Faust credentials.
+
+    Faust talks to Kafka through aiokafka, not librdkafka: only the security settings
+    have an equivalent (PLAIN/SCRAM over SASL_PLAINTEXT or SASL_SSL, and SSL).
+    """
+    import ssl
+
+    import faust
+
+    protocol = str(settings.get("security.protocol", "PLAINTEXT")).upper()
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.get("ssl.ca.location") or None)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    mechanism = str(settings.get("sasl.mechanisms", settings.get("sasl.mechanism", "PLAIN")))
+    username, password = settings.get("sasl.username"), settings.get("sasl.password")
+    if not username or not password:
+        raise ConfigError(f"security.protocol {protocol} needs sasl.username and sasl.password")
+    if mechanism.upper() not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        raise ConfigError(f"sasl.mechanisms {mechanism} is not supported by the Faust app")
+    return faust.SASLCredentials(username=str(username), password=str(password),
+                                 ssl_context=context, mechanism=mechanism.upper())
+
+
+def create_app(
+    config: PipelineConfig,
+    *,
+    bootstrap: str | None = None,
+    redis_url: str | None = None,
+    registry_root: str | None = None,
+    metrics_port: int | None = None,
+    stages: Stages | None = None,
+) -> Any:
+    """A ``faust.App`` whose agent scores ``config``'s input topic with streamscore's stages."""
+    import faust
+
+    from stream.dev import resolve_bootstrap
+    from stream.metrics import HealthServer, WorkerMetrics
+
+    c = config
+    bootstrap = bootstrap or resolve_bootstrap(c.kafka.bootstrap_servers)
+    st = stages or build_stages(c, redis_url=redis_url, registry_root=registry_root)
+    settings = {**c.kafka.settings, **c.kafka.consumer}
+    session_ms = int(settings.get("session.timeout.ms", 10_000))
+    app = faust.App(
+        c.kafka.group_id or f"streamscore-{c.name}",
+        broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
+        broker_credentials=faust_credentials(c.kafka.settings),
+        broker_session_timeout=session_ms / 1000.0,  # Tansu: <= 10 s or joins take ages
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=False,
+        web_bind="127.0.0.1",
+        web_port=free_port(),
+        topic_partitions=c.topics.partitions,
+    )
+    def raw_topic(name: str) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw")
+
+    source = raw_topic(c.topics.input)
+    outputs = {name: raw_topic(name) for name in
+               (c.topics.decisions, c.topics.dead_letter, c.topics.drift)}
+
+    metrics = WorkerMetrics(c.name)
+    metrics.set_model(st.model.name, st.model.version, st.model.sha256,
+                      st.challenger.label if st.challenger else "")
+    port = c.metrics.port if metrics_port is None else metrics_port
+    http = HealthServer(metrics, c.metrics.host, port).start() if port >= 0 else None
+    guard = DlqGuard(c.dead_letter.max_bad_ratio, c.dead_letter.window_events)
+    state: dict[str, Any] = {"drift": make_drift(c, st.model, metrics.registry)}
+    drift_key = c.name.encode()
+
+    async def publish(batches: Sequence[tuple[str, Sequence[tuple[bytes | None, bytes]]]]) -> None:
+        # force=True: send now rather than when Faust acks the current event; then wait
+        # for every ack before the batch's events count as processed.
+        futures = []
+        for topic, records in batches:
+            channel = outputs[topic]
+            for key, value in records:
+                futures.append(await channel.send(key=key, value=value, force=True))
+        if futures:
+            await asyncio.gather(*futures)
+
+    @app.agent(source, name=f"streamscore-{c.name}-score")
+    async def score(stream: Any) -> None:
+        from schemas.drift import encode_drift
+
+        async for events in stream.take_events(c.batch.max_messages,
+                                               within=c.batch.timeout_ms / 1000.0):
+            t0 = time.perf_counter()
+            metrics.beat()
+            msgs = [e.message for e in events]
+            res = st.core.process(
+                [m.value for m in msgs],
+                keys=[m.key for m in msgs],
+                sources=[(m.topic, m.partition, m.offset) for m in msgs],
+                timestamps=[float(m.timestamp or 0.0) for m in msgs],
+            )
+            drift_out: list[tuple[bytes | None, bytes]] = []
+            if res.decisions:
+                if st.velocity is not None:
+                    cols = res.columns
+                    st.velocity.update(cols["card_id__int"], cols["amount"], cols["event_time"])
+                drift = state["drift"]
+                if drift is not None and res.features is not None:
+                    drift_out = [(drift_key, encode_drift(r)) for r in
+                                 drift.update(res.features, res.scores, res.drift_decisions)]
+            await publish([(c.topics.decisions, res.decisions),
+                           (c.topics.dead_letter, res.dead_letters),
+                           (c.topics.drift, drift_out)])
+            metrics.observe_batch(res, time.perf_counter() - t0)
+            guard.add(res.n_in, len(res.dead_letters))  # a flood stops the agent: an incident
+
+    @app.timer(interval=max(0.5, c.model.reload_check_s))
+    async def reload_model() -> None:
+        new = st.watcher.poll()
+        if new is None:
+            return
+        try:
+            model = load_model(st.registry, c.model.ref, new)
+            st.core.set_model(model, st.core.challenger)
+        except Exception:  # a bad new version must not stop a healthy app
+            log.exception("hot reload of %s failed; keeping %s", c.model.ref,
+                          st.core.model.label)
+            return
+        state["drift"] = make_drift(c, model, None)
+        metrics.set_model(model.name, model.version, model.sha256,
+                          st.core.challenger.label if st.core.challenger else "")
+        log.info("hot reload: now scoring with %s", model.label)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(app: Any, assigned: Any, **_: Any) -> None:
+        metrics.subscribed = True
+        metrics.assigned.labels(c.name).set(len(assigned))
+
+    @app.service
+    class _Closer(faust.Service):  # type: ignore[misc]
+        """Flushes the last drift window and closes the online store on shutdown."""
+
+        async def on_stop(self) -> None:
+            drift = state["drift"]
+            if drift is not None:
+                from schemas.drift import encode_drift
+
+                out = [(drift_key, encode_drift(r)) for r in drift.flush()]
+                try:
+                    await publish([(c.topics.drift, out)])
+                except Exception:
+                    log.exception("publishing the last drift window failed")
+            st.close()
+            if http is not None:
+                http.stop()
+
+    setattr(app, "streamscore_stages", st)  # noqa: B010 - for tests and introspection
+    return app
