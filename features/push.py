@@ -136,7 +136,8 @@ def parse_window(feature: str) -> tuple[str, int] | None:
 
 @dataclass
 class UpdateResult:
-    """Outcome of one ``update``: rows applied and ``status`` (``ok``/``unavailable``/...)."""
+    """Outcome of one ``update``: rows applied and ``status`` (``ok``, ``timeout``,
+    ``unavailable``, ``circuit_open`` or ``error``)."""
 
     rows: int
     cards: int
@@ -231,6 +232,13 @@ class VelocityUpdater:
             return UpdateResult(0, 0)
         if not self.breaker.allow():
             return UpdateResult(0, 0, "circuit_open", "Redis circuit breaker is open")
+        # a missing or non-finite amount still counts as an event but adds nothing to sums
+        amount = np.where(np.isfinite(amount), amount, 0.0)
+        keep = np.isfinite(times)  # an event without a usable time cannot be bucketed
+        if not keep.all():
+            cards, amount, times = cards[keep], amount[keep], times[keep]
+            if len(cards) == 0:
+                return UpdateResult(0, 0)
         buckets = np.floor(times / self.bucket_s).astype(np.int64)
         # aggregate per (card, bucket) in numpy so the script sees each pair once
         pairs, inverse = np.unique(np.stack([cards, buckets], axis=1), axis=0, return_inverse=True)
@@ -257,7 +265,7 @@ class VelocityUpdater:
                     keys += [fkey, b"ssvel:" + fkey]
                     sec = math.floor(latest[c])
                     a, b = bounds[c], bounds[c + 1]
-                    argv += [sec, round((latest[c] - sec) * 1e6) * 1000, b - a]
+                    argv += [sec, min(round((latest[c] - sec) * 1e6), 999_999) * 1000, b - a]
                     for p in range(a, b):
                         argv += [int(pairs[p, 1]), int(counts[p]), repr(float(sums[p]))]
                 self._script(keys=keys, args=argv, client=pipe)
@@ -265,7 +273,11 @@ class VelocityUpdater:
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self.breaker.record_failure()
             log.warning("velocity update of %d events lost: %s", len(cards), exc)
-            return UpdateResult(0, 0, "unavailable", str(exc))
+            status = "timeout" if isinstance(exc, redis.TimeoutError) else "unavailable"
+            return UpdateResult(0, 0, status, str(exc))
+        except redis.RedisError as exc:  # e.g. a key of the wrong type: Redis is up
+            log.warning("velocity update of %d events failed: %s", len(cards), exc)
+            return UpdateResult(0, 0, "error", str(exc))
         self.breaker.record_success()
         return UpdateResult(len(cards), len(uniq))
 

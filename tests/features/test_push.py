@@ -119,6 +119,14 @@ def test_window_names_and_bad_views(feast_repo: Any) -> None:
         VelocityUpdater(feast_repo.path, view="nope")
     updater = VelocityUpdater(feast_repo.path)
     assert updater.update([], [], []).rows == 0
+    # a NaN amount counts as an event adding 0; an event without a time is skipped
+    now = time.time()
+    done = updater.update([42, 42, 42], [float("nan"), 2.5, 1.0], [now, now, float("nan")])
+    assert done.status == "ok" and done.rows == 2
+    got = feast_repo.store.get_online_features(
+        features=REFS, entity_rows=[{"card_id": 42}]
+    ).to_dict()
+    assert got["velocity_count_10m"] == [2] and got["velocity_sum_10m"] == [2.5]
     with pytest.raises(ValueError):
         updater.update([1, 2], [1.0], [0.0])
     updater.close()
