@@ -55,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason-codes", type=int, default=None,
                         help="reason codes per decision in the worker (default: the pipeline "
                              "file's; 0 = none, the same work as the naive stack)")
+    parser.add_argument("--features-timeout-ms", type=float, default=None,
+                        help="the worker's online-store timeout (default: the pipeline file's; "
+                             "on a saturated machine a short one trips the breaker and the "
+                             "worker decides without features, see 'degraded')")
     parser.add_argument("--partitions", type=int, default=4, help="input topic partitions")
     parser.add_argument("--size", choices=("tiny", "quick", "full"), default=None,
                         help="generated data size (default full; --quick quick)")
@@ -247,7 +251,8 @@ def _run_stacks(
                 pfile = write_pipeline_file(
                     ws, ws.root / f"pipeline-{tag}.yaml", bootstrap=bootstrap, topics=topics,
                     group=group, metrics_port=free_port(), budget_ms=budget,
-                    partitions=args.partitions, reason_codes=args.reason_codes)
+                    partitions=args.partitions, reason_codes=args.reason_codes,
+                    features_timeout_ms=args.features_timeout_ms)
                 stack = worker_stack(pfile, topics, log_dir, copies=args.workers,
                                      env={"STREAMSCORE_HOME": str(os.environ.get(
                                          "STREAMSCORE_HOME", home_dir()))})

@@ -44,6 +44,7 @@ class _DecisionView(msgspec.Struct):
     event_id: str
     decided_at: float = 0.0
     latency_ms: dict[str, float] = {}
+    degraded_reasons: list[str] = []
 
 
 @dataclass
@@ -58,6 +59,9 @@ class Expected:
     kind: npt.NDArray[np.int8] = field(init=False)  # 0 none, 1 decision, 2 dead letter
     duplicates: int = 0
     count: int = 0
+    # degraded reason -> decisions carrying it (a fast but degraded stack is no win)
+    degraded: dict[str, int] = field(default_factory=dict)
+    degraded_any: int = 0
 
     def __post_init__(self) -> None:
         self.recv = np.full(self.n, np.nan)
@@ -161,6 +165,7 @@ class Collector(threading.Thread):
         value = msg.value() or b""
         stages: list[float] | None = None
         decided = float("nan")
+        reasons: list[str] = []
         if msg.topic() in self.dead:
             kind = 2
             eid = _dead_letter_id(value)
@@ -179,6 +184,7 @@ class Collector(threading.Thread):
             decided = view.decided_at or float("nan")
             lat = view.latency_ms
             stages = [float(lat.get(s, np.nan)) for s in STAGES]
+            reasons = view.degraded_reasons
         if eid is None:
             self.unmatched += 1
             return
@@ -197,6 +203,10 @@ class Collector(threading.Thread):
         exp.decided_at[idx] = decided
         if stages is not None:
             exp.stages[idx] = stages
+        if reasons:
+            exp.degraded_any += 1
+            for r in reasons:
+                exp.degraded[r] = exp.degraded.get(r, 0) + 1
         exp.count += 1
 
 

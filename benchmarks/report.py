@@ -127,8 +127,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {key.replace('_', ' ')} | {_fmt(value, 2)} |")
     lines += ["", "## Latency by offered rate (ms, from scheduled send to output received)", "",
               "| stack | rate/s | sent rate | out rate | p50 | p99 | p99.9 | max | "
-              "fetch->produce p99 | batch ack p99 <= | decisions | dead letters | missing | ok |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "fetch->produce p99 | batch ack p99 <= | decisions | degraded | dead letters | "
+              "missing | ok |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, stack in result["stacks"].items():
         for st in stack["steps"]:
             e, a = st["e2e"], st["accounting"]
@@ -139,9 +140,17 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{_fmt(st['throughput'], 0)} | {_fmt(e.get('p50'), 2)} | {_fmt(e.get('p99'), 2)}"
                 f" | {_fmt(e.get('p999'), 2)} | {_fmt(e.get('max'), 2)} | {_fmt(own, 2)} | "
                 f"{_fmt(ack, 1)} | "
-                f"{a['decisions']} | {a['dead_letters']} | {a['missing']} | "
+                f"{a['decisions']} | {_fmt(st.get('degraded', {}).get('decisions'))} | "
+                f"{a['dead_letters']} | {a['missing']} | "
                 f"{'yes' if st['ok'] else 'no'} |"
             )
+    degraded = [(n, s["rate"], s["degraded"]["reasons"]) for n, st in result["stacks"].items()
+                for s in st["steps"] if s.get("degraded", {}).get("reasons")]
+    if degraded:
+        lines += ["", "Degraded decisions by reason (decided with missing/stale features or "
+                  "by fallback rules; the naive stack does not report this):", ""]
+        lines += [f"- {n} @ {r:g}/s: " + ", ".join(f"{k} {v}" for k, v in sorted(d.items()))
+                  for n, r, d in degraded]
     lines += ["", "## Where the time goes (mean ms per event at the breakdown rate)", "",
               "| stack | " + " | ".join(_SEGMENTS) + " |",
               "|---|" + "---|" * len(_SEGMENTS)]

@@ -173,6 +173,7 @@ def _step(
         step["worker_own"] = latency_stats(np.maximum(own, 0.0) * 1e3) if own.size else {}
         if ack_after:
             step["worker_ack"] = bucket_percentiles(ack_before, ack_after)
+        step["degraded"] = {"decisions": exp.degraded_any, "reasons": dict(exp.degraded)}
     step["breakdown"] = _breakdown(exp, sched, is_decision if not raw else got, raw)
     xs, qs = percentile_table(lat_ms[measured])
     step["cdf"] = {"latency_ms": np.round(xs, 4).tolist(), "fraction": np.round(qs, 6).tolist()}
@@ -273,6 +274,10 @@ def summarize(result: dict[str, Any], budget_ms: float) -> None:
         own = chosen.get("worker_own", {}).get("p99")
         if own is not None:
             summary[f"{name}_fetch_to_produce_p99_ms_at_{chosen['rate']:g}"] = own
+        deg = chosen.get("degraded", {}).get("decisions")
+        if deg is not None and chosen["accounting"]["decisions"]:
+            summary[f"{name}_degraded_share_at_{chosen['rate']:g}"] = round(
+                deg / chosen["accounting"]["decisions"], 3)
         ack = chosen.get("worker_ack", {}).get("p99")
         if ack is not None:
             summary[f"{name}_batch_ack_p99_ms_at_{chosen['rate']:g}_le"] = ack

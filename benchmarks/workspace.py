@@ -164,6 +164,7 @@ def write_pipeline_file(
     ws: Workspace, path: str | Path, *, bootstrap: str, topics: dict[str, str], group: str,
     metrics_port: int, budget_ms: float | None = None, partitions: int = 4,
     kafka_settings: dict[str, Any] | None = None, reason_codes: int | None = None,
+    features_timeout_ms: float | None = None,
 ) -> Path:
     """A pipeline YAML for the worker: the shipped one pointed at this run's setup."""
     import yaml
@@ -182,6 +183,8 @@ def write_pipeline_file(
         base["budget_ms"] = budget_ms
     if reason_codes is not None:
         base["model"]["reason_codes"] = reason_codes
+    if features_timeout_ms is not None:
+        base["features"]["timeout_ms"] = features_timeout_ms
     out = Path(path)
     out.write_text(yaml.safe_dump(base, sort_keys=False))
     return out

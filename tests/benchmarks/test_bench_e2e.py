@@ -108,7 +108,7 @@ def test_tiny_sweep_accounts_for_every_event_and_writes_reports(
     args = parser.parse_args([
         "--stacks", "hop,worker,naive", "--rates", "40", "--duration", "1",
         "--drain-events", "200", "--workspace", str(workspace.root), "--size", "tiny",
-        "--unknown-share", "0.05", "--malformed-share", "0.2", "--budget-ms", "60000",
+        "--unknown-share", "0.3", "--malformed-share", "0.2", "--budget-ms", "60000",
         "--out", str(tmp_path / "out"), "--startup-timeout", "60",
     ])
     args.warmup_events = 20
@@ -135,6 +135,9 @@ def test_tiny_sweep_accounts_for_every_event_and_writes_reports(
     assert result["stacks"]["worker"]["breakdown"]["mean_ms"]["features"] > 0
     # ... and reads the worker's own batch latency histogram from its /metrics
     assert result["stacks"]["worker"]["steps"][0]["worker_ack"]["batches"] > 0
+    # unknown cards come back flagged: degraded decisions are counted, never hidden
+    degraded = result["stacks"]["worker"]["steps"][0]["degraded"]
+    assert degraded["decisions"] >= 1 and degraded["reasons"]
     assert result["summary"]["every_event_accounted"] is True
 
     files = write_reports(result, tmp_path / "out")
