@@ -270,7 +270,15 @@ class OnlineReader:
         timeout = self.timeout_ms / 1000.0
         deadline = time.monotonic() + timeout
         with self._lock:
-            return self._exchange(payload, count, timeout, deadline)
+            fresh = self._conn._sock is None
+            try:
+                return self._exchange(payload, count, timeout, deadline)
+            except redis.ConnectionError:
+                # A pooled connection can be stale (Redis restarted, idle timeout): retry
+                # once on a new one if that is what failed and the deadline allows it.
+                if fresh or time.monotonic() >= deadline:
+                    raise
+                return self._exchange(payload, count, timeout, deadline)
 
     def _exchange(self, payload: bytes, count: int, timeout: float, deadline: float) -> list[Any]:
         conn = self._conn

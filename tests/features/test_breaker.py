@@ -204,5 +204,13 @@ def test_redis_hang_death_and_recovery(feast_repo: Any, throwaway: ThrowawayRedi
     res = reader.read(entities)
     assert res.ok and breaker.state == "closed" and res.values[0].tolist() == [0.1, 1.0]
     assert updater.update([1], [3.0], [time.time()]).status == "ok"
+
+    # a restart between two batches: the reader's open connection is stale, and the
+    # read retries once on a fresh one instead of failing the batch
+    throwaway.stop()
+    throwaway.start()
+    _fill(feast_repo, throwaway.url)
+    res = reader.read(entities)
+    assert res.ok and res.values[2].tolist() == [0.3, 3.0] and breaker.state == "closed"
     reader.close()
     updater.close()
