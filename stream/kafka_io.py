@@ -82,8 +82,11 @@ class BatchConsumer:
             raise InfrastructureError(f"cannot create Kafka consumer: {exc}") from None
         self.assignment: set[tuple[str, int]] = set()
         self.paused = False
+        # Next offsets whose outputs are acknowledged, per partition: committed
+        # asynchronously after every batch, synchronously on revoke and on close.
+        self._acked: dict[tuple[str, int], int] = {}
         self.consumer.subscribe(list(topics), on_assign=self._assigned, on_revoke=self._revoked,
-                                on_lost=self._revoked)
+                                on_lost=self._lost)
 
     def _assigned(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         self.assignment |= {(p.topic, p.partition) for p in parts}
@@ -93,10 +96,21 @@ class BatchConsumer:
             self._on_assign(parts)
 
     def _revoked(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        # The worker finishes and commits every batch before it calls consume() again,
-        # and rebalance callbacks only run inside consume(): nothing of a revoked
-        # partition is in flight or uncommitted here.
-        self.assignment -= {(p.topic, p.partition) for p in parts}
+        # The worker finishes every batch (outputs acknowledged) before it calls consume()
+        # again, and rebalance callbacks only run inside consume(): nothing of a revoked
+        # partition is in flight. Its last asynchronous commit may be; make it synchronous.
+        gone = {(p.topic, p.partition) for p in parts}
+        self._commit_acked(gone)
+        self.assignment -= gone
+        if self._on_revoke:
+            self._on_revoke(parts)
+
+    def _lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        # Lost, not revoked: we are no longer a member, so a commit would be refused.
+        gone = {(p.topic, p.partition) for p in parts}
+        for key in gone:
+            self._acked.pop(key, None)
+        self.assignment -= gone
         if self._on_revoke:
             self._on_revoke(parts)
 
@@ -116,10 +130,30 @@ class BatchConsumer:
                 log.warning("consumer: %s", err.str())
         return out
 
-    def commit(self, offsets: list[TopicPartition]) -> None:
-        """Synchronous commit of the given next-offsets."""
-        if offsets:
+    def commit(self, offsets: list[TopicPartition], *, asynchronous: bool = True) -> None:
+        """Commit next-offsets whose outputs are all acknowledged.
+
+        Asynchronous by default: the commit request is queued behind the acks it depends
+        on, and a crash before it lands only re-delivers (duplicates, never loss); the
+        synchronous round trip per batch would cap the batch rate at the broker's latency.
+        """
+        if not offsets:
+            return
+        for tp in offsets:
+            self._acked[(tp.topic, tp.partition)] = tp.offset
+        if asynchronous:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        else:
             self.consumer.commit(offsets=offsets, asynchronous=False)
+
+    def _commit_acked(self, partitions: set[tuple[str, int]] | None = None) -> None:
+        todo = [TopicPartition(t, p, o) for (t, p), o in self._acked.items()
+                if partitions is None or (t, p) in partitions]
+        if todo:
+            try:
+                self.consumer.commit(offsets=todo, asynchronous=False)
+            except KafkaException as exc:  # e.g. no longer a member: the next owner re-reads
+                log.warning("final commit failed (events will be re-delivered): %s", exc)
 
     def pause(self) -> None:
         if not self.paused:
@@ -155,6 +189,8 @@ class BatchConsumer:
         return out
 
     def close(self) -> None:
+        """Commit what is acknowledged (synchronously), then leave the group."""
+        self._commit_acked()
         self.consumer.close()
 
 
@@ -274,7 +310,9 @@ def publish_and_commit(
       1. produce every output of the batch: decisions, dead letters, drift records;
       2. wait until the broker has acknowledged every one of them (delivery callbacks;
          any failure raises ``DeliveryFailed`` and nothing is committed);
-      3. commit the batch's input offsets (synchronously).
+      3. commit the batch's input offsets (queued asynchronously behind step 2; made
+         synchronous on revoke and close, so a clean stop or rebalance re-delivers
+         nothing and a crash re-delivers at most the last batches).
     Exactly-once order: begin transaction -> produce outputs -> send the input offsets
     to the transaction -> commit the transaction (outputs and offsets become visible to
     read_committed consumers atomically); on failure the transaction is aborted.
