@@ -135,7 +135,8 @@ class CompiledModel:
                     return cached["U"], cached["F"]
             except (OSError, KeyError, ValueError):
                 pass  # absent or unreadable: rebuild below
-        U, F = kernels.pack_qs(self.qs_tables, self.ir.num_features)
+        U, F = kernels.pack_qs(self.qs_tables, self.ir.num_features, self._divide, self._code,
+                               self._param)
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,12 +215,10 @@ class CompiledModel:
         out = np.zeros((x.shape[0], self._k))
         if self.kernel == "quickscorer":
             if self.parallel and x.shape[0] >= 4 * kernels.BLOCK * 8:
-                kernels.qs_predict_parallel(x, out, self._U, self._F, raw_score, self._divide,
-                                            self._code, self._param)
+                kernels.qs_predict_parallel(x, out, self._U, self._F, raw_score)
             else:
                 v, xb = self._scratch()
-                kernels.qs_predict_packed(x, out, self._U, self._F, raw_score, self._divide,
-                                          self._code, self._param, v, xb)
+                kernels.qs_predict_packed(x, out, self._U, self._F, raw_score, v, xb)
         else:
             walker.general_predict(x, out, *self._g_args, raw_score, self._divide,
                                     self._code, self._param)

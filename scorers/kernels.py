@@ -477,11 +477,13 @@ def qs_predict(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64],
 _U_PARTS = 11  # uint64 sections in a packed table buffer, see pack_qs
 
 
-def pack_qs(q: QSTables, num_features: int) -> tuple[U64, npt.NDArray[np.float64]]:
-    """All QuickScorer tables in one uint64 and one float64 buffer.
+def pack_qs(q: QSTables, num_features: int, divide: float, code: int, param: float
+            ) -> tuple[U64, npt.NDArray[np.float64]]:
+    """All QuickScorer tables, and the model's output constants, in two buffers.
 
-    Numba unboxes every array argument on each call (~60 ns apiece); two buffers instead
-    of twenty keep a batch-1 call cheap. ``_unpack`` turns them back into views.
+    Numba unboxes every argument on each call (~60 ns per array); two buffers instead of
+    twenty-odd arguments keep a batch-1 call cheap. ``_unpack`` turns them back into views.
+    ``divide`` (rf averaging), ``code`` and ``param`` (objective transform) lead ``F``.
     """
     parts = [q.e_tree, q.e_mask, q.starts.ravel(), q.zflag.astype(np.uint64),
              q.cat_info.ravel(), q.catbits.astype(np.uint64), q.leaf_off, q.tree_class,
@@ -491,7 +493,7 @@ def pack_qs(q: QSTables, num_features: int) -> tuple[U64, npt.NDArray[np.float64
     offsets = np.cumsum([head] + [p.size for p in parts])
     header = np.array([num_features, q.cat_base, q.thr.size, *offsets], np.uint64)
     return (np.concatenate([header, *(p.astype(np.uint64) for p in parts)]),
-            np.concatenate([q.thr, q.leafvals]))
+            np.concatenate([[divide, param, float(code)], q.thr, q.leafvals]))
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -501,19 +503,22 @@ def _unpack(U: U64, F: npt.NDArray[np.float64]) -> Any:
     nthr = U[2]
     ncat = np.int64(o[5] - o[4]) // 2
     nct = np.int64(o[9] - o[8]) // 5
-    return (F[:nthr], U[o[0]:o[1]], U[o[1]:o[2]], U[o[2]:o[3]].reshape((4, nf + 1)),
-            U[o[3]:o[4]], U[o[4]:o[5]].reshape((ncat, 2)), U[1], U[o[5]:o[6]], F[nthr:],
+    return (F[3:3 + nthr], U[o[0]:o[1]], U[o[1]:o[2]], U[o[2]:o[3]].reshape((4, nf + 1)),
+            U[o[3]:o[4]], U[o[4]:o[5]].reshape((ncat, 2)), U[1], U[o[5]:o[6]], F[3 + nthr:],
             U[o[6]:o[7]], U[o[7]:o[8]], U[o[8]:o[9]].reshape((nct, 5)), U[o[9]:o[10]],
             U[o[10]:o[11]])
 
 
 @nb.njit(cache=True, nogil=True)
 def qs_predict_packed(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64], U: U64,
-                      F: npt.NDArray[np.float64], raw: bool, divide: float, code: int,
-                      param: float, v: U64, xb: npt.NDArray[np.float64]) -> None:
+                      F: npt.NDArray[np.float64], raw: bool, v: U64,
+                      xb: npt.NDArray[np.float64]) -> None:
     """``qs_predict`` on tables packed by ``pack_qs`` (the per-call hot path)."""
     (thr, e_tree, e_mask, starts, zflag, cat_info, cat_base, catbits, leafvals, leaf_off,
      tree_class, ct_info, ct_trees, ct_tab) = _unpack(U, F)
+    divide = F[0]
+    param = F[1]
+    code = int(F[2])
     qs_predict(X, out, thr, e_tree, e_mask, starts, zflag, cat_info, cat_base, catbits,
                leafvals, leaf_off, tree_class, ct_info, ct_trees, ct_tab, raw, divide, code,
                param, v, xb)
@@ -521,8 +526,7 @@ def qs_predict_packed(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64], 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def qs_predict_parallel(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64], U: U64,
-                        F: npt.NDArray[np.float64], raw: bool, divide: float, code: int,
-                        param: float) -> None:
+                        F: npt.NDArray[np.float64], raw: bool) -> None:
     """``qs_predict_packed`` with chunks of rows spread over threads (prange); same results."""
     n = X.shape[0]
     nt = U[3 + 7] - U[3 + 6] - 1  # leaf_off has trees + 1 entries
@@ -533,4 +537,4 @@ def qs_predict_parallel(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64]
         r1 = min(n, r0 + chunk)
         v = np.empty(max(nt, 1) * BLOCK, np.uint64)
         xb = np.empty(BLOCK, np.float64)
-        qs_predict_packed(X[r0:r1], out[r0:r1], U, F, raw, divide, code, param, v, xb)
+        qs_predict_packed(X[r0:r1], out[r0:r1], U, F, raw, v, xb)
