@@ -29,7 +29,7 @@ from typing import Any
 __all__ = ["add_arguments", "run", "run_sweep"]
 
 DEFAULT_RATES = "1000,2000,5000,10000,20000,50000"
-QUICK_RATES = "500,1000,2000,5000"
+QUICK_RATES = "100,500,1000,2000,5000"
 STACKS = ("hop", "worker", "naive")
 
 
