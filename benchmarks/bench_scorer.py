@@ -83,28 +83,35 @@ def build_model(name: str, cache_dir: Path, retrain: bool = False) -> Path:
     return path
 
 
-def _rate(fn: Any, X: Any, seconds: float) -> tuple[float, float]:
-    """Rows/s of ``fn(X)`` by process CPU time and by wall time (medians over calls).
+def _rates(fns: dict[str, Any], X: Any, seconds: float) -> dict[str, tuple[float, float]]:
+    """Rows/s of every engine on X by process CPU time and by wall time (medians).
 
-    Every engine here is single-threaded, so CPU time is what a call costs; on a shared
-    machine it is far less disturbed by other processes than wall time (both are kept).
+    Engines are timed in interleaved rounds (A, B, C, A, B, C, ...) so a change in the
+    machine's load hits all of them alike. Every engine here is single-threaded, so CPU
+    time is what a call costs; on a shared machine it is far less disturbed by other
+    processes than wall time (both are reported).
     """
     import statistics
 
-    fn(X)
     n = X.shape[0]
-    cpu: list[float] = []
-    wall: list[float] = []
-    start = time.process_time()
+    for fn in fns.values():
+        fn(X)  # warm up (JIT, caches)
     # Group tiny calls so the clocks' resolution does not dominate.
     group = 1 if n >= 64 else 50
-    while len(cpu) < 3 or (time.process_time() - start < seconds and len(cpu) < 2000):
-        c0, w0 = time.process_time(), time.perf_counter()
-        for _ in range(group):
-            fn(X)
-        cpu.append((time.process_time() - c0) / group)
-        wall.append((time.perf_counter() - w0) / group)
-    return n / max(statistics.median(cpu), 1e-9), n / max(statistics.median(wall), 1e-9)
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    start = time.process_time()
+    rounds = 0
+    while rounds < 3 or (time.process_time() - start < seconds * len(fns) and rounds < 500):
+        for name, fn in fns.items():
+            c0, w0 = time.process_time(), time.perf_counter()
+            for _ in range(group):
+                fn(X)
+            cpu[name].append((time.process_time() - c0) / group)
+            wall[name].append((time.perf_counter() - w0) / group)
+        rounds += 1
+    return {k: (n / max(statistics.median(cpu[k]), 1e-9),
+                n / max(statistics.median(wall[k]), 1e-9)) for k in fns}
 
 
 def _visited_nodes(model: Any, X: Any) -> float:
@@ -240,12 +247,11 @@ def bench_model(name: str, path: Path, seconds: float, batches: tuple[int, ...])
     from rich.progress import track
 
     runnable = {k: v for k, v in engines.items() if callable(v)}
-    jobs = [(b, e) for b in batches for e in runnable]
-    for b, e in track(jobs, description=f"timing {name}-like", transient=True):
+    for b in track(batches, description=f"timing {name}-like", transient=True):
         A = np.ascontiguousarray(X[:b])
-        cpu_rate, wall_rate = _rate(runnable[e], A, seconds)
-        results.setdefault(e, {})[str(b)] = cpu_rate
-        wall_results.setdefault(e, {})[str(b)] = wall_rate
+        for e, (cpu_rate, wall_rate) in _rates(runnable, A, seconds).items():
+            results.setdefault(e, {})[str(b)] = cpu_rate
+            wall_results.setdefault(e, {})[str(b)] = wall_rate
     ratios = {e: {b: r / results["lightgbm"][b] for b, r in per.items()}
               for e, per in results.items()}
     ns_per_visit = {e: {b: 1e9 / (r * visited) for b, r in per.items()}
