@@ -190,6 +190,7 @@ class BatchCore:
         self.max_payload = config.dead_letter.max_payload_bytes
         self.k = config.model.reason_codes
         self.max_explain = max_explain
+        self._request_out: dict[str, Any] = {}
         self._encode = msgspec.json.Encoder().encode
         self.model = model
         self._plan = self._plan_columns(model)
@@ -271,6 +272,9 @@ class BatchCore:
         mask = np.zeros(n, dtype=np.int64)
         online, ages = self._online(cols, n, wall, mask, res)
         pool = self._pool(cols, online, n)
+        # Request-time outputs the worker needs after scoring (the velocity view sums
+        # amounts in USD, like training does).
+        cols.update({k: v for k, v in self._request_out.items() if k not in cols})
         t_feat = time.perf_counter()
         res.stage_s["features"] = t_feat - t_decode
         over = (wall - start) > self.budget_s
@@ -343,6 +347,7 @@ class BatchCore:
                 if name not in inputs:
                     inputs[name] = np.full(n, np.nan)
             out = self.request.compute(inputs)
+            self._request_out = out
             parts.append(np.column_stack([out[name] for name in self.request.outputs]))
         parts.append(online)
         numeric = [cols[f] for f in self.fields if f not in self.spec.strings]

@@ -289,8 +289,10 @@ class Worker:
                         # A server-side script in Redis: it runs while we wait for the
                         # broker's acks below, and is done before the next batch is read.
                         cols = res.columns
+                        # An unknown currency has no USD amount: count the event, add 0.
+                        amount = np.nan_to_num(cols.get("amount_usd", cols["amount"]))
                         velocity = self._bg.submit(self.velocity.update, cols["card_id__int"],
-                                                   cols["amount"], cols["event_time"])
+                                                   amount, cols["event_time"])
                     if self.drift is not None and res.features is not None:
                         drift_out = self._drift_records(
                             self.drift.update(res.features, res.scores, res.drift_decisions)
