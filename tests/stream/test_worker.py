@@ -360,3 +360,19 @@ def test_redis_stopped_mid_stream_degrades_then_recovers(env, unique_name):
     assert all(d["degraded"] and d["rule"] in ("fallback_amount", "amount_over_limit",
                                                "blocked_country") for d in stalled)
     assert down(after, "13-") == 0
+
+
+def test_full_producer_queue_pauses_input_instead_of_failing(env, unique_name):
+    # A tiny producer queue: every batch overflows it, so the worker must pause, drain
+    # to the low watermark, resume - and still lose nothing.
+    path = write_pipeline(env, unique_name, kafka={
+        "producer": {"queue.buffering.max.messages": 64}})
+    produce(path, 1500, seed=21)
+    tw = ThreadWorker(path, batch_max=1024)
+    try:
+        decisions = read_topic(env.bootstrap, f"{unique_name}.dec", want=1500)
+        pauses = tw.worker.producer.pauses
+    finally:
+        tw.stop()
+    assert {d["event_id"] for d in decisions} == {f"21-{j}" for j in range(1500)}
+    assert pauses > 0
