@@ -285,10 +285,15 @@ def summarize(result: dict[str, Any], budget_ms: float) -> None:
     if w is not None and nv is not None:
         lowest = min(result["settings"]["rates"])
         summary["throughput_ratio_at_budget"] = round(w / nv, 2) if nv else None
-        if not nv:
+        if not nv and w:
             result["notes"].append(
                 f"naive stack sustained none of the rates (lowest {lowest:g}/s within "
                 f"{budget_ms:g} ms): the ratio is at least {w / lowest:.1f}x")
+        elif not nv:
+            result["notes"].append(
+                f"neither stack kept p99 within {budget_ms:g} ms at any offered rate (lowest "
+                f"{lowest:g}/s): no throughput-at-budget ratio; compare the drain rates and "
+                "the p99 at equal rates, and the hop's p99 for what the broker alone costs")
     wd, nd = summary.get("worker_drain_eps"), summary.get("naive_drain_eps")
     if wd and nd:
         summary["drain_ratio"] = round(wd / nd, 2)
