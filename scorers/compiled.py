@@ -106,7 +106,8 @@ class CompiledModel:
         self._qs: kernels.QSTables | None = None
         self._expected: F64 | None = None
         self._local = threading.local()
-        if kernels.qs_supported(ir):
+        self._qs_fast = kernels.qs_supported(ir)
+        if self._qs_fast:
             self.kernel = "quickscorer"
             self._U, self._F = self._packed_tables(cache_dir)
         else:
@@ -213,11 +214,15 @@ class CompiledModel:
         """Scores of every row: what ``Booster.predict(X, raw_score=...)`` returns."""
         x = self._matrix(X)
         out = np.zeros((x.shape[0], self._k))
-        if self.kernel == "quickscorer":
+        if self._qs_fast:
             if self.parallel and x.shape[0] >= 4 * kernels.BLOCK * 8:
                 kernels.qs_predict_parallel(x, out, self._U, self._F, raw_score)
             else:
-                v, xb = self._scratch()
+                local = self._local
+                try:
+                    v, xb = local.v, local.xb
+                except AttributeError:
+                    v, xb = self._scratch()
                 kernels.qs_predict_packed(x, out, self._U, self._F, raw_score, v, xb)
         else:
             walker.general_predict(x, out, *self._g_args, raw_score, self._divide,

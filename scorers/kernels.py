@@ -468,9 +468,17 @@ def qs_predict(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64],
     for r in range(nblocks * BLOCK, n):
         _qs_row(X[r], vt, thr, e_tree, e_mask, starts, zflag, cat_info, cb, catbits, ct_info,
                 ct_trees, ct_tab)
-        for t in range(nt):
-            leaf = np.uint64(trailing_zeros(vt[t]))
-            out[r, tree_class[t]] += leafvals[leaf_off[t] + leaf]
+        if out.shape[1] == 1:
+            # One output: sum in a register (same order from 0.0, so bit-identical); a
+            # read-modify-write of out[r, 0] per tree is a store-to-load chain.
+            acc = 0.0
+            for t in range(nt):
+                acc += leafvals[leaf_off[t] + np.uint64(trailing_zeros(vt[t]))]
+            out[r, 0] = acc
+        else:
+            for t in range(nt):
+                leaf = np.uint64(trailing_zeros(vt[t]))
+                out[r, tree_class[t]] += leafvals[leaf_off[t] + leaf]
     finish_rows(out, 0, n, raw, divide, code, param)
 
 
