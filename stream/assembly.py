@@ -13,11 +13,14 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from schemas.errors import ConfigError
 from stream.config import PipelineConfig, PricingPolicy
 from stream.pipeline import BatchCore, LoadedModel
 
-__all__ = ["Stages", "build_stages", "is_push_view", "load_model", "make_drift"]
+__all__ = ["Stages", "build_stages", "is_push_view", "load_model", "make_drift",
+           "warm_up_reader"]
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,29 @@ def load_model(registry: Any, ref: str, version: Any = None) -> LoadedModel:
 
     mv = version if version is not None else registry.resolve(ref)
     scorer = compile_lightgbm(mv.read_text())
+    # The kernels are loaded from numba's cache on first call (~1-2 s of CPU): do it now,
+    # not on the first batch of live traffic (and not after a hot reload's swap).
+    row = np.zeros((1, len(scorer.feature_names)))
+    scorer.predict(row)
+    if hasattr(scorer, "contributions"):
+        scorer.contributions(row)
     return LoadedModel(mv.name, str(mv.version), mv.sha256, scorer, mv.reference)
+
+
+def warm_up_reader(reader: Any) -> None:
+    """Open the online store's connection before the first batch.
+
+    Its set-up time must not count against the first batch's read timeout (and fail it
+    as "store down"). A store that does not answer is logged, not fatal: decisions are
+    degraded until it does.
+    """
+    entities: dict[str, Any] = {k: [0] if k.endswith("_id") and k not in ("merchant_id",
+                                                                        "store_id")
+                                else ["warm-up"] for k in reader.join_keys}
+    got = reader.read(entities)
+    if got.status != "ok":
+        log.warning("online store not answering at start-up (%s); decisions will be "
+                    "degraded until it does", got.error)
 
 
 def is_push_view(view: Any) -> bool:
@@ -74,6 +99,19 @@ class Stages:
     velocity: Any  # features.push.VelocityUpdater | None
     kind: str  # "fraud" | "pricing"
 
+    def update_velocity(self, res: Any) -> Any:
+        """Fold a scored batch's events into the streaming velocity features (USD sums).
+
+        Returns the updater's result (never raises on Redis faults); None when the
+        pipeline has no velocity features.
+        """
+        if self.velocity is None:
+            return None
+        cols = res.columns
+        # An unknown currency has no USD amount: count the event, add 0.
+        amount = np.nan_to_num(cols.get("amount_usd", cols["amount"]))
+        return self.velocity.update(cols["card_id__int"], amount, cols["event_time"])
+
     def close(self) -> None:
         """Release the online store connection."""
         close = getattr(self.reader, "close", None)
@@ -112,6 +150,7 @@ def build_stages(
     repo = c.resolve_path(c.features.repo)
     refs = list(c.features.refs) or feature_refs(repo)
     reader = OnlineReader(repo, refs, redis_url, timeout_ms=c.features.timeout_ms)
+    warm_up_reader(reader)
     kind = "pricing" if isinstance(c.policy, PricingPolicy) else "fraud"
     request = RequestFeatures(kind, load_vocab(repo))
     optional = [v.name for v in feature_views(repo) if is_push_view(v)]

@@ -142,9 +142,7 @@ def create_app(
             )
             drift_out: list[tuple[bytes | None, bytes]] = []
             if res.decisions:
-                if st.velocity is not None:
-                    cols = res.columns
-                    st.velocity.update(cols["card_id__int"], cols["amount"], cols["event_time"])
+                st.update_velocity(res)
                 drift = state["drift"]
                 if drift is not None and res.features is not None:
                     drift_out = [(drift_key, encode_drift(r)) for r in

@@ -19,40 +19,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from schemas.errors import ConfigError
-from stream.config import PipelineConfig, PricingPolicy
+from stream.assembly import build_stages, load_model, make_drift
+from stream.config import PipelineConfig
 from stream.kafka_io import AckedProducer, BatchConsumer, next_offsets, publish_and_commit
 from stream.metrics import HealthServer, WorkerMetrics
-from stream.pipeline import BatchCore, DlqGuard, LoadedModel
+from stream.pipeline import DlqGuard
 
 __all__ = ["Worker", "WorkerStats", "load_model"]
 
 log = logging.getLogger(__name__)
-
-
-def load_model(registry: Any, ref: str, version: Any = None) -> LoadedModel:
-    """Resolve ``ref`` in the registry (or take ``version``), verify and compile it."""
-    from scorers import compile_lightgbm
-
-    mv = version if version is not None else registry.resolve(ref)
-    scorer = compile_lightgbm(mv.read_text())
-    # The kernels are loaded from numba's cache on first call (~1-2 s of CPU): do it now,
-    # not on the first batch of live traffic (and not after a hot reload's swap).
-    row = np.zeros((1, len(scorer.feature_names)))
-    scorer.predict(row)
-    if hasattr(scorer, "contributions"):
-        scorer.contributions(row)
-    return LoadedModel(mv.name, str(mv.version), mv.sha256, scorer, mv.reference)
 
 
 @dataclass
@@ -93,57 +74,30 @@ class Worker:
         exactly_once: bool | None = None,
         batch_max: int | None = None,
     ) -> None:
-        from features.repo import feature_refs, feature_views, load_vocab
-        from features.request import RequestFeatures
-        from scorers.registry import Registry, default_root
-        from stream.dev import resolve_bootstrap, resolve_redis_url
+        from stream.dev import resolve_bootstrap
 
         self.config = c = config
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.bootstrap = bootstrap or resolve_bootstrap(c.kafka.bootstrap_servers)
-        self.redis_url = redis_url or resolve_redis_url(c.features.redis_url)
         self.exactly_once = c.kafka.exactly_once if exactly_once is None else exactly_once
         self._stop = threading.Event()
         self.stats = WorkerStats()
 
-        # Model: registry -> verified text -> compiled kernels; a watcher for hot reload.
-        root = registry_root or (str(c.resolve_path(c.model.registry)) if c.model.registry
-                                 else str(default_root()))
-        self.registry = Registry(root)
-        self.watcher = self.registry.watch(c.model.ref)
-        model = load_model(self.registry, c.model.ref, self.watcher.current)
-        challenger = load_model(self.registry, c.model.challenger) if c.model.challenger else None
+        # Everything between input bytes and output records (model from the registry,
+        # online reader, request features, the batch core, velocity updates) is built the
+        # same way for the Faust app: see stream.assembly.
+        self.stages = st = build_stages(c, redis_url=redis_url, registry_root=registry_root,
+                                        worker_id=worker_id)
+        self.worker_id, self.redis_url = st.worker_id, st.redis_url
+        self.registry, self.watcher, self.reader = st.registry, st.watcher, st.reader
+        self.core, self.velocity = st.core, st.velocity
+        model, challenger = st.model, st.challenger
         self._challenger_ver = challenger.version if challenger else None
-
-        # Features: the Feast repo's refs (all of them, so a reloaded model needing another
-        # one still finds it), the request-time features, the velocity updater.
-        repo = c.resolve_path(c.features.repo)
-        refs = list(c.features.refs) or feature_refs(repo)
-        from features.online import OnlineReader
-
-        self.reader = OnlineReader(repo, refs, self.redis_url, timeout_ms=c.features.timeout_ms)
-        self._warm_up(refs)
-        kind = "pricing" if isinstance(c.policy, PricingPolicy) else "fraud"
-        request = RequestFeatures(kind, load_vocab(repo))
-        optional = [v.name for v in feature_views(repo) if _is_push_view(v)]
-        self.core = BatchCore(
-            c, model, reader=self.reader, request=request,
-            online_names=[r.split(":", 1)[1] for r in refs], optional_views=optional,
-            challenger=challenger, worker_id=self.worker_id,
-        )
-        self.velocity = None
-        if c.features.velocity_updates and kind == "fraud" and "card_velocity" in {
-            r.split(":", 1)[0] for r in refs
-        }:
-            from features.push import VelocityUpdater
-
-            self.velocity = VelocityUpdater(repo, redis_url=self.redis_url)
         self._bg = ThreadPoolExecutor(1, thread_name_prefix="streamscore-velocity")
 
         self.metrics = WorkerMetrics(c.name)
         self.metrics.set_model(model.name, model.version, model.sha256,
                                challenger.label if challenger else "")
-        self.drift = self._make_drift(model)
+        self.drift = make_drift(c, model, self.metrics.registry)
         self.guard = DlqGuard(c.dead_letter.max_bad_ratio, c.dead_letter.window_events)
 
         # Kafka clients last: nothing above may fail after we joined the group.
@@ -169,32 +123,6 @@ class Worker:
                  c.name, model.label, c.topics.input, self.bootstrap)
 
     # ---- helpers -----------------------------------------------------------------------
-
-    def _make_drift(self, model: LoadedModel) -> Any:
-        c = self.config
-        if not c.drift.enabled or not model.reference:
-            return None
-        from stream.drift import DriftMonitor
-
-        try:
-            return DriftMonitor(model.reference, model.feature_names, c.drift, c.name,
-                                {"name": model.name, "version": model.version,
-                                 "sha256": model.sha256},
-                                registry=self.metrics.registry)
-        except ConfigError as exc:
-            log.warning("drift monitoring off for %s: %s", model.label, exc)
-            return None
-
-    def _warm_up(self, refs: list[str]) -> None:
-        # Open the Redis connection before the first batch, so its set-up time does not
-        # count against the first batch's read timeout (and fail it as "store down").
-        entities: dict[str, Any] = {k: [0] if k.endswith("_id") and k != "merchant_id"
-                                    and k != "store_id" else ["warm-up"]
-                                    for k in self.reader.join_keys}
-        got = self.reader.read(entities)
-        if got.status != "ok":
-            log.warning("online store not answering at start-up (%s); decisions will be "
-                        "degraded until it does", got.error)
 
     def _backpressure(self, paused: bool) -> None:
         if paused:
@@ -230,7 +158,7 @@ class Worker:
             log.exception("hot reload of %s failed; keeping %s", self.config.model.ref,
                           self.core.model.label)
             return
-        self.drift = self._make_drift(model)
+        self.drift = make_drift(self.config, model, self.metrics.registry)
         self.metrics.set_model(model.name, model.version, model.sha256,
                                self.core.challenger.label if self.core.challenger else "")
         self.metrics.reloads.labels(self.config.name).inc()
@@ -288,11 +216,7 @@ class Worker:
                     if self.velocity is not None:
                         # A server-side script in Redis: it runs while we wait for the
                         # broker's acks below, and is done before the next batch is read.
-                        cols = res.columns
-                        # An unknown currency has no USD amount: count the event, add 0.
-                        amount = np.nan_to_num(cols.get("amount_usd", cols["amount"]))
-                        velocity = self._bg.submit(self.velocity.update, cols["card_id__int"],
-                                                   amount, cols["event_time"])
+                        velocity = self._bg.submit(self.stages.update_velocity, res)
                     if self.drift is not None and res.features is not None:
                         drift_out = self._drift_records(
                             self.drift.update(res.features, res.scores, res.drift_decisions)
@@ -372,10 +296,3 @@ class Worker:
 
 def _parts(parts: list[Any]) -> str:
     return ", ".join(f"{p.topic}[{p.partition}]" for p in parts) or "nothing"
-
-
-def _is_push_view(view: Any) -> bool:
-    # Views fed by a push source (velocity) have no row until the card's first event:
-    # a missing row there means "no recent activity", not a degraded read.
-    src = getattr(view, "stream_source", None)
-    return type(src).__name__ == "PushSource"

@@ -166,7 +166,15 @@ def test_one_decision_per_good_event_one_dead_letter_per_bad(env, unique_name):
         decisions = read_topic(env.bootstrap, f"{unique_name}.dec", want=len(good_ids))
         dead = read_topic(env.bootstrap, f"{unique_name}.dlq", want=n_bad)
         port = tw.worker.port
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        # Metrics are counted just after a batch's records are acked: the last batch's
+        # decisions can be read before its count lands, so poll briefly.
+        want = f'streamscore_events_total{{pipeline="fraud"}} {float(n)}'
+        deadline = time.monotonic() + 10
+        while True:
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+            if want in metrics or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         ready = urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status
     finally:
         tw.stop()
@@ -185,7 +193,7 @@ def test_one_decision_per_good_event_one_dead_letter_per_bad(env, unique_name):
     assert down == 0
     assert sum(not d["degraded"] for d in decisions) > len(decisions) / 2
     assert ready == 200
-    assert f'streamscore_events_total{{pipeline="fraud"}} {float(n)}' in metrics
+    assert want in metrics
     assert 'streamscore_dead_letters_total{pipeline="fraud",reason="not_json"}' in metrics
     assert "streamscore_e2e_latency_seconds_bucket" in metrics
 
