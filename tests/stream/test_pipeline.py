@@ -240,3 +240,20 @@ def test_challenger_is_scored_in_shadow_and_never_acted_on(fraud_booster):
                                other.predict(res.features), rtol=1e-9)
     assert {r["challenger_version"] for r in b} == {"fraud@9"}
     assert all(r["challenger_score"] is None for r in a)
+
+
+def test_explanations_stop_when_their_time_allowance_is_spent(fraud_booster):
+    core = fraud_core(fraud_booster)
+    events = [json.dumps(fraud_event(i, amount=880.0)).encode() for i in range(12)]
+    full = [json.loads(v) for _, v in core.process(events, now=NOW).decisions]
+    adverse_ids = {r["event_id"] for r in full if r["outcome"] != "approve" and not r["rule"]}
+    assert len(adverse_ids) > 2
+    assert all(r["reasons"] for r in full if r["event_id"] in adverse_ids)
+
+    core.explain_budget_s = 0.0  # only the first small chunk fits
+    capped = [json.loads(v) for _, v in core.process(events, now=NOW).decisions]
+    adverse = [r for r in capped if r["event_id"] in adverse_ids]
+    explained = [r for r in adverse if r["reasons"]]
+    assert 1 <= len(explained) <= 2
+    assert all(r["reasons_skipped"] for r in adverse if not r["reasons"])
+    assert not any(r["reasons_skipped"] for r in explained)
