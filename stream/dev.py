@@ -146,16 +146,22 @@ def dev_status() -> dict[str, Any] | None:
     return state
 
 
-def resolve_bootstrap(configured: str = "") -> str:
-    """Kafka bootstrap servers: the pipeline's, else the environment's, else ``dev up``'s."""
+def _configured(configured: str, env_var: str, state_key: str) -> str:
+    """The first non-empty of: the pipeline's value, the environment, ``dev up``'s state."""
     if configured.strip():
         return configured.strip()
-    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    env = os.environ.get(env_var, "").strip()
     if env:
         return env
     state = read_state()
-    if state and state.get("bootstrap_servers"):
-        return str(state["bootstrap_servers"])
+    return str(state.get(state_key) or "") if state else ""
+
+
+def resolve_bootstrap(configured: str = "") -> str:
+    """Kafka bootstrap servers: the pipeline's, else the environment's, else ``dev up``'s."""
+    found = _configured(configured, "KAFKA_BOOTSTRAP_SERVERS", "bootstrap_servers")
+    if found:
+        return found
     raise InfrastructureError(
         "no Kafka configured: set kafka.bootstrap_servers in the pipeline file or "
         "KAFKA_BOOTSTRAP_SERVERS, or run 'streamscore dev up'"
@@ -164,14 +170,9 @@ def resolve_bootstrap(configured: str = "") -> str:
 
 def resolve_redis_url(configured: str = "") -> str:
     """Redis URL: the pipeline's, else REDIS_URL, else ``dev up``'s, else local 6379."""
-    if configured.strip():
-        return configured.strip()
-    env = os.environ.get("REDIS_URL", "").strip()
-    if env:
-        return env
-    state = read_state()
-    if state and state.get("redis_url"):
-        return str(state["redis_url"])
+    found = _configured(configured, "REDIS_URL", "redis_url")
+    if found:
+        return found
     if redis_answers("127.0.0.1", 6379):
         return "redis://127.0.0.1:6379/0"
     raise InfrastructureError(
