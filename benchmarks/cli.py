@@ -18,6 +18,7 @@ BENCHMARKS = {
     "scorer": "compiled LightGBM vs LightGBM's own predict (and lleaves/treelite if importable)",
     "features": "fast online reader vs the Feast SDK and a bare pipelined HMGET",
     "drift": "cost of the drift update per scored batch, and alarm calibration",
+    "core": "CPU per event of the Kafka-free batch core (decode, features, decide, encode)",
     "e2e": "end-to-end latency sweep of the worker vs the naive stack, with plots",
 }
 

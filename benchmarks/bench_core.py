@@ -1,0 +1,213 @@
+"""``streamscore bench core``: CPU per event of the Kafka-free batch core, stage by stage.
+
+Builds the real pipeline once (``benchmarks.workspace``: generated data, the Feast repo
+with its rows online in Redis, the trained champion; ``stream.assembly.build_stages``:
+compiled model, online reader, request features, ``BatchCore``), makes a fixed list of
+encoded events with the load generator (``benchmarks.loadgen``: hot keys, unknown
+entities, a few malformed payloads), then times ``BatchCore.process`` over that list in
+batches of 64, 512 and 4096, several repeats, as the worker calls it (keys, sources,
+producer timestamps). No Kafka anywhere.
+
+Reported per event: the core's CPU time (this thread), the CPU inside the compiled
+scoring kernel (``predict``) and the reason-code kernel (``contributions``) and inside
+the online read, measured by thin timing wrappers, plus the wall-clock stage split
+``BatchResult.stage_s`` gives. "core excl. kernels" = total CPU - predict -
+contributions: the number the issue's target (<= 4 us/event at batch 4096) is about.
+Prints a table and writes ``core.json`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "measure", "run"]
+
+PIPELINES = ("fraud", "pricing")
+STAGES = ("decode", "features", "score", "policy", "explain", "encode")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``streamscore bench core`` (no heavy imports here)."""
+    parser.add_argument("--pipeline", choices=[*PIPELINES, "all"], default="all",
+                        help="which pipeline's core to time (default all)")
+    parser.add_argument("--batches", default="64,512,4096",
+                        help="comma-separated batch sizes (default 64,512,4096)")
+    parser.add_argument("--events", type=int, default=4096,
+                        help="encoded events in the fixed list (default 4096)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="passes over the list per batch size (default 7, --quick 3)")
+    parser.add_argument("--size", default="quick", help="workspace data size (default quick)")
+    parser.add_argument("--workspace", default=None,
+                        help="workspace root (default $STREAMSCORE_HOME/bench/core)")
+    parser.add_argument("--redis-url", default="", help="Redis (default: resolve as the "
+                        "worker does, else start one)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (make bench)")
+    parser.add_argument("--out", default="benchmarks/out", help="report directory")
+
+
+class _Timed:
+    """Wraps a scorer or reader; adds the CPU time of the named methods to ``spent``."""
+
+    def __init__(self, inner: Any, methods: tuple[str, ...]) -> None:
+        self._inner = inner
+        self.spent = dict.fromkeys(methods, 0.0)
+        for name in methods:
+            setattr(self, name, self._wrap(name, getattr(inner, name)))
+
+    def _wrap(self, name: str, fn: Any) -> Any:
+        cpu = time.thread_time
+        spent = self.spent
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = cpu()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += cpu() - t
+
+        return timed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def reset(self) -> None:
+        for k in self.spent:
+            self.spent[k] = 0.0
+
+
+def _stages(pipeline: str, ws: Any, redis_url: str) -> Any:
+    from benchmarks.workspace import write_pipeline_file
+    from stream.assembly import build_stages
+    from stream.config import load_pipeline
+
+    path = write_pipeline_file(ws, ws.root / "pipeline-core.yaml", bootstrap="127.0.0.1:9",
+                               topics={}, group="bench-core", metrics_port=9464)
+    return build_stages(load_pipeline(path), redis_url=redis_url, worker_id="bench-core")
+
+
+def measure(pipeline: str, ws: Any, redis_url: str, *, batches: list[int], events: int = 4096,
+            repeats: int = 7) -> dict[str, Any]:
+    """Time the core of ``pipeline`` over ``events`` fixed events per batch size."""
+    from benchmarks.loadgen import EventFactory
+    from stream.pipeline import LoadedModel
+
+    st = _stages(pipeline, ws, redis_url)
+    core = st.core
+    m = core.model
+    scorer = _Timed(m.scorer, ("predict", "contributions"))
+    core.set_model(LoadedModel(m.name, m.version, m.sha256, scorer, m.reference))
+    reader = _Timed(core.reader, ("read",))
+    core.reader = reader
+    factory = EventFactory.from_data_dir(pipeline, ws.data_dir, seed=7)
+    eb = factory.make(events, f"core-{pipeline}-")
+    payloads, keys = eb.payloads, eb.keys
+    sources = [("in", i % 4, 1000 + i) for i in range(events)]
+    out: dict[str, Any] = {"pipeline": pipeline, "events": events, "good": eb.good,
+                           "malformed": eb.malformed, "model": f"{m.name}@{m.version}",
+                           "features": len(m.feature_names), "batches": {}}
+    cpu, wall = time.thread_time, time.perf_counter
+    for b in batches:
+        spans = [(s, min(s + b, events)) for s in range(0, events, b)]
+
+        def one_pass(spans: list[tuple[int, int]] = spans) -> dict[str, float]:
+            stage = dict.fromkeys(STAGES, 0.0)
+            scorer.reset()
+            reader.reset()
+            decisions = 0
+            t_cpu, t_wall = cpu(), wall()
+            for s, e in spans:
+                stamp = time.time() - 0.002  # fresh: no event is over the budget
+                res = core.process(payloads[s:e], keys=keys[s:e], sources=sources[s:e],
+                                   timestamps=[stamp] * (e - s))
+                decisions += len(res.decisions)
+                for k, v in res.stage_s.items():
+                    stage[k] = stage.get(k, 0.0) + v
+            total = cpu() - t_cpu
+            per = 1e6 / events
+            row = {"cpu_us": total * per, "wall_us": (wall() - t_wall) * per,
+                   "predict_us": scorer.spent["predict"] * per,
+                   "contrib_us": scorer.spent["contributions"] * per,
+                   "read_us": reader.spent["read"] * per, "decisions": decisions}
+            row["core_us"] = row["cpu_us"] - row["predict_us"] - row["contrib_us"]
+            row["core_excl_read_us"] = row["core_us"] - row["read_us"]
+            row.update({f"{k}_wall_us": v * per for k, v in stage.items()})
+            return row
+
+        one_pass()  # warm-up: caches, first-call costs
+        runs = [one_pass() for _ in range(repeats)]
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        med["core_us_min"] = min(r["core_us"] for r in runs)
+        med["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+        out["batches"][str(b)] = med
+    st.close()
+    return out
+
+
+def _table(result: dict[str, Any]) -> str:
+    head = (f"{'pipeline':8} {'batch':>5} {'cpu':>6} {'kernel':>6} {'shap':>6} {'read':>6} "
+            f"{'core':>6} {'c-read':>6} | " + " ".join(f"{s[:6]:>6}" for s in STAGES))
+    lines = ["us per event (median of repeats); cpu = this thread's CPU in process(); "
+             "core = cpu - kernel - shap; c-read = core - online read CPU; "
+             "stages = wall clock", head]
+    for p in result["pipelines"]:
+        for b, r in p["batches"].items():
+            lines.append(
+                f"{p['pipeline']:8} {b:>5} {r['cpu_us']:6.2f} {r['predict_us']:6.2f} "
+                f"{r['contrib_us']:6.2f} {r['read_us']:6.2f} {r['core_us']:6.2f} "
+                f"{r['core_excl_read_us']:6.2f} | "
+                + " ".join(f"{r.get(s + '_wall_us', 0.0):6.2f}" for s in STAGES))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``streamscore bench core``."""
+    from benchmarks.workspace import prepare_workspace
+    from schemas.errors import ConfigError, InfrastructureError
+    from stream.dev import home_dir, resolve_redis_url
+
+    try:
+        batches = sorted({int(b) for b in str(args.batches).split(",") if b.strip()})
+    except ValueError:
+        raise ConfigError(f"--batches: not a list of integers: {args.batches!r}") from None
+    if not batches or min(batches) <= 0 or args.events <= 0:
+        raise ConfigError("--batches and --events must be positive")
+    repeats = args.repeats or (3 if args.quick else 7)
+    server = None
+    try:
+        redis_url = resolve_redis_url(args.redis_url)
+    except InfrastructureError:
+        from stream.embedded import resolve_redis
+
+        server = resolve_redis()
+        redis_url = server.url
+    root = Path(args.workspace) if args.workspace else home_dir() / "bench" / "core"
+    pipelines = PIPELINES if args.pipeline == "all" else (args.pipeline,)
+    result: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                              "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+                              "repeats": repeats, "pipelines": []}
+    try:
+        for p in pipelines:
+            print(f"bench core: preparing workspace {root / f'{p}-{args.size}'} ...")
+            ws = prepare_workspace(p, root / f"{p}-{args.size}", redis_url, size=args.size,
+                                   progress=False,
+                                   num_trees=150 if args.size != "full" else None)
+            result["pipelines"].append(
+                measure(p, ws, redis_url, batches=batches, events=args.events,
+                        repeats=repeats))
+    finally:
+        if server is not None:
+            server.stop()
+    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "core.json").write_text(json.dumps(result, indent=2))
+    print(_table(result))
+    print(f"load average {result['loadavg_start']} -> {result['loadavg_end']}; "
+          f"report {out / 'core.json'}")
+    return 0
