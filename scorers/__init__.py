@@ -1,6 +1,37 @@
-"""LightGBM models compiled to numba kernels, with explanations and a model registry."""
+"""LightGBM models compiled to numba kernels, with explanations and a model registry.
 
-from scorers.compiled import CompiledModel, compile_lightgbm
-from scorers.exceptions import ModelFormatError
+The public names are loaded on first use (module ``__getattr__``): importing numba costs
+~0.25 s, which ``streamscore --help``, the registry and the model CLI should not pay.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scorers.compiled import CompiledModel, compile_lightgbm
+    from scorers.exceptions import ModelFormatError
 
 __all__ = ["CompiledModel", "ModelFormatError", "compile_lightgbm"]
+
+_WHERE = {
+    "CompiledModel": "scorers.compiled",
+    "compile_lightgbm": "scorers.compiled",
+    "ModelFormatError": "scorers.exceptions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        # Unknown names raise AttributeError, so ``from scorers import kernels`` still
+        # falls back to importing the submodule.
+        raise AttributeError(f"module 'scorers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
