@@ -98,6 +98,7 @@ class Stages:
     core: BatchCore
     velocity: Any  # features.push.VelocityUpdater | None
     kind: str  # "fraud" | "pricing"
+    challenger_watcher: Any = None  # RefWatcher on config.model.challenger (hot reload)
 
     def update_velocity(self, res: Any) -> Any:
         """Fold a scored batch's events into the streaming velocity features (USD sums).
@@ -143,7 +144,9 @@ def build_stages(
     registry = Registry(root)
     watcher = registry.watch(c.model.ref)
     model = load_model(registry, c.model.ref, watcher.current)
-    challenger = load_model(registry, c.model.challenger) if c.model.challenger else None
+    challenger_watcher = registry.watch(c.model.challenger) if c.model.challenger else None
+    challenger = (load_model(registry, c.model.challenger, challenger_watcher.current)
+                  if challenger_watcher else None)
 
     # Features: the Feast repo's refs (all of them, so a reloaded model needing another
     # one still finds it), the request-time features, the velocity updater.
@@ -167,4 +170,4 @@ def build_stages(
 
         velocity = VelocityUpdater(repo, redis_url=redis_url)
     return Stages(c, worker_id, redis_url, registry, watcher, model, challenger, reader, refs,
-                  core, velocity, kind)
+                  core, velocity, kind, challenger_watcher)

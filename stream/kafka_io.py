@@ -28,6 +28,7 @@ __all__ = [
     "BatchConsumer",
     "DeliveryFailed",
     "next_offsets",
+    "offsets_of",
     "publish_and_commit",
 ]
 
@@ -49,6 +50,14 @@ def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
+def offsets_of(sources: Sequence[tuple[str, int, int]]) -> list[TopicPartition]:
+    """Like ``next_offsets`` from the (topic, partition, offset) the worker already read."""
+    # A partition's messages come in offset order within a consume() batch, so the
+    # last one seen per partition is the highest (one dict pass, no per-message branch).
+    last = {(t, p): o for t, p, o in sources}
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
 class BatchConsumer:
     """A consumer in a group, reading micro-batches and committing explicitly."""
 
@@ -62,6 +71,7 @@ class BatchConsumer:
         read_committed: bool = False,
         on_assign: Callable[[list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+        before_revoke: Callable[[], None] | None = None,
     ) -> None:
         conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
@@ -76,6 +86,9 @@ class BatchConsumer:
         }
         conf.update(settings or {})
         self._on_assign, self._on_revoke = on_assign, on_revoke
+        # Called first when partitions go: the worker waits there for every batch in
+        # flight to be acknowledged and commits their offsets (see _revoked).
+        self._before_revoke = before_revoke
         try:
             self.consumer = Consumer(conf)
         except KafkaException as exc:
@@ -96,9 +109,15 @@ class BatchConsumer:
             self._on_assign(parts)
 
     def _revoked(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        # The worker finishes every batch (outputs acknowledged) before it calls consume()
-        # again, and rebalance callbacks only run inside consume(): nothing of a revoked
-        # partition is in flight. Its last asynchronous commit may be; make it synchronous.
+        # Runs inside consume(). Order on revoke:
+        #   1. before_revoke: the worker waits until every batch in flight is acknowledged
+        #      and commits (async) the acknowledged prefix - this records its offsets;
+        #   2. commit the revoked partitions' acknowledged offsets synchronously, so the
+        #      next owner starts exactly after what we finished;
+        #   3. forget the partitions.
+        # A batch whose outputs failed is not in the prefix: the next owner re-reads it.
+        if self._before_revoke is not None:
+            self._before_revoke()
         gone = {(p.topic, p.partition) for p in parts}
         self._commit_acked(gone)
         self.assignment -= gone
@@ -106,7 +125,10 @@ class BatchConsumer:
             self._on_revoke(parts)
 
     def _lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        # Lost, not revoked: we are no longer a member, so a commit would be refused.
+        # Lost, not revoked: we are no longer a member, so a commit would be refused;
+        # still settle the batches in flight (their acks), then forget the partitions.
+        if self._before_revoke is not None:
+            self._before_revoke()
         gone = {(p.topic, p.partition) for p in parts}
         for key in gone:
             self._acked.pop(key, None)
@@ -259,20 +281,42 @@ class AckedProducer:
             if self._on_backpressure:
                 self._on_backpressure(False)
 
-    def produce_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+    def produce_many(
+        self,
+        topic: str,
+        records: Iterable[tuple[bytes | None, bytes]],
+        on_delivery: Callable[[Any, Any], None] | None = None,
+        count: Callable[[int], None] | None = None,
+    ) -> int:
+        """Queue records; returns how many.
+
+        With ``on_delivery`` (a batch's own callback, ``stream.inflight``) the records are
+        counted by ``count`` - called before any delivery report can be served - instead
+        of this producer's ``outstanding``.
+        """
         produce = self.producer.produce
-        cb = self._delivered
-        n = 0
+        cb = on_delivery or self._delivered
+        add = count or self._add_outstanding
+        n = total = 0
         for key, value in records:
             try:
                 produce(topic, value, key, on_delivery=cb)
             except BufferError:
-                self.outstanding += n
+                add(n)  # the drain below serves delivery reports of these
+                total += n
                 n = 0
                 self._drain_to_low()
                 produce(topic, value, key, on_delivery=cb)
             n += 1
+        add(n)
+        return total + n
+
+    def _add_outstanding(self, n: int) -> None:
         self.outstanding += n
+
+    def poll_for(self, timeout_s: float) -> int:
+        """Serve delivery reports for up to ``timeout_s``."""
+        return self.producer.poll(timeout_s)
 
     def wait_acks(self, timeout_s: float = 60.0) -> None:
         """Block until every queued record is acknowledged; raise on any failure."""

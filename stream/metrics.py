@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -63,8 +64,10 @@ class WorkerMetrics:
         self.e2e = Histogram("streamscore_e2e_latency_seconds",
                              "Producer timestamp -> decision encoded", lbl,
                              buckets=_LATENCY_BUCKETS, registry=r)
+        # The worker's own latency: from the batch's fetch (consume() returned it) to the
+        # broker's acknowledgement of its last output (its offsets are committed next).
         self.ack = Histogram("streamscore_batch_ack_seconds",
-                             "Batch consumed -> every output acknowledged and committed", lbl,
+                             "Batch fetched -> every output acknowledged by the broker", lbl,
                              buckets=_LATENCY_BUCKETS, registry=r)
         self.stage = Histogram("streamscore_stage_latency_seconds", "Per-batch stage time",
                                [*lbl, "stage"], buckets=_STAGE_BUCKETS, registry=r)
@@ -84,6 +87,9 @@ class WorkerMetrics:
         self.backpressure = Counter("streamscore_backpressure_pauses",
                                     "Times consumption was paused for a full producer queue",
                                     lbl, registry=r)
+        self.velocity_faults = Counter("streamscore_velocity_update_faults",
+                                       "Velocity feature updates that failed, by status "
+                                       "(scoring goes on)", [*lbl, "status"], registry=r)
         self.assigned = Gauge("streamscore_assigned_partitions", "Partitions assigned", lbl,
                               registry=r)
         self._e2e = self.e2e.labels(pipeline)
@@ -92,6 +98,7 @@ class WorkerMetrics:
         self._ack = self.ack.labels(pipeline)
         self._miss = self.budget_miss.labels(pipeline)
         self._stages: dict[str, Any] = {}
+        self._lag_series: set[tuple[str, int]] = set()
         self.heartbeat = time.monotonic()
         self.model_loaded = False
         self.subscribed = False
@@ -102,12 +109,17 @@ class WorkerMetrics:
         )
         self.model_loaded = True
 
-    def observe_batch(self, res: Any, ack_s: float) -> None:
-        """Record one finished batch (a ``stream.pipeline.BatchResult``)."""
+    def observe_ack(self, seconds: float) -> None:
+        """One batch's fetch -> last output acknowledged."""
+        self._ack.observe(seconds)
+
+    def observe_batch(self, res: Any, ack_s: float | None = None) -> None:
+        """Record one processed batch (a ``stream.pipeline.BatchResult``)."""
         p = self.pipeline
         self._events.inc(res.n_in)
         self._batch.observe(res.n_in)
-        self._ack.observe(ack_s)
+        if ack_s is not None:
+            self._ack.observe(ack_s)
         for outcome, n in res.outcomes.items():
             self.decisions.labels(p, outcome).inc(n)
         for reason, n in res.dead_letter_reasons.items():
@@ -132,8 +144,21 @@ class WorkerMetrics:
             self._e2e.observe(v)
 
     def set_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """Lag of the assigned partitions; series of partitions no longer listed go."""
+        self.forget_partitions(self._lag_series - set(lags))
         for (topic, partition), lag in lags.items():
             self.lag.labels(self.pipeline, topic, str(partition)).set(lag)
+            self._lag_series.add((topic, partition))
+
+    def forget_partitions(self, parts: Iterable[tuple[str, int]]) -> None:
+        """Drop the lag series of revoked or lost partitions (another worker reports them)."""
+        with warnings.catch_warnings():
+            # prometheus_client warns when PROMETHEUS_MULTIPROC_DIR is set (Feast sets it)
+            # although our values are in memory (see above) and the removal works.
+            warnings.simplefilter("ignore", UserWarning)
+            for topic, partition in list(parts):
+                self._lag_series.discard((topic, partition))
+                self.lag.remove(self.pipeline, topic, str(partition))
 
     def beat(self) -> None:
         self.heartbeat = time.monotonic()

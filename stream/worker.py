@@ -1,18 +1,23 @@
-"""The scoring worker: build every stage once, then loop consume -> process -> publish -> commit.
+"""The scoring worker: build every stage once, then loop consume -> process -> produce -> commit.
 
 ``Worker(config, ...)`` resolves the infrastructure (Kafka bootstrap, Redis), loads and
 compiles the model from the registry, plans the feature matrix, opens the consumer and
 producer, the drift monitor and the metrics/health server. ``run()`` then only calls
 what was prebuilt, one micro-batch at a time:
 
-    consume up to N -> BatchCore.process (decode/validate, enrich, score, decide)
-      -> velocity updates -> drift windows
-      -> publish_and_commit (decisions + dead letters + drift records acked, then commit)
+    consume up to N -> commit the acknowledged prefix of earlier batches
+      -> BatchCore.process (decode/validate, enrich, score, decide)
+      -> velocity update (in Redis, in the background) -> drift windows
+      -> produce decisions + dead letters + drift records (not waiting for their acks)
 
-A batch is always finished and committed before the next ``consume()``, which is also
-the only place rebalance callbacks run: a revoked partition never has uncommitted work.
-``request_stop()`` (SIGTERM/SIGINT in the CLI) ends the loop after the in-flight batch;
+Acknowledgement is pipelined (``stream.inflight``): a batch's offsets are committed once
+its outputs and those of every earlier batch are acknowledged, while later batches are
+already being scored; a delivery failure stops the worker with that batch and later
+ones uncommitted. Rebalance callbacks run inside ``consume()``: on revoke the worker
+first waits for every batch in flight, commits, and only then lets the partitions go.
+``request_stop()`` (SIGTERM/SIGINT in the CLI) ends the loop after the current batch;
 the worker then flushes the last drift window, waits for acks, commits and closes.
+Exactly-once mode keeps one Kafka transaction per batch (``publish_and_commit``).
 """
 
 from __future__ import annotations
@@ -21,13 +26,20 @@ import contextlib
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from stream.assembly import build_stages, load_model, make_drift
 from stream.config import PipelineConfig
-from stream.kafka_io import AckedProducer, BatchConsumer, next_offsets, publish_and_commit
+from stream.inflight import InFlight
+from stream.kafka_io import (
+    AckedProducer,
+    BatchConsumer,
+    DeliveryFailed,
+    offsets_of,
+    publish_and_commit,
+)
 from stream.metrics import HealthServer, WorkerMetrics
 from stream.pipeline import DlqGuard
 
@@ -73,6 +85,9 @@ class Worker:
         consumer_settings: dict[str, Any] | None = None,
         exactly_once: bool | None = None,
         batch_max: int | None = None,
+        max_inflight_batches: int = 16,
+        max_inflight_records: int | None = None,
+        ack_timeout_s: float = 60.0,
     ) -> None:
         from stream.dev import resolve_bootstrap
 
@@ -91,7 +106,6 @@ class Worker:
         self.registry, self.watcher, self.reader = st.registry, st.watcher, st.reader
         self.core, self.velocity = st.core, st.velocity
         model, challenger = st.model, st.challenger
-        self._challenger_ver = challenger.version if challenger else None
         self._bg = ThreadPoolExecutor(1, thread_name_prefix="streamscore-velocity")
 
         self.metrics = WorkerMetrics(c.name)
@@ -106,7 +120,7 @@ class Worker:
             self.bootstrap, c.kafka.group_id or f"streamscore-{c.name}", [c.topics.input],
             {**settings, **c.kafka.consumer, **(consumer_settings or {})},
             read_committed=self.exactly_once,
-            on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_assign=self._on_assign, on_revoke=self._on_revoke, before_revoke=self._drain,
         )
         self.producer = AckedProducer(
             self.bootstrap, {**settings, **c.kafka.producer},
@@ -119,6 +133,12 @@ class Worker:
         self.http = HealthServer(self.metrics, c.metrics.host, port).start() if port >= 0 else None
         self.batch_max = batch_max or c.batch.max_messages
         self.batch_n = self.batch_max if not c.batch.adaptive else min(self.batch_max, 64)
+        # Batches produced but not yet acknowledged: bounded, so a slow broker pauses
+        # input instead of growing memory (default: 16 batches or 8 full ones' records).
+        self.inflight = InFlight(max_inflight_batches,
+                                 max_inflight_records or max(8 * self.batch_max, 8192))
+        self.ack_timeout_s = ack_timeout_s
+        self._closing = False
         log.info("worker %s ready: pipeline %s, model %s, input %s on %s", self.worker_id,
                  c.name, model.label, c.topics.input, self.bootstrap)
 
@@ -137,6 +157,7 @@ class Worker:
 
     def _on_revoke(self, parts: list[Any]) -> None:
         log.info("revoked %s", _parts(parts))
+        self.metrics.forget_partitions([(p.topic, p.partition) for p in parts])
         self.metrics.assigned.labels(self.config.name).set(len(self.consumer.assignment))
 
     def request_stop(self) -> None:
@@ -148,22 +169,40 @@ class Worker:
         return self.http.port if self.http else None
 
     def _maybe_reload(self) -> None:
+        """Follow the champion's and the challenger's aliases (each swaps between batches)."""
+        core, ref = self.core, self.config.model
         try:
             new = self.watcher.poll()
-            if new is None:
-                return
-            model = load_model(self.registry, self.config.model.ref, new)
-            self.core.set_model(model, self.core.challenger)
+            model = load_model(self.registry, ref.ref, new) if new is not None else None
         except Exception:  # a bad new version must not stop a healthy worker
-            log.exception("hot reload of %s failed; keeping %s", self.config.model.ref,
-                          self.core.model.label)
+            log.exception("hot reload of %s failed; keeping %s", ref.ref, core.model.label)
+            model = None
+        challenger = None
+        cw = self.stages.challenger_watcher
+        if cw is not None and ref.challenger:
+            try:
+                cnew = cw.poll()
+                challenger = (load_model(self.registry, ref.challenger, cnew)
+                              if cnew is not None else None)
+            except Exception:  # the shadow model never stops the champion's scoring
+                log.exception("hot reload of challenger %s failed; keeping %s", ref.challenger,
+                              core.challenger.label if core.challenger else "none")
+        if model is None and challenger is None:
             return
-        self.drift = make_drift(self.config, model, self.metrics.registry)
-        self.metrics.set_model(model.name, model.version, model.sha256,
-                               self.core.challenger.label if self.core.challenger else "")
+        try:
+            core.set_model(model or core.model, challenger or core.challenger)
+        except Exception:
+            log.exception("hot reload failed; keeping %s", core.model.label)
+            return
+        if model is not None:
+            self.drift = make_drift(self.config, model, self.metrics.registry)
+            log.info("hot reload: now scoring with %s", model.label)
+        if challenger is not None:
+            log.info("hot reload: challenger now %s", challenger.label)
+        self.metrics.set_model(core.model.name, core.model.version, core.model.sha256,
+                               core.challenger.label if core.challenger else "")
         self.metrics.reloads.labels(self.config.name).inc()
         self.stats.reloads += 1
-        log.info("hot reload: now scoring with %s", model.label)
 
     # ---- the loop ----------------------------------------------------------------------
 
@@ -173,6 +212,8 @@ class Worker:
         consume = self.consumer.consume
         process = self.core.process
         topics = c.topics
+        topic_in = topics.input  # the only subscribed topic: no m.topic() per message
+        eos = self.exactly_once
         timeout_s = c.batch.timeout_ms / 1000.0
         reload_every = c.model.reload_check_s
         next_reload = time.monotonic() + reload_every
@@ -180,10 +221,14 @@ class Worker:
         last_input = time.monotonic()
         first_input: float | None = None
         first_cpu = 0.0
+        velocity: Future[Any] | None = None
         try:
             while not self._stop.is_set():
                 self.metrics.beat()
                 msgs = consume(self.batch_n, timeout_s)
+                t_fetch = time.perf_counter()
+                if not eos:
+                    self._settle()  # acks served since the last turn -> commit the prefix
                 now_m = time.monotonic()
                 if now_m >= next_reload:
                     self._maybe_reload()
@@ -202,42 +247,127 @@ class Worker:
                         break
                     continue
                 last_input = now_m
-                t0 = time.perf_counter()
                 if first_input is None:
-                    first_input, first_cpu = t0, time.process_time()
+                    first_input, first_cpu = t_fetch, time.process_time()
                 payloads = [m.value() for m in msgs]
                 keys = [m.key() for m in msgs]
-                sources: list[Any] = [(m.topic(), m.partition(), m.offset()) for m in msgs]
+                sources: list[Any] = [(topic_in, m.partition(), m.offset()) for m in msgs]
                 stamps = [m.timestamp()[1] / 1000.0 for m in msgs]
+                if velocity is not None:
+                    # The previous batch's velocity update ran in Redis while this batch
+                    # was fetched; it must land before this batch reads its features.
+                    self._velocity_done(velocity)
+                    velocity = None
                 res = process(payloads, keys=keys, sources=sources, timestamps=stamps)
                 drift_out: list[tuple[bytes | None, bytes]] = []
-                velocity = None
                 if res.decisions:
                     if self.velocity is not None:
-                        # A server-side script in Redis: it runs while we wait for the
-                        # broker's acks below, and is done before the next batch is read.
                         velocity = self._bg.submit(self.stages.update_velocity, res)
                     if self.drift is not None and res.features is not None:
+                        t_drift = time.perf_counter()
                         drift_out = self._drift_records(
                             self.drift.update(res.features, res.scores, res.drift_decisions)
                         )
-                publish_and_commit(
-                    self.producer, self.consumer,
-                    [(topics.decisions, res.decisions), (topics.dead_letter, res.dead_letters),
-                     (topics.drift, drift_out)],
-                    next_offsets(msgs), exactly_once=self.exactly_once,
-                )
-                if velocity is not None:
-                    velocity.result()
-                self.metrics.observe_batch(res, time.perf_counter() - t0)
+                        res.stage_s["drift"] = time.perf_counter() - t_drift
+                outputs: list[tuple[str, Any]] = [(topics.decisions, res.decisions),
+                           (topics.dead_letter, res.dead_letters), (topics.drift, drift_out)]
+                offsets = offsets_of(sources)
+                if eos:
+                    publish_and_commit(self.producer, self.consumer, outputs, offsets,
+                                       exactly_once=True)
+                    self.metrics.observe_ack(time.perf_counter() - t_fetch)
+                else:
+                    self._publish(outputs, offsets, t_fetch)
+                self.metrics.observe_batch(res)
                 self._count(res, len(drift_out))
                 self._adapt(len(msgs))
                 self.stats.busy_s = time.perf_counter() - first_input
                 self.stats.cpu_s = time.process_time() - first_cpu
                 self.guard.add(res.n_in, len(res.dead_letters))
         finally:
+            if velocity is not None:
+                self._velocity_done(velocity)
             self._shutdown()
         return self.stats
+
+    # ---- pipelined acknowledgement (at-least-once mode) ---------------------------------
+
+    def _publish(self, outputs: list[tuple[str, Any]], offsets: list[Any],
+                 fetched_at: float) -> None:
+        """Produce a batch's outputs without waiting for their acks (see stream.inflight).
+
+        Its offsets are committed by ``_settle`` once it and every earlier batch are
+        acknowledged. When the in-flight bound is reached, wait here for acks (the
+        backpressure: no consume() until there is room).
+        """
+        inflight, producer = self.inflight, self.producer
+        batch = inflight.open(offsets, fetched_at)
+        for topic, records in outputs:
+            if records:
+                producer.produce_many(topic, records, batch.delivered, batch.add)
+        inflight.seal(batch)
+        producer.poll()
+        self._settle()
+        if not inflight.room():
+            inflight.waits += 1
+            if not inflight.wait(producer.poll_for, inflight.room, self.ack_timeout_s):
+                raise DeliveryFailed(f"{inflight.records} output records not acknowledged "
+                                     f"in {self.ack_timeout_s:g} s")
+            self._settle()
+
+    def _settle(self) -> None:
+        """Commit (async) the offsets of the acknowledged prefix of batches in flight.
+
+        Raises ``DeliveryFailed`` once any batch has a rejected output: that batch and
+        every later one are never committed (re-delivered after the restart).
+        """
+        done, offsets = self.inflight.release()
+        if done:
+            if offsets:
+                self.consumer.commit(offsets)
+            now = time.perf_counter()
+            for b in done:
+                if b.offsets:  # drift-only records have no input batch
+                    self.metrics.observe_ack(now - b.fetched_at)
+        err = self.inflight.error()
+        if err is not None:
+            raise DeliveryFailed(f"broker rejected an output record: {err}")
+
+    def _drain(self) -> None:
+        """Wait until every batch in flight is acknowledged, then commit them (async).
+
+        Called on partition revoke/loss (inside consume(), before the consumer commits the
+        revoked partitions synchronously) and on shutdown (before the consumer's final
+        synchronous commit). A delivery failure is left for the loop to raise: only the
+        clean prefix before it is committed here.
+        """
+        if self.exactly_once or self._closing or not len(self.inflight):
+            return
+        inflight = self.inflight
+        if not inflight.wait(self.producer.poll_for, inflight.settled, self.ack_timeout_s):
+            log.warning("%d output records still unacknowledged after %g s; their batches "
+                        "stay uncommitted (re-delivered)", inflight.records, self.ack_timeout_s)
+        done, offsets = inflight.release()
+        if offsets:
+            self.consumer.commit(offsets)
+        now = time.perf_counter()
+        for b in done:
+            if b.offsets:
+                self.metrics.observe_ack(now - b.fetched_at)
+
+    def _velocity_done(self, fut: Future[Any]) -> None:
+        # Velocity features are best effort: a Redis fault (down, timeout, NOPERM/ACL,
+        # wrong key type) is logged and counted, and scoring goes on (the velocity rows
+        # then age and their decisions degrade, as for any stale feature).
+        try:
+            got = fut.result()
+        except Exception as exc:
+            log.warning("velocity update failed (scoring goes on): %s", exc)
+            self.metrics.velocity_faults.labels(self.config.name, "exception").inc()
+            return
+        status = getattr(got, "status", "ok")
+        if status != "ok":
+            self.metrics.velocity_faults.labels(self.config.name, status).inc()
 
     def _adapt(self, got: int) -> None:
         # Small batches while input is sparse (latency), doubling while every consume
@@ -269,14 +399,25 @@ class Worker:
     def _publish_drift(self, records: list[Any]) -> None:
         if records:
             out = self._drift_records(records)
-            publish_and_commit(self.producer, self.consumer, [(self.config.topics.drift, out)],
-                               [], exactly_once=self.exactly_once)
+            topic = self.config.topics.drift
+            if self.exactly_once:
+                publish_and_commit(self.producer, self.consumer, [(topic, out)], [],
+                                   exactly_once=True)
+            else:  # no input offsets: tracked only so a rejected record stops the worker
+                self._publish([(topic, out)], [], time.perf_counter())
             self.stats.drift_records += len(out)
 
     def _shutdown(self) -> None:
+        # Order: last drift window produced -> every batch in flight acknowledged and its
+        # offsets committed (async; the prefix before any failed batch only) -> producer
+        # flushed and closed -> consumer commits what is acknowledged synchronously and
+        # leaves the group.
         try:
             if self.drift is not None:
-                self._publish_drift(self.drift.flush())
+                with contextlib.suppress(DeliveryFailed):  # already stopping; settled below
+                    self._publish_drift(self.drift.flush())
+            self._drain()
+            self._closing = True  # the consumer's close may revoke: nothing left to drain
             self.producer.close()
         except Exception:
             log.exception("flushing on shutdown failed")

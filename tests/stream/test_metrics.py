@@ -19,3 +19,41 @@ def test_feast_import_does_not_make_worker_metrics_shared():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == "5.0", out.stdout + out.stderr
+
+
+def test_lag_series_of_revoked_partitions_go_away():
+    from stream.metrics import WorkerMetrics
+
+    m = WorkerMetrics("fraud")
+    m.set_lag({("in", 0): 5, ("in", 1): 7, ("in", 2): 0})
+
+    def lag(p):
+        return m.registry.get_sample_value("streamscore_consumer_lag",
+                                           {"pipeline": "fraud", "topic": "in", "partition": p})
+
+    assert (lag("0"), lag("1"), lag("2")) == (5.0, 7.0, 0.0)
+    m.forget_partitions([("in", 1)])  # revoked: another worker reports it now
+    assert lag("1") is None and lag("0") == 5.0
+    m.set_lag({("in", 0): 3})  # partition 2 is no longer assigned either
+    assert (lag("0"), lag("1"), lag("2")) == (3.0, None, None)
+    m.forget_partitions([("in", 9)])  # never reported: nothing to remove, no error
+
+
+def test_batch_ack_histogram_and_drift_stage():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from stream.metrics import WorkerMetrics
+
+    m = WorkerMetrics("fraud")
+    res = SimpleNamespace(n_in=3, outcomes={"approve": 3}, dead_letter_reasons={},
+                          degraded_reasons={}, budget_misses=0, online_status="ok",
+                          stage_s={"decode": 0.001, "drift": 0.0002}, e2e_s=np.zeros(3))
+    m.observe_batch(res)
+    m.observe_ack(0.004)
+    got = m.registry.get_sample_value
+    assert got("streamscore_batch_ack_seconds_count", {"pipeline": "fraud"}) == 1
+    assert got("streamscore_batch_ack_seconds_bucket", {"pipeline": "fraud", "le": "0.005"}) == 1
+    assert got("streamscore_stage_latency_seconds_count",
+               {"pipeline": "fraud", "stage": "drift"}) == 1

@@ -387,3 +387,129 @@ def test_full_producer_queue_pauses_input_instead_of_failing(env, unique_name):
         tw.stop()
     assert {d["event_id"] for d in decisions} == {f"21-{j}" for j in range(1500)}
     assert pauses > 0
+
+
+def _first_bad(n: int, ratio: float, lo: int, hi: int) -> tuple[int, int]:
+    """A seed whose first malformed event (in produce order) falls in [lo, hi)."""
+    import numpy as np
+
+    for seed in range(30, 400):
+        bad = np.flatnonzero(np.random.default_rng(seed + 1).random(n) < ratio)
+        if len(bad) and lo <= bad[0] < hi:
+            return seed, int(bad[0])
+    raise AssertionError("no seed found")
+
+
+def test_offsets_never_committed_ahead_of_acks(env, unique_name):
+    # One input partition (offsets = produce order). The dead-letter topic refuses every
+    # record (broker-side max.message.bytes), so the batch holding the first malformed
+    # event fails its acknowledgement ~0.5 s after it was produced, while the worker has
+    # already scored and produced later batches (their decisions are acknowledged).
+    # The committed offset must stop at or before that batch - never after it.
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from stream.kafka_io import DeliveryFailed
+
+    admin = AdminClient({"bootstrap.servers": env.bootstrap})
+    futures = admin.create_topics([
+        NewTopic(f"{unique_name}.in", 1, 1),
+        NewTopic(f"{unique_name}.dlq", 1, 1, config={"max.message.bytes": "200"}),
+    ])
+    for f in futures.values():
+        f.result(15)
+    path = write_pipeline(env, unique_name, batch={"max_messages": 32, "adaptive": False},
+                          kafka={"producer": {"message.timeout.ms": 10_000}})
+    n = 800
+    seed, first_bad = _first_bad(n, 0.004, 200, 400)
+    produce(path, n, bad_ratio=0.004, seed=seed)
+    tw = ThreadWorker(path, max_inflight_batches=8)
+    tw.thread.join(90)
+    assert not tw.thread.is_alive(), "the worker did not stop on a rejected output"
+    assert isinstance(tw.error, DeliveryFailed), repr(tw.error)
+    assert "dlq" in str(tw.error)
+    decisions = read_topic(env.bootstrap, f"{unique_name}.dec", want=first_bad)
+    c = Consumer({"bootstrap.servers": env.bootstrap, "group.id": f"{unique_name}-g"})
+    try:
+        committed = c.committed([TopicPartition(f"{unique_name}.in", 0)], timeout=15)[0].offset
+    finally:
+        c.close()
+    offsets = {d["source_offset"] for d in decisions}
+    # Everything before the failed batch was acknowledged and committed (the prefix) ...
+    assert 0 < committed <= first_bad, (committed, first_bad)
+    assert set(range(committed)) <= offsets
+    # ... while later batches were in flight (scored, produced, even acknowledged),
+    # and not one of them was committed.
+    assert max(offsets) > first_bad + 32, (max(offsets), first_bad)
+
+
+def test_velocity_permission_error_is_counted_and_scoring_goes_on(env, unique_name):
+    # A Redis ACL user that may read features but not run scripts: every velocity update
+    # fails with NOPERM. The worker must log and count it and keep deciding.
+    import redis
+
+    from features.materialize import apply_repo, materialize_repo
+    from features.repo import prepare_repo
+    from stream.embedded import start_redis_server
+
+    server = start_redis_server()  # our own: no ACL users on the shared Redis
+    try:
+        repo = prepare_repo("fraud", env.home / unique_name, project=unique_name,
+                            redis_url=server.url, data_dir=env.home / "data" / "fraud")
+        apply_repo(repo, server.url)
+        materialize_repo(repo, redis_url=server.url, progress=False)
+        admin = redis.Redis.from_url(server.url)
+        admin.acl_setuser("scorer", enabled=True, passwords=["+pw"], keys=["*"],
+                          channels=["*"], commands=["+@all", "-@scripting"])
+        port = server.url.rsplit(":", 1)[1].split("/")[0]
+        limited = f"redis://scorer:pw@127.0.0.1:{port}/0"
+        path = write_pipeline(env, unique_name, redis_url=limited)
+        doc = yaml.safe_load(path.read_text())
+        doc["features"]["repo"] = str(repo)
+        path.write_text(yaml.safe_dump(doc))
+        produce(path, 400, seed=31)
+        tw = ThreadWorker(path)
+        try:
+            decisions = read_topic(env.bootstrap, f"{unique_name}.dec", want=400)
+            alive = tw.thread.is_alive()
+            faults = tw.worker.metrics.registry.get_sample_value(
+                "streamscore_velocity_update_faults_total",
+                {"pipeline": "fraud", "status": "error"})
+        finally:
+            tw.stop()
+    finally:
+        server.stop()
+    assert alive, "a velocity permission error stopped the worker"
+    assert {d["event_id"] for d in decisions} == {f"31-{j}" for j in range(400)}
+    assert faults and faults >= 1
+    assert not any("online_store_down" in d["degraded_reasons"] for d in decisions)
+
+
+def test_challenger_hot_reload_follows_its_alias(env, unique_name):
+    from scorers.registry import Registry
+
+    registry = Registry(env.registry)
+    v1 = registry.resolve("fraud@champion")
+    c1 = registry.register(v1.read_text(), "fraud", dict(v1.metadata))
+    registry.promote("fraud", c1.version, "challenger")
+    path = write_pipeline(env, unique_name, model={
+        "ref": "fraud@champion", "challenger": "fraud@challenger",
+        "registry": str(env.registry), "reload_check_s": 0.2})
+    tw = ThreadWorker(path)
+    try:
+        produce(path, 200, seed=41)
+        first = read_topic(env.bootstrap, f"{unique_name}.dec", want=200)
+        c2 = registry.register(v1.read_text(), "fraud", dict(v1.metadata))
+        registry.promote("fraud", c2.version, "challenger")
+        time.sleep(1.0)
+        produce(path, 200, seed=42)
+        both = read_topic(env.bootstrap, f"{unique_name}.dec", want=400)
+        reloads = tw.worker.stats.reloads
+    finally:
+        tw.stop()
+    assert {d["challenger_version"] for d in first} == {f"fraud@{c1.version}"}
+    later = [d for d in both if d["event_id"].startswith("42-")]
+    assert len(later) == 200
+    assert {d["challenger_version"] for d in later} == {f"fraud@{c2.version}"}
+    assert {d["model_version"] for d in later} == {str(v1.version)}  # champion unchanged
+    assert reloads == 1

@@ -1,0 +1,139 @@
+"""Pipelined acknowledgement: batches produced but not yet acknowledged, in consume order.
+
+The worker does not wait for a batch's acks before it consumes the next batch (that
+serialised every batch behind the broker's round trip). Instead each batch's outputs
+carry that batch's delivery callback, which counts its outstanding records down, and
+after every loop turn the worker commits the input offsets of the *longest prefix* of
+fully acknowledged batches. So the commit-after-ack rule still holds per batch:
+
+- a batch's offsets are committed only when every output of that batch and of every
+  batch consumed before it is acknowledged (the prefix rule: offsets are per partition,
+  and committing batch k+1's offset would also cover batch k's records);
+- the first delivery failure stops the worker: the clean prefix before the failed batch
+  is committed, the failed batch and every later one never are (they are re-delivered,
+  never lost);
+- the in-flight work is bounded (batches and records); when it is full the worker waits
+  for acks before it consumes more: that is the backpressure.
+
+Kafka-free apart from the ``TopicPartition`` values it passes through; the worker does
+the polling, the commits and the waiting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Batch", "InFlight"]
+
+
+class Batch:
+    """One consumed batch: its input offsets and how many of its outputs are unacknowledged."""
+
+    __slots__ = ("error", "fetched_at", "n_out", "offsets", "pending", "sealed")
+
+    def __init__(self, offsets: list[Any], fetched_at: float) -> None:
+        self.offsets = offsets  # next offsets per input partition (TopicPartition)
+        self.fetched_at = fetched_at  # perf_counter() when consume() returned it
+        self.pending = 0  # produced - acknowledged (may dip below 0 before sealing)
+        self.n_out = 0  # records produced for this batch
+        self.sealed = False  # every output produced: pending == 0 now means "all acked"
+        self.error: str | None = None
+
+    def delivered(self, err: Any, msg: Any) -> None:
+        """The producer's delivery callback for this batch's records (served by poll())."""
+        self.pending -= 1
+        if err is not None and self.error is None:
+            self.error = f"{msg.topic()}: {err.str()}"
+
+    def add(self, n: int) -> None:
+        """Count ``n`` more records produced for this batch."""
+        self.pending += n
+        self.n_out += n
+
+    @property
+    def done(self) -> bool:
+        return self.sealed and self.pending <= 0
+
+
+class InFlight:
+    """Batches in consume order; releases the acknowledged prefix, bounds the rest."""
+
+    def __init__(self, max_batches: int = 16, max_records: int = 65_536) -> None:
+        self.max_batches = max(1, max_batches)
+        self.max_records = max(1, max_records)
+        self._q: deque[Batch] = deque()
+        self.records = 0  # outputs produced by batches still in flight
+        self.waits = 0  # times the bound made the worker wait (backpressure)
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def open(self, offsets: list[Any], fetched_at: float) -> Batch:
+        """Start tracking a batch (before producing its outputs, so callbacks find it)."""
+        b = Batch(offsets, fetched_at)
+        self._q.append(b)
+        return b
+
+    def seal(self, batch: Batch) -> None:
+        """Every output of ``batch`` is produced."""
+        batch.sealed = True
+        self.records += batch.n_out
+
+    @property
+    def full(self) -> bool:
+        return len(self._q) > self.max_batches or self.records > self.max_records
+
+    def error(self) -> str | None:
+        """The first delivery error of any batch in flight (the worker must stop)."""
+        for b in self._q:
+            if b.error is not None:
+                return b.error
+        return None
+
+    def release(self) -> tuple[list[Batch], list[Any]]:
+        """Pop the longest prefix of fully acknowledged, error-free batches.
+
+        Returns those batches and the offsets to commit for them (per partition the
+        latest: batches are in consume order, so a later batch's offset covers the
+        earlier ones). A batch with a delivery error stops the prefix for good.
+        """
+        q = self._q
+        if not q or not q[0].done:
+            return [], []
+        done: list[Batch] = []
+        latest: dict[tuple[str, int], Any] = {}
+        while q and q[0].done and q[0].error is None:
+            b = q.popleft()
+            self.records -= b.n_out
+            done.append(b)
+            for tp in b.offsets:
+                latest[(tp.topic, tp.partition)] = tp
+        return done, list(latest.values())
+
+    def settled(self) -> bool:
+        """Nothing more can be committed by waiting: every batch up to the first failed
+        one (or all of them) is acknowledged."""
+        for b in self._q:
+            if b.error is not None:
+                return True
+            if not b.done:
+                return False
+        return True
+
+    def room(self) -> bool:
+        """The bound allows another batch, or waiting is pointless (a delivery failed)."""
+        return not self.full or self.error() is not None
+
+    @staticmethod
+    def wait(poll: Callable[[float], Any], until: Callable[[], bool], timeout_s: float) -> bool:
+        """Serve delivery reports with ``poll`` until ``until()``; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while not until():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            poll(min(left, 0.05))
+        return True
