@@ -4,14 +4,23 @@ Decoders and encoders are created once at import (msgspec's advice: reuse them).
 ``decode_batch`` is the only per-event Python work on the hot path: it decodes each
 payload with the prebuilt typed decoder and sorts failures into stable error codes
 (``schemas.deadletter.ERROR_CODES``) so the dead-letter topic can be counted by reason.
+
+``decode_batch(..., fast=True)`` gives the same accepted events and the same rejections
+(codes and messages) faster: msgspec runs a field's regex ``pattern`` once per event
+(for the fraud transaction's currency and country that was ~0.7 of its ~1.1 us per
+event), so a twin Struct without the patterns decodes the batch and each pattern is
+then searched once per *distinct* value of its field (a handful per batch). Any
+payload the twin rejects, or whose value fails a pattern, is decoded again by the
+strict decoder, whose error becomes the rejection: errors read exactly as before.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Annotated, Any, get_args, get_origin
 
 import msgspec
 
@@ -108,11 +117,70 @@ def classify_error(exc: Exception) -> str:
     return "invalid_value"
 
 
+_META_ATTRS = ("gt", "ge", "lt", "le", "multiple_of", "min_length", "max_length", "tz",
+               "title", "description", "examples", "extra_json_schema", "extra")
+
+
+def _without_pattern(meta: msgspec.Meta) -> msgspec.Meta:
+    kept = {a: getattr(meta, a) for a in _META_ATTRS if getattr(meta, a) is not None}
+    return msgspec.Meta(**kept)
+
+
+@dataclass(frozen=True)
+class _Twin:
+    """A pattern-free twin of a Struct: its decoder and the patterns it leaves out."""
+
+    decode: Callable[[bytes], Any]
+    patterns: tuple[tuple[str, re.Pattern[str]], ...]
+
+
+def _twin_of(cls: type[msgspec.Struct]) -> _Twin | None:
+    """The twin of ``cls`` (None when it has no top-level ``pattern`` to leave out)."""
+    config = cls.__struct_config__
+    if cls.__struct_encode_fields__ != cls.__struct_fields__ or config.tag is not None:
+        return None  # renamed or tagged fields: not worth mirroring, keep the strict path
+    fields: list[Any] = []
+    patterns: list[tuple[str, re.Pattern[str]]] = []
+    for f in msgspec.structs.fields(cls):
+        typ = f.type
+        if get_origin(typ) is Annotated:
+            base, *metas = get_args(typ)
+            found = [m.pattern for m in metas if isinstance(m, msgspec.Meta) and m.pattern]
+            if found:
+                patterns += [(f.name, re.compile(p)) for p in found]
+                typ = Annotated[(base, *(_without_pattern(m) if isinstance(m, msgspec.Meta)
+                                         else m for m in metas))]
+        if f.required:
+            fields.append((f.name, typ))
+        elif f.default_factory is not msgspec.NODEFAULT:
+            fields.append((f.name, typ, msgspec.field(default_factory=f.default_factory)))
+        else:
+            fields.append((f.name, typ, f.default))
+    if not patterns:
+        return None
+    twin = msgspec.defstruct(
+        f"{cls.__name__}Twin", fields, kw_only=True, frozen=config.frozen,
+        forbid_unknown_fields=config.forbid_unknown_fields, array_like=config.array_like,
+    )
+    return _Twin(msgspec.json.Decoder(twin).decode, tuple(patterns))
+
+
+_TWINS = {name: _twin_of(struct) for name, struct in SCHEMAS.items()}
+
+
 def decode_batch(
-    name: str, payloads: Sequence[bytes | None], *, max_bytes: int = 64 * 1024
+    name: str, payloads: Sequence[bytes | None], *, max_bytes: int = 64 * 1024,
+    fast: bool = False,
 ) -> DecodedBatch:
-    """Decode and validate every payload; never raises for bad input."""
-    decode = decoder_for(name).decode
+    """Decode and validate every payload; never raises for bad input.
+
+    ``fast``: decode with the pattern-free twin and check patterns per distinct value
+    (see the module docstring). The accepted events carry the same fields and values
+    but are instances of the twin type, so only callers reading fields should ask.
+    """
+    strict = decoder_for(name).decode
+    twin = _TWINS.get(name) if fast else None
+    decode = twin.decode if twin is not None else strict
     out = DecodedBatch()
     events, indices, rejected = out.events, out.indices, out.rejected
     for i, payload in enumerate(payloads):
@@ -127,7 +195,44 @@ def decode_batch(
         try:
             events.append(decode(payload))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            rejected.append(Rejection(i, classify_error(exc), str(exc)))
+            # The twin may stop at a later field than the strict decoder: name its error.
+            err = exc if twin is None else (_strict_error(payload, strict) or exc)
+            rejected.append(Rejection(i, classify_error(err), str(err)))
             continue
         indices.append(i)
+    if twin is not None and events:
+        _check_patterns(out, twin, payloads, strict)
     return out
+
+
+def _strict_error(payload: bytes, strict: Callable[[bytes], Any]) -> Exception | None:
+    try:
+        strict(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return exc
+    return None
+
+
+def _check_patterns(out: DecodedBatch, twin: _Twin, payloads: Sequence[bytes | None],
+                    strict: Callable[[bytes], Any]) -> None:
+    """Search each pattern once per distinct value; reject the events that fail one."""
+    bad_rows: set[int] = set()
+    for name, rx in twin.patterns:
+        get = attrgetter(name)
+        bad = {v for v in set(map(get, out.events)) if not rx.search(v)}
+        if bad:
+            bad_rows.update(j for j, ev in enumerate(out.events) if get(ev) in bad)
+    if not bad_rows:
+        return
+    keep_events, keep_indices = [], []
+    for j, (ev, i) in enumerate(zip(out.events, out.indices, strict=True)):
+        payload = payloads[i]
+        assert payload is not None  # it decoded
+        exc = _strict_error(payload, strict) if j in bad_rows else None
+        if exc is None:
+            keep_events.append(ev)
+            keep_indices.append(i)
+        else:
+            out.rejected.append(Rejection(i, classify_error(exc), str(exc)))
+    out.events[:], out.indices[:] = keep_events, keep_indices
+    out.rejected.sort(key=attrgetter("index"))

@@ -15,11 +15,11 @@ batch. The only per-event Python work is decoding and building the output record
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter, itemgetter
 from typing import Any, Protocol
 
 import msgspec
@@ -27,11 +27,13 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas.deadletter import DeadLetter
-from schemas.decisions import DEGRADED_REASONS, Decision, Reason, StageLatencies
+from schemas.decisions import DECISION_SCHEMA_VERSION, DEGRADED_REASONS, StageLatencies
 from schemas.errors import ConfigError, StreamscoreError
 from schemas.registry import decode_batch, schema_type
 from stream.config import FraudPolicy, PipelineConfig, PricingPolicy
 from stream.policy import FRAUD_OUTCOMES, FRAUD_RULES, choose_price, decide_fraud
+from stream.reasons import explain
+from stream.records import Column, DecisionEncoder, constant, json_pieces, string_pieces
 
 __all__ = [
     "EVENT_SPECS",
@@ -55,6 +57,12 @@ _REASONS_OF = [
     [name for i, name in enumerate(DEGRADED_REASONS) if mask >> i & 1]
     for mask in range(1 << len(DEGRADED_REASONS))
 ]
+# The JSON of each per-event field with few values, indexed by its code (object arrays,
+# so a whole batch's column is one fancy index and one tolist()).
+_DEGRADED_JSON = np.array([constant(r) for r in _REASONS_OF], dtype=object)
+_FRAUD_OUTCOME_JSON = np.array([constant(o) for o in FRAUD_OUTCOMES], dtype=object)
+_FRAUD_RULE_JSON = np.array([constant(r or None) for r in FRAUD_RULES], dtype=object)
+_PRICE_RULE_JSON = {r: constant(r or None) for r in ("", "clamped", "fallback_base_price")}
 
 
 class DeadLetterFlood(StreamscoreError):
@@ -193,6 +201,9 @@ class BatchCore:
         self.explain_budget_s = self.budget_s / 10.0
         self._request_out: dict[str, Any] = {}
         self._encode = msgspec.json.Encoder().encode
+        self._records = DecisionEncoder(views)
+        self._name_json = constant(config.name)
+        self._worker_json = constant(worker_id)
         self.model = model
         self._plan = self._plan_columns(model)
         self.challenger = challenger
@@ -251,7 +262,8 @@ class BatchCore:
         t0 = time.perf_counter()
         wall = time.time() if now is None else now
         res = BatchResult(n_in=len(payloads))
-        batch = decode_batch(self.config.schema, payloads, max_bytes=self.max_payload)
+        batch = decode_batch(self.config.schema, payloads, max_bytes=self.max_payload,
+                             fast=True)
         t_decode = time.perf_counter()
         for rej in batch.rejected:
             res.dead_letters.append(self._dead_letter(rej, payloads, keys, sources, wall))
@@ -266,7 +278,9 @@ class BatchCore:
         idx = batch.indices
         start = np.asarray(cols["event_time"], dtype=np.float64)
         if timestamps is not None:
-            ts = np.asarray([timestamps[i] for i in idx], dtype=np.float64)
+            ts = np.asarray(timestamps, dtype=np.float64)
+            if n != len(payloads):
+                ts = ts[idx]
             start = np.where(ts > 0, ts, start)
 
         # Enrich: one online read for the whole batch, then request-time features.
@@ -284,15 +298,15 @@ class BatchCore:
 
         # Score (and shadow-score) the whole batch.
         X = pool[:, self._plan]
-        score, contrib, price_demand = self._score(X, online, cols, mask)
+        score, price_demand = self._score(X, online, cols, mask)
         challenger_score = self._shadow(pool, online, cols)
         t_score = time.perf_counter()
         res.stage_s["score"] = t_score - t_feat
         res.features = X
 
         records = self._decide_and_encode(
-            batch.events, idx, cols, X, score, contrib, price_demand, challenger_score, mask,
-            ages, start, keys, sources, wall, res, t_score,
+            idx, cols, X, score, price_demand, challenger_score, mask, ages, start, sources,
+            wall, res, t_score,
         )
         res.decisions = records
         res.n_degraded = int(np.count_nonzero(mask))
@@ -303,16 +317,17 @@ class BatchCore:
         return res
 
     def _columns(self, events: list[Any]) -> dict[str, Any]:
-        rows = zip(*map(msgspec.structs.astuple, events), strict=True)
+        """One array per event field (C-level ``map(attrgetter)``: no per-event Python)."""
+        n = len(events)
         cols: dict[str, Any] = {}
-        for name, values in zip(self.fields, rows, strict=True):
+        for name in self.fields:
+            values = map(attrgetter(name), events)
             if name in self.spec.strings:
-                cols[name] = np.array(values, dtype=object)
+                cols[name] = np.array(list(values), dtype=object)
             else:
-                cols[name] = np.array(values, dtype=np.float64)
-        cols[self.spec.key + "__int"] = np.array(
-            [getattr(e, self.spec.key) for e in events], dtype=np.int64
-        )
+                cols[name] = np.fromiter(values, dtype=np.float64, count=n)
+        cols[self.spec.key + "__int"] = np.fromiter(
+            map(attrgetter(self.spec.key), events), dtype=np.int64, count=n)
         return cols
 
     def _online(
@@ -358,21 +373,22 @@ class BatchCore:
     def _score(
         self, X: FloatArray, online: FloatArray, cols: dict[str, Any],
         mask: npt.NDArray[np.int64],
-    ) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """The champion's scores (fraud) or demand per candidate price (pricing)."""
         n = X.shape[0]
         scorer = self.model.scorer
         try:
             if self.spec.kind == "pricing":
                 demand = self._price_sweep(scorer, self._plan, cols, online)
-                return np.full(n, np.nan), None, demand
+                return np.full(n, np.nan), demand
             score = np.asarray(scorer.predict(X), dtype=np.float64).reshape(n, -1)[:, -1]
-            return score, None, None
+            return score, None
         except Exception:  # the model path failed: decide by rules, flagged, never dropped
             log.exception("model %s failed on %d events; deciding by rules", self.model.label, n)
             mask |= _BIT["model_error"]
             nan = np.full(n, np.nan)
             demand = np.full((n, len(self._multipliers())), np.nan)
-            return nan, None, demand if self.spec.kind == "pricing" else None
+            return nan, demand if self.spec.kind == "pricing" else None
 
     def _multipliers(self) -> list[float]:
         policy = self.config.policy
@@ -415,141 +431,105 @@ class BatchCore:
 
     # ---- decide and encode -------------------------------------------------------------
 
-    def _reasons(self, X: FloatArray, rows: npt.NDArray[np.intp]) -> dict[int, list[Reason]]:
-        """Top-k positive feature contributions of the given rows (reason codes).
-
-        Contributions (TreeSHAP) cost far more than scoring (measured: ~2-4 ms per row
-        for the demo fraud model, against ~1 us to score it), so only the model's adverse
-        decisions (review, decline) are explained - the ones a customer or an auditor asks
-        about - and at most ``max_explain`` rows per batch. Within that, explaining stops
-        once ``explain_budget_s`` (a tenth of the latency budget) is spent: a profile at
-        500 events/s put a third of the worker's time, and its whole p99 tail, in
-        TreeSHAP of one batch. Rows left out carry ``reasons_skipped``.
-        """
-        scorer = self.model.scorer
-        if self.k <= 0 or rows.size == 0 or not hasattr(scorer, "contributions"):
-            return {}
-        t0 = time.perf_counter()
-        parts: list[FloatArray] = []
-        done = 0
-        chunk = 2  # small first, so one slow row cannot take the whole allowance
-        try:
-            while done < rows.size:
-                part = X[rows[done: done + chunk]]
-                parts.append(np.asarray(scorer.contributions(part), dtype=np.float64))
-                done += len(part)
-                if time.perf_counter() - t0 > self.explain_budget_s:
-                    break
-                chunk = 8
-        except Exception:  # reasons are an explanation, never a reason to lose a decision
-            log.exception("reason codes failed for %s", self.model.label)
-            return {}
-        rows = rows[:done]
-        sub = X[rows]
-        contrib = np.concatenate(parts)
-        c = contrib[:, : X.shape[1]]  # the last column is the expected value
-        k = min(self.k, c.shape[1])
-        top = np.argsort(-c, axis=1, kind="stable")[:, :k]
-        vals = np.take_along_axis(c, top, axis=1).tolist()
-        xs = sub.tolist()
-        names = self.model.feature_names
-        return {
-            int(r): [Reason(names[f], _finite(xs[i][f]), round(v, 6))
-                     for f, v in zip(top[i].tolist(), vals[i], strict=True)]
-            for i, r in enumerate(rows.tolist())
-        }
-
     def _decide_and_encode(
-        self, events: list[Any], idx: list[int], cols: dict[str, Any], X: FloatArray,
-        score: FloatArray, contrib: FloatArray | None, demand: FloatArray | None,
-        challenger: FloatArray | None, mask: npt.NDArray[np.int64], ages: FloatArray,
-        start: FloatArray, keys: Sequence[bytes | None] | None,
+        self, idx: list[int], cols: dict[str, Any], X: FloatArray, score: FloatArray,
+        demand: FloatArray | None, challenger: FloatArray | None,
+        mask: npt.NDArray[np.int64], ages: FloatArray, start: FloatArray,
         sources: Sequence[tuple[str, int, int]] | None, wall: float, res: BatchResult,
         t_score: float,
     ) -> list[tuple[bytes, bytes]]:
+        """Policy over the batch, reason codes, then the records, column by column."""
         policy = self.config.policy
         degraded = mask > 0
-        n = len(events)
-        prices: list[float | None] = [None] * n
+        n = score.shape[0]
+        fields: dict[str, Column] = {}
         if isinstance(policy, FraudPolicy):
             blocked = np.isin(cols["country"], policy.blocked_countries)
             dec = decide_fraud(policy, score, cols["amount"], blocked, degraded)
-            outcome_names = [FRAUD_OUTCOMES[i] for i in dec.outcome.tolist()]
+            fields["outcome"] = _FRAUD_OUTCOME_JSON[dec.outcome].tolist()
+            fields["rule"] = _FRAUD_RULE_JSON[dec.rule].tolist()
+            fields["price"] = b"null"
             # Explain the model's own adverse decisions; a rule's decision is explained
             # by its rule.
             adverse = np.flatnonzero((dec.outcome > 0) & (dec.rule == 0) & np.isfinite(score))
-            skipped = adverse[self.max_explain:].tolist()
+            skipped = adverse[self.max_explain:]
             adverse = adverse[: self.max_explain]
-            rule_names: list[str] = [FRAUD_RULES[i] for i in dec.rule.tolist()]
             scores = score
+            res.drift_decisions = dec.outcome  # codes into FRAUD_OUTCOMES: drift's cheapest
+            counts = np.bincount(dec.outcome, minlength=len(FRAUD_OUTCOMES)).tolist()
+            res.outcomes.update({o: c for o, c in zip(FRAUD_OUTCOMES, counts, strict=True) if c})
         else:
             assert isinstance(policy, PricingPolicy) and demand is not None
             pd = choose_price(policy, cols["base_price"], demand, degraded)
-            outcome_names = ["price"] * n
-            rule_names = pd.rule
-            prices = pd.price.tolist()
+            fields["outcome"] = constant("price")
+            table = _PRICE_RULE_JSON
+            fields["rule"] = [table.get(r) or constant(r or None) for r in pd.rule]
+            fields["price"] = json_pieces(pd.price.tolist())
             scores = pd.demand
-            adverse = np.zeros(0, dtype=np.intp)
-            skipped = []
+            adverse = skipped = np.zeros(0, dtype=np.intp)
+            res.drift_decisions = pd.price / cols["base_price"]
+            res.outcomes["price"] += n
         t_policy = time.perf_counter()
         res.stage_s["policy"] = t_policy - t_score
         res.scores = np.asarray(scores, dtype=np.float64)
-        res.drift_decisions = (
-            outcome_names if isinstance(policy, FraudPolicy)
-            else np.asarray(prices, dtype=np.float64) / cols["base_price"]
-        )
 
-        reason_map = self._reasons(X, adverse)
-        skipped_set = set(skipped).union(j for j in adverse.tolist() if j not in reason_map)
+        model = self.model
+        reasons = explain(model.scorer, model.feature_names, X, adverse, k=self.k,
+                          budget_s=self.explain_budget_s, label=model.label)
+        unexplained = np.union1d(skipped, [j for j in adverse.tolist() if j not in reasons])
         t_explain = time.perf_counter()
         res.stage_s["explain"] = t_explain - t_policy
-        model = self.model
-        ch_label = self.challenger.label if self.challenger else None
-        ch_scores = challenger.tolist() if challenger is not None else [None] * n
-        lat = StageLatencies(
-            decode=round(res.stage_s["decode"] * 1e3, 3),
-            features=round(res.stage_s["features"] * 1e3, 3),
-            score=round(res.stage_s["score"] * 1e3, 3),
-            policy=round(res.stage_s["policy"] * 1e3, 3),
-        )
-        # msgspec writes NaN as null, so ages and scores need no per-event NaN check.
-        age_rows = np.round(ages, 3).tolist() if ages.shape[1] else [[]] * n
-        views = self.views
-        key_field = self.spec.key
+
         encode = self._encode
-        out: list[tuple[bytes, bytes]] = []
-        n_missing = np.isnan(X).sum(axis=1).tolist()
-        score_list = scores.tolist()
-        mask_list = mask.tolist()
-        e2e = ((wall - start) * 1e3).tolist()
-        outcomes = res.outcomes
-        for j, ev in enumerate(events):
-            i = idx[j]
-            s = score_list[j]
-            reasons = reason_map.get(j, [])
-            m = mask_list[j]
-            src = sources[i] if sources is not None else ("", -1, -1)
-            cs = ch_scores[j]
-            key = str(getattr(ev, key_field))
-            outcome = outcome_names[j]
-            outcomes[outcome] += 1
-            record = Decision(
-                event_id=ev.event_id, pipeline=self.config.name, key=key,
-                outcome=outcome,  # type: ignore[arg-type]
-                score=s, model_name=model.name, model_version=model.version,
-                model_sha256=model.sha256, price=prices[j], rule=rule_names[j] or None,
-                reasons=reasons, reasons_skipped=j in skipped_set,
-                missing_features=n_missing[j], degraded=m > 0,
-                degraded_reasons=_REASONS_OF[m],
-                feature_age_s=dict(zip(views, age_rows[j], strict=False)),
-                latency_ms=lat, e2e_ms=round(e2e[j], 3), event_time=ev.event_time,
-                decided_at=wall, worker_id=self.worker_id, source_topic=src[0],
-                source_partition=src[1], source_offset=src[2], challenger_version=ch_label,
-                challenger_score=_finite(cs) if cs is not None else None,
-            )
-            out.append((key.encode(), encode(record)))
+        if reasons:
+            reason_col = [b"[]"] * n
+            for j, rs in reasons.items():
+                reason_col[j] = encode(rs)
+            fields["reasons"] = reason_col
+        else:
+            fields["reasons"] = b"[]"
+        flags = np.zeros(n, dtype=bool)
+        flags[unexplained.astype(np.intp)] = True
+        fields["reasons_skipped"] = _flag_column(flags)
+        fields["degraded"] = _flag_column(degraded)
+        fields["degraded_reasons"] = (_DEGRADED_JSON[mask].tolist() if degraded.any()
+                                      else b"[]")
+        missing = np.isnan(X).sum(axis=1)
+        fields["missing_features"] = (json_pieces(missing.tolist()) if missing.any()
+                                      else b"0")
+        keys = json_pieces(cols[self.spec.key + "__int"].tolist())
+        fields.update({
+            "event_id": string_pieces(cols["event_id"].tolist()),
+            "pipeline": self._name_json,
+            "key": keys,
+            "score": json_pieces(scores.tolist()),
+            "model_name": constant(model.name),
+            "model_version": constant(model.version),
+            "model_sha256": constant(model.sha256),
+            "latency_ms": encode(StageLatencies(
+                decode=round(res.stage_s["decode"] * 1e3, 3),
+                features=round(res.stage_s["features"] * 1e3, 3),
+                score=round(res.stage_s["score"] * 1e3, 3),
+                policy=round(res.stage_s["policy"] * 1e3, 3),
+            )),
+            # msgspec writes NaN as null, so no per-event NaN check anywhere.
+            "e2e_ms": json_pieces(np.round((wall - start) * 1e3, 3).tolist()),
+            "event_time": json_pieces(cols["event_time"].tolist()),
+            "decided_at": constant(wall),
+            "worker_id": self._worker_json,
+            "challenger_version": constant(self.challenger.label if self.challenger else None),
+            "challenger_score": (json_pieces(challenger.tolist()) if challenger is not None
+                                 else b"null"),
+            "schema_version": constant(DECISION_SCHEMA_VERSION),
+        })
+        fields.update(_source_columns(sources, idx))
+        age_cols = None
+        if ages.shape[1]:
+            flat = json_pieces(np.round(ages, 3).T.ravel().tolist())
+            age_cols = [flat[v * n: (v + 1) * n] for v in range(ages.shape[1])]
+        values = self._records.encode(n, fields, age_cols)
         res.stage_s["encode"] = time.perf_counter() - t_explain
-        return out
+        return list(zip(keys, values, strict=True))
 
     def _dead_letter(
         self, rej: Any, payloads: Sequence[bytes | None], keys: Sequence[bytes | None] | None,
@@ -566,8 +546,31 @@ class BatchCore:
         return key, self._encode(record)
 
 
-def _finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
+def _flag_column(flags: npt.NDArray[np.bool_]) -> Column:
+    """``true``/``false`` per event, or one shared ``false`` when no flag is set."""
+    return json_pieces(flags.tolist()) if flags.any() else b"false"
+
+
+def _source_columns(
+    sources: Sequence[tuple[str, int, int]] | None, idx: list[int]
+) -> dict[str, Column]:
+    """source_topic / _partition / _offset of the decoded events."""
+    if sources is None:
+        return {"source_topic": b'""', "source_partition": b"-1", "source_offset": b"-1"}
+    picked = sources if len(idx) == len(sources) else [sources[i] for i in idx]
+    # Three C-level passes; zip(*picked) would allocate an iterator per event (GC work).
+    topics = list(map(itemgetter(0), picked))
+    partitions = list(map(itemgetter(1), picked))
+    offsets = list(map(itemgetter(2), picked))
+    distinct = set(topics)
+    topic: Column
+    if len(distinct) == 1:
+        topic = constant(topics[0])
+    else:
+        body = dict(zip(distinct, string_pieces(list(distinct)), strict=True))
+        topic = [body[t] for t in topics]
+    return {"source_topic": topic, "source_partition": json_pieces(partitions),
+            "source_offset": json_pieces(offsets)}
 
 
 def online_names_of(refs: Sequence[str]) -> list[str]:

@@ -122,3 +122,60 @@ def test_jsonschema_states_the_constraints():
     assert props["mcc"]["maximum"] == 9999
     assert sorted(props["channel"]["enum"]) == ["atm", "ecom", "moto", "pos"]
     assert "amount" in doc["$defs"]["FraudTransaction"]["required"]
+
+
+# ---- the fast decode (pattern-free twin + per-distinct-value pattern check) -----------
+
+FAST_CASES = [
+    enc(GOOD), with_(currency="euro"), with_(currency="EUR\n"), with_(country="de"),
+    with_(country=7), with_(amount=-1, currency="x"),
+    enc({"currency": "x", **{k: v for k, v in GOOD.items() if k != "currency"}, "amount": -1}),
+    with_(currency="usd", country="zz"), with_(currency=...), b"", None, b"{",
+    with_(event_id="e9", currency="GBP", country="FR"), with_(schema_version=2),
+    with_(channel="teleport", currency="eur"), with_(merchant_id="x" * 70_000),
+]
+
+
+def _outcome(batch):
+    return (batch.indices, [msgspec.structs.asdict(e) for e in batch.events],
+            [(r.index, r.code, r.message) for r in batch.rejected])
+
+
+def test_fast_decode_accepts_and_rejects_exactly_like_the_strict_one():
+    strict = decode_batch("fraud_transaction", FAST_CASES)
+    fast = decode_batch("fraud_transaction", FAST_CASES, fast=True)
+    assert _outcome(fast) == _outcome(strict)
+    assert len(strict.rejected) >= 10  # the cases do exercise the rejections
+    # A pattern failure named by the strict decoder's own message (an earlier field's
+    # error still wins where the strict decoder stops there first).
+    by_index = {r.index: r for r in fast.rejected}
+    assert by_index[1].code == "invalid_value" and "$.currency" in by_index[1].message
+    assert by_index[5].code == "out_of_range" and "$.amount" in by_index[5].message
+    assert by_index[6].code == "invalid_value" and "$.currency" in by_index[6].message
+
+
+@given(st.lists(st.sampled_from(["USD", "usd", "EUR", "E", "EURO", "GB\n", "", "ÜSD"]),
+                min_size=1, max_size=8),
+       st.lists(st.sampled_from(["DE", "de", "D", "DEU", "FR"]), min_size=1, max_size=8))
+def test_fast_decode_matches_strict_on_drawn_pattern_values(currencies, countries):
+    payloads = [with_(event_id=f"e{i}", currency=c, country=countries[i % len(countries)])
+                for i, c in enumerate(currencies)]
+    assert _outcome(decode_batch("fraud_transaction", payloads, fast=True)) == _outcome(
+        decode_batch("fraud_transaction", payloads))
+
+
+def test_fast_twin_is_the_schema_minus_its_patterns():
+    from schemas.registry import _TWINS
+
+    twin = _TWINS["fraud_transaction"]
+    assert twin is not None
+    assert [name for name, _ in twin.patterns] == ["currency", "country"]
+    event = decode_batch("fraud_transaction", [enc(GOOD)], fast=True).events[0]
+    strict = msgspec.json.schema(FraudTransaction)["$defs"]["FraudTransaction"]
+    lax = msgspec.json.schema(type(event))["$defs"][type(event).__name__]
+    for prop in strict["properties"].values():
+        prop.pop("pattern", None)
+    assert lax["properties"] == strict["properties"]
+    assert lax["required"] == strict["required"]
+    # Types without a pattern keep the strict decoder.
+    assert _TWINS["pricing_request"] is None

@@ -124,6 +124,7 @@ def test_scores_match_lightgbm_and_bands_follow_policy(fraud_booster):
 
 def test_reason_codes_explain_adverse_decisions(fraud_booster):
     core = fraud_core(fraud_booster)
+    core.explain_budget_s = 10.0  # this test is about which rows, not the time allowance
     amounts = [800.0, 10.0, 850.0, 20.0, 900.0]
     res = core.process([json.dumps(fraud_event(i, amount=a)).encode()
                         for i, a in enumerate(amounts)], now=NOW)
@@ -244,6 +245,7 @@ def test_challenger_is_scored_in_shadow_and_never_acted_on(fraud_booster):
 
 def test_explanations_stop_when_their_time_allowance_is_spent(fraud_booster):
     core = fraud_core(fraud_booster)
+    core.explain_budget_s = 10.0  # first: every adverse row fits
     events = [json.dumps(fraud_event(i, amount=880.0)).encode() for i in range(12)]
     full = [json.loads(v) for _, v in core.process(events, now=NOW).decisions]
     adverse_ids = {r["event_id"] for r in full if r["outcome"] != "approve" and not r["rule"]}
@@ -257,3 +259,110 @@ def test_explanations_stop_when_their_time_allowance_is_spent(fraud_booster):
     assert 1 <= len(explained) <= 2
     assert all(r["reasons_skipped"] for r in adverse if not r["reasons"])
     assert not any(r["reasons_skipped"] for r in explained)
+
+
+def _canonical(value: bytes) -> bytes:
+    """The record decoded by the schema's decoder and encoded again through the Struct."""
+    return msgspec.json.encode(decoder_for("decision").decode(value))
+
+
+def test_fast_records_are_exactly_the_decision_struct_encoding(fraud_booster):
+    rng = np.random.default_rng(5)
+    X = rng.random((400, len(FRAUD_FEATURES))) * 1000
+    other = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 4},
+                      lgb.Dataset(X, (X[:, 0] < 300).astype(float),
+                                  feature_name=FRAUD_FEATURES), 10)
+    challenger = LoadedModel("fraud", "9", "ef" * 32, compile_lightgbm(other))
+    request = RequestFeatures("fraud", load_vocab(repo_path("fraud")))
+    core = BatchCore(config("fraud", name='fr"aud%s'),
+                     LoadedModel("fraud", "1", "ab" * 32, BoosterScorer(fraud_booster)),
+                     request=request, challenger=challenger, max_explain=2,
+                     worker_id="w\\1%d")
+    events = [fraud_event(i, amount=880.0) for i in range(6)]  # adverse: explained/skipped
+    events += [fraud_event(6, event_time=NOW - 5),  # over budget: degraded
+               fraud_event(7, country="KP"),  # hard rule
+               fraud_event(8, currency="XXX"),  # unknown currency: NaN feature
+               fraud_event(9, event_id='q"uo\\te,%s ü'),  # escapes in a string field
+               fraud_event(10, amount=10.0)]
+    payloads = [json.dumps(e).encode() for e in events] + [b"{bad"]
+    sources = [("in-a" if i % 2 else 'in-"b"', i % 3, 10 + i) for i in range(len(payloads))]
+    stamps = [0.0 if i == 6 else NOW - 0.01 for i in range(len(payloads))]  # 0: event_time
+    res = core.process(payloads, sources=sources, timestamps=stamps, now=NOW)
+    assert len(res.decisions) == len(events) and len(res.dead_letters) == 1
+    records = [json.loads(v) for _, v in res.decisions]
+    for (key, value), r in zip(res.decisions, records, strict=True):
+        assert _canonical(value) == value
+        assert key == r["key"].encode()
+    # The batch does cover every kind of field value.
+    assert any(r["reasons"] for r in records) and any(r["reasons_skipped"] for r in records)
+    assert any(r["degraded"] for r in records) and any(r["rule"] for r in records)
+    assert any(r["missing_features"] for r in records), [r["missing_features"] for r in records]
+    assert {r["source_topic"] for r in records} == {"in-a", 'in-"b"'}
+    assert records[9]["event_id"] == 'q"uo\\te,%s ü' and records[0]["pipeline"] == 'fr"aud%s'
+    assert records[0]["worker_id"] == "w\\1%d"
+    assert all(isinstance(r["challenger_score"], float) for r in records)
+    assert [r["source_offset"] for r in records] == [10 + i for i in range(len(events))]
+
+
+def test_fast_pricing_and_failing_model_records_are_the_struct_encoding():
+    rng = np.random.default_rng(1)
+    X = np.column_stack([rng.uniform(0.8, 1.2, 500), rng.uniform(0, 24, 500),
+                         rng.uniform(5, 50, 500)])
+    booster = lgb.train({"objective": "regression", "num_leaves": 7, "verbose": -1},
+                        lgb.Dataset(X, 10.0 - 5 * X[:, 0], feature_name=PRICING_FEATURES), 20)
+    model = LoadedModel("pricing", "2", "cd" * 32, compile_lightgbm(booster))
+    request = RequestFeatures("pricing", load_vocab(repo_path("pricing")))
+    core = BatchCore(config("pricing"), model, request=request)
+    docs = [{"event_id": f"p{i}", "sku_id": i, "store_id": "s1", "base_price": 5.0 + i,
+             "candidate_price": 6.0, "event_time": NOW - (5 if i == 2 else 0)}
+            for i in range(5)]
+    res = core.process([json.dumps(d).encode() for d in docs], now=NOW)
+    assert [_canonical(v) for _, v in res.decisions] == [v for _, v in res.decisions]
+    rules = {json.loads(v)["rule"] for _, v in res.decisions}
+    assert "fallback_base_price" in rules  # the old event
+    assert res.outcomes == {"price": 5}
+
+    class Broken(BoosterScorer):
+        def predict(self, X, raw_score=False):
+            raise RuntimeError("kernel exploded")
+
+    failing = fraud_core(None, scorer=Broken(lgb.train(
+        {"objective": "binary", "verbose": -1}, lgb.Dataset(
+            rng.random((50, 5)), (rng.random(50) > 0.5).astype(float),
+            feature_name=FRAUD_FEATURES), 2)))
+    res = failing.process([json.dumps(fraud_event(i)).encode() for i in range(3)], now=NOW)
+    assert [_canonical(v) for _, v in res.decisions] == [v for _, v in res.decisions]
+    assert all(json.loads(v)["degraded_reasons"] == ["model_error"] for _, v in res.decisions)
+
+
+def test_record_encoder_feature_ages_and_constants():
+    from schemas.decisions import Decision, StageLatencies
+    from stream.records import DecisionEncoder, constant, json_pieces, string_pieces
+
+    views = ["card_stats", 'odd"view%s']
+    enc = DecisionEncoder(views)
+    ages = [[0.5, float("nan"), 3.25], [float("inf"), 2.0, 0.0]]
+    fields = {
+        "event_id": string_pieces(["a", "b,c", 'd"']), "pipeline": constant("p%"),
+        "key": json_pieces([1, 2, 3]), "outcome": [constant("approve")] * 3,
+        "score": json_pieces([0.1, float("nan"), 1e-7]), "model_name": constant("m"),
+        "model_version": constant("1"), "model_sha256": constant("ab"),
+        "price": json_pieces([None, 1.5, 2.0]), "rule": constant(None),
+        "reasons": b"[]", "reasons_skipped": json_pieces([True, False, True]),
+        "degraded": b"false", "degraded_reasons": b"[]", "missing_features": b"0",
+        "latency_ms": constant(StageLatencies(decode=0.1)), "e2e_ms": json_pieces([1.0] * 3),
+        "event_time": json_pieces([1.0, 2.0, 3.0]), "decided_at": constant(4.0),
+        "worker_id": constant("w"), "source_topic": string_pieces(["t1", "t2", "t1"]),
+        "source_partition": b"-1", "source_offset": json_pieces([7, 8, 9]),
+        "challenger_version": constant(None), "challenger_score": b"null",
+        "schema_version": b"1",
+    }
+    out = enc.encode(3, fields, [json_pieces(a) for a in ages])
+    for i, value in enumerate(out):
+        assert _canonical(value) == value
+        d = decoder_for("decision").decode(value)
+        assert isinstance(d, Decision)
+        assert list(d.feature_age_s) == views
+        assert d.feature_age_s[views[0]] == (None if i == 1 else ages[0][i])
+    with pytest.raises(KeyError, match="schema_version"):
+        enc.encode(3, {k: v for k, v in fields.items() if k != "schema_version"}, None)
