@@ -105,6 +105,7 @@ class CompiledModel:
         self._general: walker.GeneralTables | None = None
         self._qs: kernels.QSTables | None = None
         self._expected: F64 | None = None
+        self._means: F64 | None = None
         self._local = threading.local()
         self._qs_fast = kernels.qs_supported(ir)
         if self._qs_fast:
@@ -238,11 +239,15 @@ class CompiledModel:
                                 self._param)
         return out[:, 0] if self._k == 1 else out
 
-    def contributions(self, X: Any) -> F64:
-        """Exact TreeSHAP values: what ``Booster.predict(X, pred_contrib=True)`` returns.
+    def contributions(self, X: Any, method: str = "treeshap") -> F64:
+        """Per-feature contributions, rows × classes·(features + 1), bias last per class.
 
-        Shape rows × classes·(features + 1); each class block ends with the bias column.
+        ``"treeshap"`` (default): exact TreeSHAP, what ``Booster.predict(X,
+        pred_contrib=True)`` returns. ``"saabas"``: path attribution (``scorers.saabas``),
+        one tree walk per row; it also sums to the raw score but is not a Shapley value.
         """
+        if method not in ("treeshap", "saabas"):
+            raise ValueError(f"method must be 'treeshap' or 'saabas', got {method!r}")
         from scorers.shap import expected_values, shap_contributions
 
         if any(t.is_linear for t in self.ir.trees):
@@ -251,19 +256,29 @@ class CompiledModel:
         x = self._matrix(X)
         if self._expected is None:
             self._expected = expected_values(self.ir)
+        if method == "saabas":
+            from scorers.saabas import node_means, saabas_contributions
+
+            if self._means is None:
+                self._means = node_means(self.ir, self._expected)
+            return saabas_contributions(x, self._general_tables(), self._means,
+                                        self._expected, self.num_features, self._k)
         return shap_contributions(x, self._general_tables(), self._expected,
                                   self.num_features, self._k)
 
-    def reasons(self, X: Any, k: int = 3, class_index: int | None = None) -> Reasons:
+    def reasons(self, X: Any, k: int = 3, class_index: int | None = None,
+                method: str = "treeshap") -> Reasons:
         """Top-k features pushing each row's score up (largest positive contributions).
 
         For multiclass models the class explained is ``class_index``, else each row's
-        highest-scoring class. Contributions are in raw-score (e.g. log-odds) units.
+        highest-scoring class. Contributions are in raw-score (e.g. log-odds) units,
+        from exact TreeSHAP or, with ``method="saabas"``, from the cheaper path
+        attribution (see ``contributions``).
         """
         if k < 1:
             raise ValueError("k must be at least 1")
         x = self._matrix(X)
-        contrib = self.contributions(x)
+        contrib = self.contributions(x, method=method)
         nf = self.num_features
         k = min(k, nf)
         if self._k > 1:

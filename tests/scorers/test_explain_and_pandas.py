@@ -116,3 +116,57 @@ def test_pandas_categories_and_column_order(pandas_model: tuple[lgb.Booster, pd.
     bad = test.assign(age=test["age"].astype(str))
     with pytest.raises(ValueError, match="non-numeric"):
         model.predict(bad)
+
+
+@pytest.mark.parametrize(("key", "params", "kind", "rounds"), CONTRIB_CASES,
+                         ids=[c[0] for c in CONTRIB_CASES])
+def test_saabas_contributions_sum_to_the_raw_score(get_model: Any, key: str,
+                                                   params: dict[str, Any], kind: str,
+                                                   rounds: int) -> None:
+    booster, model = get_model(key, params, kind, rounds)
+    X = nasty_rows(150, seed=12)
+    got = model.contributions(X, method="saabas")
+    shap = booster.predict(X, pred_contrib=True)
+    assert got.shape == shap.shape
+    k = model.ir.num_tree_per_iteration
+    blocks, shap_blocks = got.reshape(X.shape[0], k, -1), shap.reshape(X.shape[0], k, -1)
+    # The same bias column as TreeSHAP (each tree's expected value) ...
+    np.testing.assert_allclose(blocks[:, :, -1], shap_blocks[:, :, -1], rtol=0, atol=1e-12)
+    # ... and, like SHAP values, the contributions add up to the raw score.
+    if not model.ir.average_output:
+        raw = booster.predict(X, raw_score=True).reshape(X.shape[0], -1)
+        np.testing.assert_allclose(blocks.sum(axis=2), raw, rtol=0, atol=1e-9)
+    # A feature no tree splits on gets nothing.
+    used = {int(f) for t in model.ir.trees for f in t.split_feature[:t.num_internal]}
+    for f in set(range(model.num_features)) - used:
+        assert not blocks[:, :, f].any()
+
+
+def test_saabas_is_path_attribution_on_a_stump() -> None:
+    """One split: the split feature gets leaf value minus the tree's expected value."""
+    X = np.array([[0.0], [1.0]] * 50)
+    y = np.array([0.0, 10.0] * 50)
+    booster = lgb.train({"verbose": -1, "num_leaves": 2, "min_data_in_leaf": 1,
+                         "learning_rate": 1.0}, lgb.Dataset(X, y), 1)
+    model = compile_lightgbm(booster)
+    got = model.contributions(np.array([[0.0], [1.0]]), method="saabas")
+    raw = booster.predict(np.array([[0.0], [1.0]]), raw_score=True)
+    bias = float(got[0, 1])
+    np.testing.assert_allclose(got[:, 0], raw - bias, rtol=0, atol=1e-12)
+    assert got[0, 0] < 0 < got[1, 0]
+
+
+def test_reasons_with_saabas(get_model: Any) -> None:
+    _, model = get_model(*OBJECTIVES[0])
+    X = nasty_rows(40, seed=5)
+    reasons = model.reasons(X, k=2, method="saabas")
+    contrib = model.contributions(X, method="saabas")[:, :-1]
+    for r in range(X.shape[0]):
+        positive = sorted((c for c in contrib[r] if c > 0), reverse=True)[:2]
+        got = [c for c in reasons.contribution[r] if c > 0]
+        np.testing.assert_allclose(got, positive, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="method"):
+        model.reasons(X, method="lime")
+    _, linear = get_model(*BOOSTING[7])
+    with pytest.raises(ModelFormatError, match="linear"):
+        linear.contributions(nasty_rows(2), method="saabas")
