@@ -81,7 +81,7 @@ def _saabas(X: F64, out: F64, node_off: U64, feat: U64, thr: F64,
             if node_off[t + 1] == noff:
                 continue  # a single-leaf tree: its value is all bias
             loff = leaf_off[t]
-            node = np.int64(0)
+            node = 0
             prev = expected[t]
             while node >= 0:
                 g = noff + np.uint64(node)
