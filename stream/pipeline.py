@@ -8,8 +8,10 @@ agent call it the same way, with the payloads and where they came from.
 
 Build once, run many: everything that can be planned is planned in ``__init__`` /
 ``set_model`` (which online feature, request feature or event column fills which model
-column, the lookup tables of degraded reasons); ``process`` only runs numpy over the
-batch. The only per-event Python work is decoding and building the output records.
+column); ``process`` only runs numpy over the batch. The per-event Python work is
+decoding (``schemas.registry``) and one bytes format per decision record
+(``stream.records`` encodes every field column-wise). Reason codes live in
+``stream.reasons``, dead letters and the flood guard in ``stream.deadletters``.
 """
 
 from __future__ import annotations
@@ -19,21 +21,34 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any, Protocol
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from schemas.deadletter import DeadLetter
 from schemas.decisions import DECISION_SCHEMA_VERSION, DEGRADED_REASONS, StageLatencies
-from schemas.errors import ConfigError, StreamscoreError
+from schemas.errors import ConfigError
 from schemas.registry import decode_batch, schema_type
 from stream.config import FraudPolicy, PipelineConfig, PricingPolicy
-from stream.policy import FRAUD_OUTCOMES, FRAUD_RULES, choose_price, decide_fraud
+from stream.deadletters import DeadLetterFlood, DlqGuard, dead_letter_record
+from stream.policy import FRAUD_OUTCOMES, choose_price, decide_fraud
 from stream.reasons import explain
-from stream.records import Column, DecisionEncoder, constant, json_pieces, string_pieces
+from stream.records import (
+    Column,
+    DecisionEncoder,
+    age_columns,
+    constant,
+    count_column,
+    degraded_columns,
+    flag_column,
+    fraud_columns,
+    json_pieces,
+    pricing_columns,
+    reason_column,
+    source_columns,
+    string_pieces,
+)
 
 __all__ = [
     "EVENT_SPECS",
@@ -57,17 +72,6 @@ _REASONS_OF = [
     [name for i, name in enumerate(DEGRADED_REASONS) if mask >> i & 1]
     for mask in range(1 << len(DEGRADED_REASONS))
 ]
-# The JSON of each per-event field with few values, indexed by its code (object arrays,
-# so a whole batch's column is one fancy index and one tolist()).
-_DEGRADED_JSON = np.array([constant(r) for r in _REASONS_OF], dtype=object)
-_FRAUD_OUTCOME_JSON = np.array([constant(o) for o in FRAUD_OUTCOMES], dtype=object)
-_FRAUD_RULE_JSON = np.array([constant(r or None) for r in FRAUD_RULES], dtype=object)
-_PRICE_RULE_JSON = {r: constant(r or None) for r in ("", "clamped", "fallback_base_price")}
-
-
-class DeadLetterFlood(StreamscoreError):
-    """Too much of the recent input was bad: an incident, not noise; the worker stops."""
-
 
 @dataclass(frozen=True)
 class EventSpec:
@@ -136,34 +140,6 @@ class BatchResult:
     columns: dict[str, Any] = field(default_factory=dict)  # decoded event columns
 
 
-class DlqGuard:
-    """Stops the worker when more than ``max_ratio`` of the last window of input was bad.
-
-    Counts are kept per consecutive window of at least ``window`` events; the check
-    fires once a window is full, so a few bad messages at start-up are not an incident.
-    """
-
-    def __init__(self, max_ratio: float, window: int) -> None:
-        self.max_ratio = max_ratio
-        self.window = max(1, window)
-        self.total = 0
-        self.bad = 0
-
-    def add(self, total: int, bad: int) -> None:
-        """Count a batch; raise ``DeadLetterFlood`` when a full window is over the cap."""
-        self.total += total
-        self.bad += bad
-        if self.total < self.window:
-            return
-        ratio = self.bad / self.total
-        self.total = self.bad = 0
-        if ratio > self.max_ratio:
-            raise DeadLetterFlood(
-                f"{ratio:.0%} of the last window of input was bad (cap "
-                f"{self.max_ratio:.0%}); stopping: check the producers and the dead-letter topic"
-            )
-
-
 class BatchCore:
     """Decode -> enrich -> score -> decide -> records, for one pipeline."""
 
@@ -200,7 +176,6 @@ class BatchCore:
         self.max_explain = max_explain
         self.explain_budget_s = self.budget_s / 10.0
         self._request_out: dict[str, Any] = {}
-        self._encode = msgspec.json.Encoder().encode
         self._records = DecisionEncoder(views)
         self._name_json = constant(config.name)
         self._worker_json = constant(worker_id)
@@ -266,7 +241,9 @@ class BatchCore:
                              fast=True)
         t_decode = time.perf_counter()
         for rej in batch.rejected:
-            res.dead_letters.append(self._dead_letter(rej, payloads, keys, sources, wall))
+            res.dead_letters.append(dead_letter_record(
+                rej, payloads, keys, sources, pipeline=self.config.name,
+                worker_id=self.worker_id, failed_at=wall))
             res.dead_letter_reasons[rej.code] += 1
         n = len(batch.events)
         res.stage_s["decode"] = t_decode - t0
@@ -446,9 +423,7 @@ class BatchCore:
         if isinstance(policy, FraudPolicy):
             blocked = np.isin(cols["country"], policy.blocked_countries)
             dec = decide_fraud(policy, score, cols["amount"], blocked, degraded)
-            fields["outcome"] = _FRAUD_OUTCOME_JSON[dec.outcome].tolist()
-            fields["rule"] = _FRAUD_RULE_JSON[dec.rule].tolist()
-            fields["price"] = b"null"
+            fields.update(fraud_columns(dec.outcome, dec.rule))
             # Explain the model's own adverse decisions; a rule's decision is explained
             # by its rule.
             adverse = np.flatnonzero((dec.outcome > 0) & (dec.rule == 0) & np.isfinite(score))
@@ -461,10 +436,7 @@ class BatchCore:
         else:
             assert isinstance(policy, PricingPolicy) and demand is not None
             pd = choose_price(policy, cols["base_price"], demand, degraded)
-            fields["outcome"] = constant("price")
-            table = _PRICE_RULE_JSON
-            fields["rule"] = [table.get(r) or constant(r or None) for r in pd.rule]
-            fields["price"] = json_pieces(pd.price.tolist())
+            fields.update(pricing_columns(pd.price, pd.rule))
             scores = pd.demand
             adverse = skipped = np.zeros(0, dtype=np.intp)
             res.drift_decisions = pd.price / cols["base_price"]
@@ -480,25 +452,14 @@ class BatchCore:
         t_explain = time.perf_counter()
         res.stage_s["explain"] = t_explain - t_policy
 
-        encode = self._encode
-        if reasons:
-            reason_col = [b"[]"] * n
-            for j, rs in reasons.items():
-                reason_col[j] = encode(rs)
-            fields["reasons"] = reason_col
-        else:
-            fields["reasons"] = b"[]"
         flags = np.zeros(n, dtype=bool)
         flags[unexplained.astype(np.intp)] = True
-        fields["reasons_skipped"] = _flag_column(flags)
-        fields["degraded"] = _flag_column(degraded)
-        fields["degraded_reasons"] = (_DEGRADED_JSON[mask].tolist() if degraded.any()
-                                      else b"[]")
-        missing = np.isnan(X).sum(axis=1)
-        fields["missing_features"] = (json_pieces(missing.tolist()) if missing.any()
-                                      else b"0")
+        fields.update(degraded_columns(mask))
         keys = json_pieces(cols[self.spec.key + "__int"].tolist())
         fields.update({
+            "reasons": reason_column(n, reasons),
+            "reasons_skipped": flag_column(flags),
+            "missing_features": count_column(np.isnan(X).sum(axis=1)),
             "event_id": string_pieces(cols["event_id"].tolist()),
             "pipeline": self._name_json,
             "key": keys,
@@ -506,7 +467,7 @@ class BatchCore:
             "model_name": constant(model.name),
             "model_version": constant(model.version),
             "model_sha256": constant(model.sha256),
-            "latency_ms": encode(StageLatencies(
+            "latency_ms": constant(StageLatencies(
                 decode=round(res.stage_s["decode"] * 1e3, 3),
                 features=round(res.stage_s["features"] * 1e3, 3),
                 score=round(res.stage_s["score"] * 1e3, 3),
@@ -522,56 +483,10 @@ class BatchCore:
                                  else b"null"),
             "schema_version": constant(DECISION_SCHEMA_VERSION),
         })
-        fields.update(_source_columns(sources, idx))
-        age_cols = None
-        if ages.shape[1]:
-            flat = json_pieces(np.round(ages, 3).T.ravel().tolist())
-            age_cols = [flat[v * n: (v + 1) * n] for v in range(ages.shape[1])]
-        values = self._records.encode(n, fields, age_cols)
+        fields.update(source_columns(sources, idx))
+        values = self._records.encode(n, fields, age_columns(ages))
         res.stage_s["encode"] = time.perf_counter() - t_explain
         return list(zip(keys, values, strict=True))
-
-    def _dead_letter(
-        self, rej: Any, payloads: Sequence[bytes | None], keys: Sequence[bytes | None] | None,
-        sources: Sequence[tuple[str, int, int]] | None, wall: float,
-    ) -> tuple[bytes | None, bytes]:
-        raw = payloads[rej.index] or b""
-        key = keys[rej.index] if keys is not None else None
-        src = sources[rej.index] if sources is not None else ("", -1, -1)
-        record = DeadLetter(
-            pipeline=self.config.name, error_code=rej.code, error=rej.message, payload=raw,
-            payload_size=len(raw), topic=src[0], partition=src[1], offset=src[2], key=key,
-            failed_at=wall, worker_id=self.worker_id,
-        )
-        return key, self._encode(record)
-
-
-def _flag_column(flags: npt.NDArray[np.bool_]) -> Column:
-    """``true``/``false`` per event, or one shared ``false`` when no flag is set."""
-    return json_pieces(flags.tolist()) if flags.any() else b"false"
-
-
-def _source_columns(
-    sources: Sequence[tuple[str, int, int]] | None, idx: list[int]
-) -> dict[str, Column]:
-    """source_topic / _partition / _offset of the decoded events."""
-    if sources is None:
-        return {"source_topic": b'""', "source_partition": b"-1", "source_offset": b"-1"}
-    picked = sources if len(idx) == len(sources) else [sources[i] for i in idx]
-    # Three C-level passes; zip(*picked) would allocate an iterator per event (GC work).
-    topics = list(map(itemgetter(0), picked))
-    partitions = list(map(itemgetter(1), picked))
-    offsets = list(map(itemgetter(2), picked))
-    distinct = set(topics)
-    topic: Column
-    if len(distinct) == 1:
-        topic = constant(topics[0])
-    else:
-        body = dict(zip(distinct, string_pieces(list(distinct)), strict=True))
-        topic = [body[t] for t in topics]
-    return {"source_topic": topic, "source_partition": json_pieces(partitions),
-            "source_offset": json_pieces(offsets)}
-
 
 def online_names_of(refs: Sequence[str]) -> list[str]:
     """Bare feature names of ``view:feature`` references."""

@@ -16,14 +16,31 @@ varied batches through the Struct to keep it so.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
-from schemas.decisions import Decision
+from schemas.decisions import DEGRADED_REASONS, Decision, Reason
+from stream.policy import FRAUD_OUTCOMES, FRAUD_RULES
 
 __all__ = [
-    "DECISION_FIELDS", "Column", "DecisionEncoder", "constant", "json_pieces", "string_pieces",
+    "DECISION_FIELDS",
+    "Column",
+    "DecisionEncoder",
+    "age_columns",
+    "constant",
+    "count_column",
+    "degraded_columns",
+    "flag_column",
+    "fraud_columns",
+    "json_pieces",
+    "pricing_columns",
+    "reason_column",
+    "source_columns",
+    "string_pieces",
 ]
 
 DECISION_FIELDS: tuple[str, ...] = Decision.__struct_fields__
@@ -61,6 +78,89 @@ def string_pieces(values: Sequence[str]) -> list[bytes]:
 def constant(value: Any) -> bytes:
     """The JSON text of a value shared by the whole batch."""
     return _encode(value)
+
+
+# The JSON of each per-event field with few values, indexed by its code (object arrays,
+# so a whole batch's column is one fancy index and one tolist()).
+_DEGRADED_JSON = np.array(
+    [_encode([r for i, r in enumerate(DEGRADED_REASONS) if mask >> i & 1])
+     for mask in range(1 << len(DEGRADED_REASONS))], dtype=object)  # by degraded bit mask
+_FRAUD_OUTCOME_JSON = np.array([_encode(o) for o in FRAUD_OUTCOMES], dtype=object)
+_FRAUD_RULE_JSON = np.array([_encode(r or None) for r in FRAUD_RULES], dtype=object)
+_PRICE_RULE_JSON = {r: _encode(r or None) for r in ("", "clamped", "fallback_base_price")}
+
+
+def fraud_columns(outcome: npt.NDArray[np.int8], rule: npt.NDArray[np.int8]
+                  ) -> dict[str, Column]:
+    """outcome / rule / price of fraud decisions (codes into FRAUD_OUTCOMES / _RULES)."""
+    return {"outcome": _FRAUD_OUTCOME_JSON[outcome].tolist(),
+            "rule": _FRAUD_RULE_JSON[rule].tolist(), "price": b"null"}
+
+
+def pricing_columns(price: npt.NDArray[np.float64], rule: Sequence[str]) -> dict[str, Column]:
+    """outcome / rule / price of pricing decisions ("" = no rule)."""
+    table = _PRICE_RULE_JSON
+    return {"outcome": b'"price"', "price": json_pieces(price.tolist()),
+            "rule": [table.get(r) or _encode(r or None) for r in rule]}
+
+
+def degraded_columns(mask: npt.NDArray[np.int64]) -> dict[str, Column]:
+    """degraded / degraded_reasons from each event's bit mask over DEGRADED_REASONS."""
+    if not mask.any():
+        return {"degraded": b"false", "degraded_reasons": b"[]"}
+    return {"degraded": json_pieces((mask > 0).tolist()),
+            "degraded_reasons": _DEGRADED_JSON[mask].tolist()}
+
+
+def reason_column(n: int, reasons: Mapping[int, list[Reason]]) -> Column:
+    """Each event's reason codes (``[]`` for the rows not in ``reasons``)."""
+    if not reasons:
+        return b"[]"
+    col = [b"[]"] * n
+    for j, rs in reasons.items():
+        col[j] = _encode(rs)
+    return col
+
+
+def count_column(counts: npt.NDArray[np.integer[Any]]) -> Column:
+    """An integer per event, or one shared ``0``."""
+    return json_pieces(counts.tolist()) if counts.any() else b"0"
+
+
+def age_columns(ages: npt.NDArray[np.float64]) -> list[list[bytes]] | None:
+    """feature_age_s values per view (rounded to ms; NaN -> null), or None for no views."""
+    n, k = ages.shape
+    if not k:
+        return None
+    flat = json_pieces(np.round(ages, 3).T.ravel().tolist())
+    return [flat[v * n: (v + 1) * n] for v in range(k)]
+
+
+def flag_column(flags: npt.NDArray[np.bool_]) -> Column:
+    """``true``/``false`` per event, or one shared ``false`` when no flag is set."""
+    return json_pieces(flags.tolist()) if flags.any() else b"false"
+
+
+def source_columns(
+    sources: Sequence[tuple[str, int, int]] | None, idx: list[int]
+) -> dict[str, Column]:
+    """source_topic / _partition / _offset of the decoded events (batch positions ``idx``)."""
+    if sources is None:
+        return {"source_topic": b'""', "source_partition": b"-1", "source_offset": b"-1"}
+    picked = sources if len(idx) == len(sources) else [sources[i] for i in idx]
+    # Three C-level passes; zip(*picked) would allocate an iterator per event.
+    topics = list(map(itemgetter(0), picked))
+    partitions = list(map(itemgetter(1), picked))
+    offsets = list(map(itemgetter(2), picked))
+    distinct = set(topics)
+    topic: Column
+    if len(distinct) == 1:
+        topic = constant(topics[0])
+    else:
+        body = dict(zip(distinct, string_pieces(list(distinct)), strict=True))
+        topic = [body[t] for t in topics]
+    return {"source_topic": topic, "source_partition": json_pieces(partitions),
+            "source_offset": json_pieces(offsets)}
 
 
 class DecisionEncoder:
