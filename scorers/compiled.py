@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scorers import kernels, walker
+from scorers import kernels, qstables, walker
 from scorers.exceptions import ModelFormatError
 from scorers.ir import ModelIR
 from scorers.objectives import transform_code
@@ -27,7 +27,8 @@ __all__ = ["CompiledModel", "Reasons", "compile_lightgbm", "default_cache_dir"]
 
 F64 = npt.NDArray[np.float64]
 # Tables cached on disk are only reused by the exact kernel source that built them.
-_KERNEL_TAG = hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest()[:12]
+_KERNEL_TAG = hashlib.sha256(b"".join(
+    Path(m.__file__).read_bytes() for m in (kernels, qstables) if m.__file__)).hexdigest()[:12]
 
 
 def _read_model(model: Any) -> bytes:

@@ -154,11 +154,12 @@ def test_input_dtypes_and_layouts(get_model: Any) -> None:
 
 def test_per_node_categorical_path_when_tables_exceed_budget(get_model: Any,
                                                              monkeypatch: Any) -> None:
-    from scorers import compile_lightgbm, kernels
+    from scorers import compile_lightgbm, qstables
 
     booster, tabled = get_model(*BOOSTING[9])
     assert tabled.qs_tables.ct_info.shape[0] > 0  # per-category tables in use by default
-    monkeypatch.setattr(kernels, "CAT_TABLE_WORDS", 0)
-    model = compile_lightgbm(booster)
+    monkeypatch.setattr(qstables, "CAT_TABLE_WORDS", 0)
+    # No table cache: the tables built with the default budget must not be reused.
+    model = compile_lightgbm(booster, cache_dir=False)
     assert model.qs_tables.ct_info.shape[0] == 0  # every categorical node tested one by one
     check(booster, model, nasty_rows(200, seed=9))
