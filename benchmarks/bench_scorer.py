@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=None,
                         help="CPU seconds per measurement (default 1.0, --quick 0.2)")
     parser.add_argument("--retrain", action="store_true", help="ignore cached models")
+    parser.add_argument(
+        "--foreign-python", default=os.environ.get("STREAMSCORE_BENCH_FOREIGN_PYTHON"),
+        help="python of a separate virtualenv with lleaves / treelite + tl2cgen (they do not "
+             "install beside numba 0.68); they are timed there, with LightGBM alongside "
+             "for the ratio (default: $STREAMSCORE_BENCH_FOREIGN_PYTHON)")
 
 
 def synthetic(name: str, n: int, seed: int = 0) -> tuple[Any, Any]:
@@ -197,7 +202,8 @@ def _startup_times(path: Path, out: Path) -> dict[str, float]:
             "import_floor_cpu_s": bare_cpu, "import_floor_wall_s": bare_wall}
 
 
-def _optional_engines(path: Path) -> dict[str, Any]:
+def _optional_engines(path: Path, so_dir: Path | None = None) -> dict[str, Any]:
+    """lleaves, treelite's GTIL and tl2cgen, where importable (else a reason string)."""
     engines: dict[str, Any] = {}
     try:
         import lleaves  # type: ignore[import-not-found]
@@ -206,19 +212,104 @@ def _optional_engines(path: Path) -> dict[str, Any]:
         lm.compile()
         engines["lleaves"] = lambda X: lm.predict(X, n_jobs=1)
     except Exception as exc:
-        engines["lleaves"] = f"unavailable ({type(exc).__name__})"
+        engines["lleaves"] = f"unavailable ({type(exc).__name__}: {str(exc)[:80]})"
     try:
         import treelite  # type: ignore[import-not-found]
         import treelite.gtil  # type: ignore[import-not-found]
 
         tm = treelite.frontend.load_lightgbm_model(str(path))
-        engines["treelite"] = lambda X: treelite.gtil.predict(tm, X, nthread=1)
+        engines["treelite-gtil"] = lambda X: treelite.gtil.predict(tm, X, nthread=1)
     except Exception as exc:
-        engines["treelite"] = f"unavailable ({type(exc).__name__})"
+        engines["treelite-gtil"] = f"unavailable ({type(exc).__name__}: {str(exc)[:80]})"
+        return engines
+    try:
+        import tl2cgen  # type: ignore[import-not-found]
+
+        # Compiling the generated C takes seconds to minutes: keep the library per model.
+        where = so_dir if so_dir is not None else path.parent
+        lib = where / f"{path.stem}-{path.stat().st_mtime_ns}.tl2cgen.so"
+        if not lib.exists():
+            tl2cgen.export_lib(tm, toolchain="gcc", libpath=str(lib), nthread=2,
+                               params={"parallel_comp": 8})
+        pred = tl2cgen.Predictor(str(lib), nthread=1)
+
+        def tl2cgen_predict(X: Any) -> Any:
+            # (rows, targets, classes) in tl2cgen 1.x; flattened to LightGBM's shape.
+            got = pred.predict(tl2cgen.DMatrix(X)).reshape(X.shape[0], -1)
+            return got[:, 0] if got.shape[1] == 1 else got
+
+        engines["treelite-tl2cgen"] = tl2cgen_predict
+    except Exception as exc:
+        engines["treelite-tl2cgen"] = f"unavailable ({type(exc).__name__}: {str(exc)[:80]})"
     return engines
 
 
-def bench_model(name: str, path: Path, seconds: float, batches: tuple[int, ...]) -> dict[str, Any]:
+def _foreign_child(argv: list[str]) -> int:
+    """Entry point when this file runs under another venv's python (stdlib + numpy only).
+
+    Times LightGBM and every optional engine on the parent's rows, interleaved, and
+    prints JSON: rows/s by CPU and wall time, and the largest difference to LightGBM.
+    """
+    import numpy as np
+
+    model_path, rows_path, seconds, batches = argv[0], argv[1], float(argv[2]), argv[3]
+    import lightgbm as lgb
+
+    X = np.load(rows_path)
+    booster = lgb.Booster(model_file=model_path)
+    ref = booster.predict(X[:2000])
+    engines = _optional_engines(Path(model_path), Path(rows_path).parent)
+    runnable: dict[str, Any] = {"lightgbm": lambda A: booster.predict(A, num_threads=1)}
+    diffs: dict[str, float] = {}
+    for name, fn in engines.items():
+        if callable(fn):
+            got = np.asarray(fn(X[:2000])).reshape(np.shape(ref))
+            diffs[name] = float(np.max(np.abs(got - ref)))
+            runnable[name] = fn
+    rates: dict[str, dict[str, list[float]]] = {}
+    for b in (int(v) for v in batches.split(",")):
+        A = np.ascontiguousarray(X[:b])
+        for e, (cpu_rate, wall_rate) in _rates(runnable, A, seconds).items():
+            rates.setdefault(e, {})[str(b)] = [cpu_rate, wall_rate]
+    versions = {}
+    for mod in ("lightgbm", "lleaves", "treelite", "tl2cgen", "llvmlite", "numpy"):
+        try:
+            from importlib.metadata import version
+
+            versions[mod] = version(mod)
+        except Exception:  # an absent package has no version to report
+            continue
+    print(json.dumps({"rates": rates, "max_abs_diff": diffs, "versions": versions,
+                      "unavailable": {k: v for k, v in engines.items() if not callable(v)}}))
+    return 0
+
+
+def _foreign_engines(python: str, path: Path, X: Any, seconds: float,
+                     batches: tuple[int, ...], out: Path) -> dict[str, Any]:
+    """Run ``_foreign_child`` under ``python``; its ratios are against its own LightGBM."""
+    import numpy as np
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = out / f"{path.stem}-rows.npy"
+    np.save(rows, X)
+    try:
+        done = subprocess.run(
+            [python, str(Path(__file__).resolve()), "--foreign-child", str(path), str(rows),
+             str(seconds), ",".join(map(str, batches))],
+            capture_output=True, text=True, timeout=1800, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]}
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    lgb_rates = report["rates"].get("lightgbm", {})
+    report["ratio"] = {e: {b: r[0] / lgb_rates[b][0] for b, r in per.items()}
+                       for e, per in report["rates"].items()}
+    return report
+
+
+def bench_model(name: str, path: Path, seconds: float, batches: tuple[int, ...],
+                foreign_python: str | None = None, out: Path | None = None) -> dict[str, Any]:
     import lightgbm as lgb
     import numpy as np
 
@@ -240,7 +331,8 @@ def bench_model(name: str, path: Path, seconds: float, batches: tuple[int, ...])
         "streamscore": model.predict,
         "streamscore-general": model.predict_general,
     }
-    engines.update(_optional_engines(path))
+    if foreign_python is None:
+        engines.update(_optional_engines(path, out))
     visited = _visited_nodes(model, X)
     results: dict[str, dict[str, float]] = {}
     wall_results: dict[str, dict[str, float]] = {}
@@ -256,6 +348,8 @@ def bench_model(name: str, path: Path, seconds: float, batches: tuple[int, ...])
               for e, per in results.items()}
     ns_per_visit = {e: {b: 1e9 / (r * visited) for b, r in per.items()}
                     for e, per in results.items()}
+    foreign = (_foreign_engines(foreign_python, path, X, seconds, batches,
+                                out or path.parent) if foreign_python else None)
     return {
         "model": name, "path": str(path), "trees": model.num_trees,
         "features": model.num_features, "kernel": model.kernel,
@@ -264,6 +358,7 @@ def bench_model(name: str, path: Path, seconds: float, batches: tuple[int, ...])
         "rows_per_s_wall": wall_results, "ratio": ratios,
         "ns_per_visited_node": ns_per_visit,
         "unavailable": {k: v for k, v in engines.items() if not callable(v)},
+        "foreign": foreign,
     }
 
 
@@ -306,7 +401,8 @@ def run(args: argparse.Namespace) -> int:
                               "seconds_per_point": seconds, "models": []}
     for name in names:
         path = build_model(name, out / "models", getattr(args, "retrain", False))
-        result = bench_model(name, path, seconds, batches)
+        result = bench_model(name, path, seconds, batches,
+                             getattr(args, "foreign_python", None), out)
         result.update(_startup_times(path, out))
         report["models"].append(result)
     report["load_avg_after"] = os.getloadavg()
@@ -331,6 +427,25 @@ def run(args: argparse.Namespace) -> int:
             f"{r['cached_restart_cpu_s']:.2f}s CPU (import floor "
             f"{r['import_floor_cpu_s']:.2f}s); unavailable: {r['unavailable']}")
         console.print(table)
+        foreign = r.get("foreign")
+        if foreign and "ratio" in foreign:
+            ft = Table(title=f"{r['model']}-like, separate venv (ratio vs its own LightGBM run)")
+            ft.add_column("engine")
+            for b in batches:
+                ft.add_column(f"batch {b}", justify="right")
+            for engine, per in foreign["rates"].items():
+                ft.add_row(engine, *[f"{per[str(b)][0]:,.0f}/s "
+                                     f"({foreign['ratio'][engine][str(b)]:.1f}x)"
+                                     for b in batches])
+            ft.caption = (f"max |diff| vs LightGBM {foreign['max_abs_diff']}; "
+                          f"{foreign['versions']}; unavailable: {foreign['unavailable']}")
+            console.print(ft)
+        elif foreign:
+            console.print(f"foreign engines failed: {foreign.get('error')}")
     console.print(f"load average before {report['load_avg']}, after {report['load_avg_after']}; "
                   f"report in {out}/scorer.json, plot {out}/scorer.png")
     return 0
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--foreign-child"]:
+    sys.exit(_foreign_child(sys.argv[2:]))
