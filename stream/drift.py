@@ -43,11 +43,10 @@ from stream.drift_metrics import collector_for
 from stream.drift_stats import (
     CATEGORICAL,
     BinLayout,
-    WindowStats,
     build_layout,
     chi2_quantiles,
+    ring_window,
     update_counts,
-    window_stats,
 )
 
 __all__ = ["FRAUD_OUTCOMES", "SCORE_LABEL", "DriftMonitor", "default_jsonl_path"]
@@ -125,22 +124,29 @@ class DriftMonitor:
         self._sub_seconds = config.window_seconds / s if config.window_seconds > 0 else 0.0
         # The ring: one row per sub-window. Integer columns: bin counts, decision counts
         # (outcomes + "other"), events, Page-Hinkley detections; float columns: first
-        # event time, sum and count of price multipliers. One array each, so closing a
-        # window is one sum and advancing the ring one fill per array.
+        # event time, sum and count of price multipliers. One array each, written by
+        # one compiled call per batch (stream.drift_stats.update_counts) and read by one
+        # per window (ring_window), which also empties the next row.
         tb, k = self.layout.total_bins, len(outcomes) + 1
-        self._ring = np.zeros((s, tb + k + 2), dtype=np.int64)
+        self._n_dec = k
+        # The last row is the window: the running sum of the sub-window rows (a batch is
+        # added to both; a sub-window leaving the window is subtracted).
+        self._ring = np.zeros((s + 1, tb + k + 2), dtype=np.int64)
         self._ringf = np.zeros((s, 3))
         self._i_dec, self._i_n, self._i_ph = tb, tb + k, tb + k + 1
-        self._slot_counts = [self._ring[i, :tb] for i in range(s)]
-        self._slot_dec = [self._ring[i, tb : tb + k] for i in range(s)]
+        self._slot_dec = [self._ring[i, tb : tb + k] for i in range(s + 1)]
+        # Filled at every close: (start, multiplier sum, multiplier count, Page-Hinkley
+        # detections, the window's decision counts, events, detections); preallocated.
+        self._extra = np.zeros(4 + k + 2)
         self._cur = 0
         self._sub_start: float | None = None
         self.outcomes = tuple(outcomes)
         self._outcome_index = {name: i for i, name in enumerate(self.outcomes)}
-        self._ph_state = np.zeros(6)
         self._score_mu, self._score_sigma = self._score_moments()
-        self._ph_params = np.array([self._score_mu, self._score_sigma, PH_DELTA, PH_THRESHOLD,
-                                    PH_MIN_INSTANCES, 1.0 if config.page_hinkley else 0.0])
+        # Page-Hinkley: parameters, then its six state values (carried across batches).
+        self._ph = np.zeros(12)
+        self._ph[:6] = [self._score_mu, self._score_sigma, PH_DELTA, PH_THRESHOLD,
+                        PH_MIN_INSTANCES, 1.0 if config.page_hinkley else 0.0]
         self._cur_n = 0  # events in the current sub-window (a Python int: cheaper)
         # What every record repeats, computed once.
         lay = self.layout
@@ -173,43 +179,34 @@ class DriftMonitor:
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self._n_feat:
             raise ValueError(f"X has shape {X.shape}, expected (rows, {self._n_feat})")
-        s = np.asarray(scores, dtype=np.float64)
-        if s.ndim == 2:
-            s = s[:, 0] if s.shape[1] == 1 else s.max(axis=1)
-        s = np.ascontiguousarray(s.reshape(-1))
+        s = scores
+        if type(s) is not np.ndarray or s.dtype != np.float64 or s.ndim != 1:
+            s = np.asarray(scores, dtype=np.float64)
+            if s.ndim == 2:
+                s = s[:, 0] if s.shape[1] == 1 else s.max(axis=1)
+            s = np.ascontiguousarray(s.reshape(-1))
         rows = X.shape[0]
         if s.shape[0] != rows:
             raise ValueError(f"{s.shape[0]} scores for {rows} rows")
-        records = self._close_by_time(now)
+        records = self._close_by_time(now) if self._sub_seconds else []
         if self._sub_start is None:
             self._sub_start = now
         if rows == 0:
             return records
         kind, d = self._decision_kind(decisions, rows)
         codes = d if kind == "codes" else None
-        ph = self._ph_params
+        mult = d if kind == "multipliers" else None
         sub = self._sub_events
         r = 0
         while r < rows:
-            cur = self._cur
             take = rows - r if not sub else min(rows - r, sub - self._cur_n)
-            if self._cur_n == 0:
-                self._ringf[cur, 0] = now
-            # One compiled pass: bins, decision codes, Page-Hinkley.
-            detected = update_counts(
-                self.layout, X, s, r, r + take, self._slot_counts[cur], codes,
-                self._slot_dec[cur], self._ph_state, ph)
-            if detected:
-                self._ring[cur, self._i_ph] += detected
+            # One compiled pass: bins, decision codes or multipliers, events,
+            # Page-Hinkley (its detections are counted in the ring row).
+            update_counts(self.layout, X, s, r, r + take, self._ring, self._ringf,
+                          self._cur, self._n_dec, self._ph, now, codes, mult)
             if kind == "labels":
                 self._add_labels(d[r : r + take])
-            elif kind == "multipliers":
-                part = d[r : r + take]
-                ok = np.isfinite(part)
-                self._ringf[cur, 1] += float(part[ok].sum())
-                self._ringf[cur, 2] += int(ok.sum())
             self._cur_n += take
-            self._ring[cur, self._i_n] = self._cur_n
             r += take
             if sub and self._cur_n >= sub:
                 records.append(self._close(now, "count"))
@@ -228,7 +225,7 @@ class DriftMonitor:
     @property
     def events_in_window(self) -> int:
         """Events currently held by the ring (the open window)."""
-        return int(self._ring[:, self._i_n].sum())
+        return int(self._ring[-1, self._i_n])
 
     # -- internals ---------------------------------------------------------------------
 
@@ -253,7 +250,7 @@ class DriftMonitor:
             # Labels counted as they are: converting 512 strings to a numpy array costs
             # more than the whole binning pass (integer codes are cheaper still).
             return "labels", decisions
-        d = np.asarray(decisions)
+        d = decisions if type(decisions) is np.ndarray else np.asarray(decisions)
         if d.dtype.kind in "iu":
             return "codes", d
         if d.dtype.kind == "b":
@@ -263,9 +260,12 @@ class DriftMonitor:
         return "labels", d.astype(str).tolist()
 
     def _add_labels(self, labels: Sequence[str]) -> None:
-        slot, index, other = self._slot_dec[self._cur], self._outcome_index, len(self.outcomes)
+        slot, window = self._slot_dec[self._cur], self._slot_dec[-1]
+        index, other = self._outcome_index, len(self.outcomes)
         for label, c in Counter(labels).items():
-            slot[index.get(label, other)] += c
+            i = index.get(label, other)
+            slot[i] += c
+            window[i] += c
 
     def _close_by_time(self, now: float) -> list[DriftRecord]:
         if not self._sub_seconds or self._sub_start is None:
@@ -285,36 +285,36 @@ class DriftMonitor:
         self._sub_start = now
         return records
 
-    def _advance(self, now: float) -> None:
-        self._cur = (self._cur + 1) % self.config.sub_windows
-        cur = self._cur
-        self._ring[cur] = 0
-        self._ringf[cur] = 0.0
+    def _advance(self, now: float, cleared: bool = False) -> None:
+        self._cur = cur = (self._cur + 1) % self.config.sub_windows
+        if not cleared:  # the sub-window leaves the window
+            self._ring[-1] -= self._ring[cur]
+            self._ring[cur] = 0
+            self._ringf[cur] = 0.0
         self._cur_n = 0
         self._sub_start = now
 
     def _close(self, now: float, closed_by: str) -> DriftRecord:
-        total = self._ring.sum(axis=0)  # the window: every sub-window of the ring
-        tb = self._i_dec
-        stats = window_stats(self.layout, total[:tb], self.config.false_alarm_rate,
-                             self._quantiles)
-        ph = int(self._ring[self._cur, self._i_ph])
-        record = self._record(stats, total, now, closed_by, ph)
+        # The window is every sub-window of the ring: one compiled call sums the ring
+        # and computes every statistic (reference-side constants were built once).
+        # The compiled call also empties the ring row the window advances to.
+        stats, rows = ring_window(self.layout, self._ring, self._ringf, self._quantiles,
+                                  self._extra, self._cur,
+                                  (self._cur + 1) % self.config.sub_windows)
+        record = self._record(rows, now, closed_by)
         if self._collector is not None:
             self._collector.publish(self.pipeline, self._metric_names, stats, record)
         if self._jsonl is not None:
             with self._jsonl.open("ab") as fh:
                 fh.write(encode_drift(record) + b"\n")
-        self._advance(now)
+        self._advance(now, cleared=True)
         return record
 
-    def _features(self, stats: WindowStats) -> list[FeatureDrift]:
-        columns = zip(
-            self._rec_names, self._rec_kinds, stats.psi.tolist(), stats.threshold.tolist(),
-            stats.js.tolist(), stats.ks.tolist(), stats.wasserstein.tolist(),
-            stats.missing_rate.tolist(), stats.reference_missing_rate.tolist(),
-            self._rec_bins, strict=True,
-        )
+    def _features(self, rows: list[list[float]]) -> list[FeatureDrift]:
+        # rows: the statistics as lists (stream.drift_stats.ring_window's order).
+        psi_, js_, ks_, w_, miss_, ref_miss_, _n, thr_ = rows
+        columns = zip(self._rec_names, self._rec_kinds, psi_, thr_, js_, ks_, w_, miss_,
+                      ref_miss_, self._rec_bins, strict=True)
         return [
             FeatureDrift(
                 name=name, kind=kind, psi=psi, threshold=thr, alarm=psi > thr,
@@ -326,7 +326,7 @@ class DriftMonitor:
             for name, kind, psi, thr, js, ks, w, miss, ref_miss, bins in columns
         ]
 
-    def _decision_mix(self, totals: list[int]) -> DecisionMix:
+    def _decision_mix(self, totals: list[int], msum: float, mcount: float) -> DecisionMix:
         labelled = sum(totals)
         if not labelled:
             counts: dict[str, int] = {}
@@ -335,35 +335,32 @@ class DriftMonitor:
             counts = {name: c for name, c in zip(self._dec_names, totals, strict=True)
                       if c or name != "other"}
             shares = {k: v / labelled for k, v in counts.items()}
-        mcount = self._ringf[:, 2].sum()
-        mean = float(self._ringf[:, 1].sum() / mcount) if mcount else None
+        mean = msum / mcount if mcount else None
         return DecisionMix(counts=counts, shares=shares, mean_multiplier=mean)
 
-    def _record(
-        self, stats: WindowStats, total: Any, now: float, closed_by: str, ph: int
-    ) -> DriftRecord:
-        *features, score = self._features(stats)
+    def _record(self, rows: list[list[float]], now: float, closed_by: str) -> DriftRecord:
+        *features, score = self._features(rows)
         alarms = [f.name for f in features if f.alarm]
         if score.alarm:
             alarms.append("score")
+        start, msum, mcount, ph_f, *tail = self._extra.tolist()
+        ph = int(ph_f)
         if ph:
             alarms.append("page_hinkley")
-        filled = self._ring[:, self._i_n] > 0
-        start = float(self._ringf[filled, 0].min()) if filled.any() else now
         return DriftRecord(
             pipeline=self.pipeline,
             model_name=self._model[0],
             model_version=self._model[1],
             model_sha256=self._model[2],
-            window_start=start,
+            window_start=start if start != np.inf else now,
             window_end=now,
             closed_by=closed_by,  # type: ignore[arg-type]
-            n=int(total[self._i_n]),
+            n=int(tail[-2]),
             reference_n=self.reference_n,
             false_alarm_rate=self.config.false_alarm_rate,
             features=features,
             score=score,
-            decisions=self._decision_mix(total[self._i_dec : self._i_n].tolist()),
+            decisions=self._decision_mix([int(c) for c in tail[:-2]], msum, mcount),
             page_hinkley_alarms=ph,
             alarms=alarms,
         )

@@ -49,6 +49,7 @@ __all__ = [
     "page_hinkley",
     "psi_level",
     "psi_threshold",
+    "ring_window",
     "update_counts",
     "window_stats",
 ]
@@ -56,6 +57,11 @@ __all__ = [
 NUMERIC = 0
 CATEGORICAL = 1
 PSEUDO_COUNT = 0.5
+# Categorical features whose codes are all below this get a dense lookup table.
+LUT_MAX_CODE = 4096
+# Rows per block of the binning kernel: a block of all features (41 x 64 floats, 21 KB)
+# stays in L1 while each feature's column is binned (measured: 64 beats 32, 128, 256).
+BLOCK_ROWS = 64
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -92,9 +98,32 @@ class BinLayout:
 
     @functools.cached_property
     def kernel_args(self) -> tuple[Any, ...]:
-        """The arrays the binning kernel reads, in its argument order."""
-        return (self.kinds, self.offset, self.n_value, self.edges, self.edge_start,
-                self.cats, self.cat_bin, self.cat_start)
+        """The arrays the binning kernel reads, in its argument order: one row of
+        integers per feature (fewer arguments: each costs the numba dispatcher ~0.1 us
+        per call), the edges, the sorted categories, their bins, the category lookups."""
+        f = self.n_features
+        meta = np.zeros((f, 8), dtype=np.int64)
+        meta[:, 0] = self.kinds
+        meta[:, 1] = self.offset[:-1]
+        meta[:, 2] = self.n_value
+        meta[:, 3] = self.edge_start[:-1]
+        meta[:, 4] = self.cat_start[:-1]
+        meta[:, 5] = self.cat_start[1:]
+        meta[:, 7] = -1  # no lookup table: binary search over the sorted categories
+        lut: list[int] = []
+        for j in np.flatnonzero(self.kinds == CATEGORICAL).tolist():
+            codes = self.cats[self.cat_start[j] : self.cat_start[j + 1]]
+            top = int(codes.max()) + 1 if codes.size else 0
+            if top > LUT_MAX_CODE:
+                continue
+            # A dense code -> bin table (codes below the largest known one; the rest
+            # are "other"): one load per value instead of a branchy binary search.
+            table = np.full(top, self.n_value[j] - 1, dtype=np.int64)
+            table[codes] = self.cat_bin[self.cat_start[j] : self.cat_start[j + 1]]
+            meta[j, 6], meta[j, 7] = len(lut), top
+            lut.extend(table.tolist())
+        return (meta, self.edges, self.cats, self.cat_bin,
+                np.asarray(lut or [0], dtype=np.int64))
 
 
 def _numeric_entry(entry: Mapping[str, Any]) -> tuple[FloatArray, list[float]]:
@@ -168,58 +197,73 @@ def build_layout(
 
 @numba.njit(cache=True, nogil=True)
 def _accumulate(  # pragma: no cover - compiled
-    X: Any, S: Any, r0: int, r1: int, kinds: Any, offset: Any, n_value: Any,
-    edges: Any, edge_start: Any, cats: Any, cat_bin: Any, cat_start: Any, counts: Any,
+    X: Any, S: Any, r0: int, r1: int, meta: Any, edges: Any, cats: Any, cat_bin: Any,
+    lut: Any, counts: Any,
 ) -> None:
     # Feature f < X.shape[1] is column f of X; the next one (the score) is S.
-    # Feature by feature: the column is copied once into a contiguous buffer, then a
-    # numeric bin is the number of inner edges <= x, counted edge by edge over the whole
-    # column (a branch-free loop LLVM vectorises; ~10x faster than a binary search per
-    # value). NaN compares false everywhere and is sent to the missing bin at the end.
-    n = r1 - r0
+    # Block by block of BLOCK_ROWS rows: the block is transposed once into a small
+    # feature-major buffer (rows of X are read in order, which the prefetcher follows,
+    # instead of one strided pass over X per feature), then each feature's column is
+    # binned while it is in L1. A numeric bin is the number of inner edges <= x,
+    # counted edge by edge over the column (a branch-free loop LLVM vectorises; no
+    # per-value binary search). NaN compares false everywhere and goes to the missing
+    # bin. The comparisons are exact: no fastmath.
     n_x = X.shape[1]
-    col = np.empty(n, dtype=np.float64)
-    idx = np.empty(n, dtype=np.int64)
-    for f in range(kinds.shape[0]):
-        off = offset[f]
-        nv = n_value[f]
-        if f < n_x:
-            for i in range(n):
-                col[i] = X[r0 + i, f]
-        else:
-            for i in range(n):
-                col[i] = S[r0 + i]
-        for i in range(n):
-            idx[i] = 0
-        if kinds[f] == 0:
-            s = edge_start[f]
-            for k in range(s + 1, s + nv):
-                e = edges[k]
-                for i in range(n):
-                    idx[i] += col[i] >= e
-            for i in range(n):
-                counts[off + (nv if np.isnan(col[i]) else idx[i])] += 1
-            continue
-        lo0 = cat_start[f]
-        hi0 = cat_start[f + 1]
-        for i in range(n):
-            x = col[i]
-            b = nv  # missing: NaN, negative, infinite and huge codes, which LightGBM's
-            # int cast turns into negative codes and treats as missing
-            if x >= 0.0 and x < 4.611686018427388e18:
-                b = nv - 1  # other
-                code = np.int64(x)
-                lo = lo0
-                hi = hi0
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if cats[mid] < code:
-                        lo = mid + 1
+    n_f = meta.shape[0]
+    buf = np.empty((n_f, BLOCK_ROWS), dtype=np.float64)
+    for b0 in range(r0, r1, BLOCK_ROWS):
+        m = min(BLOCK_ROWS, r1 - b0)
+        for i in range(m):
+            for f in range(n_x):
+                buf[f, i] = X[b0 + i, f]
+        if n_x < n_f:
+            for i in range(m):
+                buf[n_x, i] = S[b0 + i]
+        for f in range(n_f):
+            off = meta[f, 1]
+            nv = meta[f, 2]
+            col = buf[f]
+            if meta[f, 0] == 0:
+                # c_k = #(x >= e_k) per inner edge, a vectorised sum of comparisons;
+                # bin k holds c_k - c_{k+1} (edges are non-decreasing, validated), so
+                # no per-value index or scatter at all.
+                s = meta[f, 3]
+                nan = 0
+                for i in range(m):
+                    nan += col[i] != col[i]
+                above = m - nan
+                for k in range(1, nv):
+                    e = edges[s + k]
+                    c = 0
+                    for i in range(m):
+                        c += col[i] >= e
+                    counts[off + k - 1] += above - c
+                    above = c
+                counts[off + nv - 1] += above
+                counts[off + nv] += nan
+                continue
+            top = meta[f, 7]
+            for i in range(m):
+                x = col[i]
+                b = nv  # missing: NaN, negative, infinite and huge codes, which
+                # LightGBM's int cast turns into negative codes and treats as missing
+                if x >= 0.0 and x < 4.611686018427388e18:
+                    code = np.int64(x)
+                    if top >= 0:
+                        b = lut[meta[f, 6] + code] if code < top else nv - 1
                     else:
-                        hi = mid
-                if lo < hi0 and cats[lo] == code:
-                    b = cat_bin[lo]
-            counts[off + b] += 1
+                        b = nv - 1  # other, unless found
+                        lo = meta[f, 4]
+                        hi = meta[f, 5]
+                        while lo < hi:
+                            mid = (lo + hi) >> 1
+                            if cats[mid] < code:
+                                lo = mid + 1
+                            else:
+                                hi = mid
+                        if lo < meta[f, 5] and cats[lo] == code:
+                            b = cat_bin[lo]
+                counts[off + b] += 1
 
 
 _NO_SCORES = np.zeros(0)
@@ -285,51 +329,80 @@ def page_hinkley(
 
 @numba.njit(cache=True, nogil=True)
 def _update(  # pragma: no cover - compiled
-    X: Any, S: Any, codes: Any, r0: int, r1: int, kinds: Any, offset: Any, n_value: Any,
-    edges: Any, edge_start: Any, cats: Any, cat_bin: Any, cat_start: Any, counts: Any,
-    decisions: Any, ph_state: Any, ph: Any,
+    X: Any, S: Any, codes: Any, mult: Any, r0: int, r1: int, meta: Any, edges: Any,
+    cats: Any, cat_bin: Any, lut: Any, ring: Any, ringf: Any, cur: int, n_dec: int,
+    ph: Any, now: float,
 ) -> int:
-    _accumulate(X, S, r0, r1, kinds, offset, n_value, edges, edge_start, cats, cat_bin,
-                cat_start, counts)
+    # Everything a batch adds to the current sub-window (ring row ``cur``) and to the
+    # running window (the ring's last row), in one call: each call through the numba
+    # dispatcher and each numpy operation in the caller costs microseconds when the
+    # scorer has just evicted the caches. The batch is counted in a fresh row first
+    # (it stays in L1), then added to both.
+    tb = ring.shape[1] - n_dec - 2
+    if ring[cur, tb + n_dec] == 0:
+        ringf[cur, 0] = now  # the sub-window's first event
+    slot = np.zeros(ring.shape[1], dtype=np.int64)
+    _accumulate(X, S, r0, r1, meta, edges, cats, cat_bin, lut, slot[:tb])
     if codes.shape[0] > 0:
-        k = decisions.shape[0] - 1
+        k = tb + n_dec - 1  # the "other" slot
         for i in range(r0, r1):
             c = codes[i]
-            decisions[c if 0 <= c < k else k] += 1
+            slot[tb + c if 0 <= c < n_dec - 1 else k] += 1
+    if mult.shape[0] > 0:
+        total = 0.0
+        count = 0
+        for i in range(r0, r1):
+            v = mult[i]
+            if np.isfinite(v):
+                total += v
+                count += 1
+        ringf[cur, 1] += total
+        ringf[cur, 2] += count
+    slot[tb + n_dec] += r1 - r0
+    alarms = 0
     if ph[5] > 0:
-        return _page_hinkley(S, r0, r1, ph_state, ph[0], ph[1], ph[2], ph[3], ph[4])
-    return 0
+        alarms = _page_hinkley(S, r0, r1, ph[6:], ph[0], ph[1], ph[2], ph[3], ph[4])
+        slot[tb + n_dec + 1] += alarms
+    last = ring.shape[0] - 1
+    for j in range(ring.shape[1]):
+        ring[cur, j] += slot[j]
+        ring[last, j] += slot[j]
+    return alarms
 
 
-_NO_CODES = np.zeros(0, dtype=np.int64)
-_NO_COUNTS = np.zeros(1, dtype=np.int64)
-_NO_STATE = np.zeros(6)
-_PH_OFF = np.zeros(6)
+_NONE_I = np.zeros(0, dtype=np.int64)
+_NONE_F = np.zeros(0)
 
 
 def update_counts(
-    layout: BinLayout, X: FloatArray, scores: FloatArray, r0: int, r1: int,
-    counts: IntArray, codes: Any = None, decisions: IntArray | None = None,
-    ph_state: FloatArray | None = None, ph: FloatArray | None = None,
+    layout: BinLayout, X: FloatArray, scores: FloatArray, r0: int, r1: int, ring: IntArray,
+    ringf: FloatArray, cur: int, n_decisions: int, ph: FloatArray, now: float = 0.0,
+    codes: Any = None, multipliers: FloatArray | None = None,
 ) -> int:
-    """One compiled pass over rows ``r0:r1`` of a scored batch.
+    """One compiled pass adding rows ``r0:r1`` of a scored batch to ring row ``cur`` and
+    to the window row (the ring's last: the sum of the others).
 
-    Adds the rows to the bin ``counts`` (``X`` holds the layout's features but the last,
-    ``scores`` is the last), decision ``codes`` to ``decisions`` (codes outside
-    ``0..len-2`` in the last slot) and, when ``ph`` = ``[mu, sigma, delta, threshold,
-    min_instances, enabled]`` is given, runs Page-Hinkley on the standardised scores.
-    Returns the number of Page-Hinkley detections.
+    ``X`` holds the layout's features but the last, ``scores`` is the last. A ring row
+    holds the flat bin counts, ``n_decisions`` decision counts (integer ``codes``
+    outside ``0..n_decisions-2`` count in the last, "other"), the events and the
+    Page-Hinkley detections; its ``ringf`` row (first event time, set to ``now`` when
+    the row was empty; sum and count of the finite price ``multipliers``). ``ph`` =
+    ``[mu, sigma, delta, threshold, min_instances, enabled, *six state values]`` runs
+    Page-Hinkley on the standardised scores. Returns the detections.
     """
     if (X.ndim != 2 or X.shape[1] != layout.n_features - 1 or scores.ndim != 1
             or not 0 <= r0 <= r1 <= min(X.shape[0], scores.shape[0])
-            or (codes is not None and codes.shape[0] < r1)):
+            or (codes is not None and codes.shape[0] < r1)
+            or (multipliers is not None and multipliers.shape[0] < r1)
+            or ring.shape[1] != layout.total_bins + n_decisions + 2 or ph.shape[0] != 12
+            or not 0 <= cur < ring.shape[0] - 1 or ringf.shape != (ring.shape[0] - 1, 3)):
         # The kernel does not bounds-check: a wrong shape would read other memory.
         raise ValueError(f"X of shape {X.shape} (rows {r0}:{r1}) does not fit "
                          f"{layout.n_features - 1} features and a score")
     return int(_update(  # type: ignore[call-arg]
-        X, scores, _NO_CODES if codes is None else codes, r0, r1, *layout.kernel_args,
-        counts, _NO_COUNTS if decisions is None else decisions,
-        _NO_STATE if ph_state is None else ph_state, _PH_OFF if ph is None else ph,
+        X, scores, _NONE_I if codes is None else codes,
+        _NONE_F if multipliers is None else multipliers, r0, r1, *layout.kernel_args,
+        ring, ringf, cur, n_decisions, ph, now,
     ))
 
 
@@ -464,3 +537,68 @@ def window_stats(
     psi, js, ks, wasserstein, missing, ref_missing, n, threshold = out
     return WindowStats(psi=psi, threshold=threshold, js=js, ks=ks, wasserstein=wasserstein,
                        missing_rate=missing, reference_missing_rate=ref_missing, n=n)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ring_window(  # pragma: no cover - compiled
+    ring: Any, ringf: Any, extra: Any, tb: int, ref: Any, ref_n: Any, quantiles: Any,
+    offset: Any, n_value: Any, kinds: Any, edges: Any, edge_start: Any, pseudo: float,
+    out: Any, cur: int, clear: int,
+) -> None:
+    # The window is the ring's last row (kept as the running sum of the others, so a
+    # close reads one row, not all of them); then row ``clear`` (the next sub-window)
+    # leaves the window and is emptied.
+    start = np.inf
+    msum = 0.0
+    mcount = 0.0
+    n_col = ring.shape[1] - 2  # the events column (see DriftMonitor's ring)
+    for r in range(ringf.shape[0]):
+        if ring[r, n_col] > 0:
+            start = min(start, ringf[r, 0])
+        msum += ringf[r, 1]
+        mcount += ringf[r, 2]
+    extra[0] = start
+    extra[1] = msum
+    extra[2] = mcount
+    extra[3] = ring[cur, n_col + 1]  # Page-Hinkley detections of the closing sub-window
+    window = ring[ring.shape[0] - 1]
+    for j in range(tb, ring.shape[1]):
+        extra[4 + j - tb] = window[j]  # the window's decision counts, events, detections
+    _stats(window[:tb], ref, ref_n, quantiles, offset, n_value, kinds, edges, edge_start,
+           pseudo, out)
+    if clear >= 0:
+        for j in range(ring.shape[1]):
+            window[j] -= ring[clear, j]
+            ring[clear, j] = 0
+        for j in range(3):
+            ringf[clear, j] = 0.0
+
+
+def ring_window(
+    layout: BinLayout, ring: IntArray, ringf: FloatArray, quantiles: FloatArray,
+    extra: FloatArray, cur: int = 0, clear: int = -1,
+) -> tuple[WindowStats, list[list[float]]]:
+    """Statistics of the window held by a monitor's ring, in one compiled call.
+
+    ``ring`` rows are sub-windows (bin counts first, then decision counts, events,
+    Page-Hinkley detections), its last row their sum (the window, see
+    ``update_counts``); ``ringf`` rows hold (first event time, sum and count of price
+    multipliers) per sub-window. Fills ``extra`` with (window start, multiplier sum,
+    multiplier count, Page-Hinkley detections of row ``cur``, then the window row's
+    columns after the bins); the window start is ``inf`` when the ring holds no
+    events. Then row ``clear`` (if >= 0) leaves the window and is emptied. Returns the
+    statistics and the same as lists, one per statistic (one conversion for all).
+    """
+    if (ring.ndim != 2 or ringf.shape != (ring.shape[0] - 1, 3)
+            or ring.shape[1] < layout.total_bins + 2
+            or extra.shape[0] != 4 + ring.shape[1] - layout.total_bins
+            or not 0 <= cur < ring.shape[0] - 1 or clear >= ring.shape[0] - 1):
+        raise ValueError(f"ring of shape {ring.shape} does not fit {layout.total_bins} bins")
+    out = np.empty((8, layout.n_features))  # fresh: the metrics collector keeps it
+    _ring_window(ring, ringf, extra, layout.total_bins, layout.ref_counts, layout.ref_n,
+                 quantiles, layout.offset, layout.n_value, layout.kinds, layout.edges,
+                 layout.edge_start, PSEUDO_COUNT, out.T, cur, clear)
+    psi, js, ks, wasserstein, missing, ref_missing, n, threshold = out
+    return WindowStats(psi=psi, threshold=threshold, js=js, ks=ks, wasserstein=wasserstein,
+                       missing_rate=missing, reference_missing_rate=ref_missing,
+                       n=n), out.tolist()
