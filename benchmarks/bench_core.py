@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="workspace root (default $STREAMSCORE_HOME/bench/core)")
     parser.add_argument("--redis-url", default="", help="Redis (default: resolve as the "
                         "worker does, else start one)")
+    parser.add_argument("--against", default=None, metavar="PIPELINE_PY",
+                        help="also time the BatchCore of another stream/pipeline.py (e.g. "
+                             "git show REV:stream/pipeline.py > old.py), alternating runs")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (make bench)")
     parser.add_argument("--out", default="benchmarks/out", help="report directory")
 
@@ -102,9 +106,27 @@ def _stages(pipeline: str, ws: Any, redis_url: str) -> Any:
     return build_stages(load_pipeline(path), redis_url=redis_url, worker_id="bench-core")
 
 
+def _load_core_module(path: str) -> Any:
+    """Another version of ``stream/pipeline.py`` (e.g. ``git show REV:stream/pipeline.py``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_core_against", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def measure(pipeline: str, ws: Any, redis_url: str, *, batches: list[int], events: int = 4096,
-            repeats: int = 7) -> dict[str, Any]:
-    """Time the core of ``pipeline`` over ``events`` fixed events per batch size."""
+            repeats: int = 7, against: str | None = None) -> dict[str, Any]:
+    """Time the core of ``pipeline`` over ``events`` fixed events per batch size.
+
+    ``against``: a path to another ``pipeline.py``; its ``BatchCore``, built on the same
+    model, reader and request features, is timed in alternation with this one (same
+    machine load for both) and reported under ``against``.
+    """
     import stream.pipeline as pipeline_mod
     from benchmarks.loadgen import EventFactory
     from stream.pipeline import LoadedModel
@@ -116,9 +138,20 @@ def measure(pipeline: str, ws: Any, redis_url: str, *, batches: list[int], event
     core.set_model(LoadedModel(m.name, m.version, m.sha256, scorer, m.reference))
     reader = _Timed(core.reader, ("read",))
     core.reader = reader
+    cores: dict[str, tuple[Any, Any]] = {"core": (core, pipeline_mod)}
+    if against:
+        other = _load_core_module(against)
+        optional = [v for v, req in zip(core.views, core._required_views, strict=True)
+                    if not req]
+        cores["against"] = (other.BatchCore(
+            core.config, other.LoadedModel(m.name, m.version, m.sha256, scorer, m.reference),
+            reader=reader, request=core.request, online_names=core.online_names,
+            optional_views=optional, challenger=core.challenger, worker_id=core.worker_id,
+        ), other)
     # The stage split of BatchResult.stage_s in CPU seconds of this thread: on a shared
     # box, preemption inflates wall-clock stages far more than the work in them.
-    pipeline_mod.time = _CpuClock()  # type: ignore[assignment]
+    for _, module in cores.values():
+        module.time = _CpuClock()
     factory = EventFactory.from_data_dir(pipeline, ws.data_dir, seed=7)
     eb = factory.make(events, f"core-{pipeline}-")
     payloads, keys = eb.payloads, eb.keys
@@ -126,44 +159,52 @@ def measure(pipeline: str, ws: Any, redis_url: str, *, batches: list[int], event
     out: dict[str, Any] = {"pipeline": pipeline, "events": events, "good": eb.good,
                            "malformed": eb.malformed, "model": f"{m.name}@{m.version}",
                            "features": len(m.feature_names), "batches": {}}
+    if against:
+        out["against"] = {"path": against, "batches": {}}
     cpu, wall = time.thread_time, time.perf_counter
+
+    def one_pass(c: Any, spans: list[tuple[int, int]]) -> dict[str, float]:
+        stage = dict.fromkeys(STAGES, 0.0)
+        scorer.reset()
+        reader.reset()
+        decisions = degraded = faults = 0
+        t_cpu, t_wall = cpu(), wall()
+        for s, e in spans:
+            stamp = time.time() - 0.002  # fresh: no event is over the budget
+            res = c.process(payloads[s:e], keys=keys[s:e], sources=sources[s:e],
+                            timestamps=[stamp] * (e - s))
+            decisions += len(res.decisions)
+            degraded += res.n_degraded
+            faults += res.online_status != "ok"
+            for k, v in res.stage_s.items():
+                stage[k] = stage.get(k, 0.0) + v
+        total = cpu() - t_cpu
+        per = 1e6 / events
+        row = {"cpu_us": total * per, "wall_us": (wall() - t_wall) * per,
+               "predict_us": scorer.spent["predict"] * per,
+               "contrib_us": scorer.spent["contributions"] * per,
+               "read_us": reader.spent["read"] * per, "decisions": decisions,
+               "degraded": degraded, "online_faults": faults}
+        row["core_us"] = row["cpu_us"] - row["predict_us"] - row["contrib_us"]
+        row["core_excl_read_us"] = row["core_us"] - row["read_us"]
+        row.update({f"{k}_cpu_us": v * per for k, v in stage.items()})
+        return row
+
     for b in batches:
         spans = [(s, min(s + b, events)) for s in range(0, events, b)]
-
-        def one_pass(spans: list[tuple[int, int]] = spans) -> dict[str, float]:
-            stage = dict.fromkeys(STAGES, 0.0)
-            scorer.reset()
-            reader.reset()
-            decisions = degraded = faults = 0
-            t_cpu, t_wall = cpu(), wall()
-            for s, e in spans:
-                stamp = time.time() - 0.002  # fresh: no event is over the budget
-                res = core.process(payloads[s:e], keys=keys[s:e], sources=sources[s:e],
-                                   timestamps=[stamp] * (e - s))
-                decisions += len(res.decisions)
-                degraded += res.n_degraded
-                faults += res.online_status != "ok"
-                for k, v in res.stage_s.items():
-                    stage[k] = stage.get(k, 0.0) + v
-            total = cpu() - t_cpu
-            per = 1e6 / events
-            row = {"cpu_us": total * per, "wall_us": (wall() - t_wall) * per,
-                   "predict_us": scorer.spent["predict"] * per,
-                   "contrib_us": scorer.spent["contributions"] * per,
-                   "read_us": reader.spent["read"] * per, "decisions": decisions,
-                   "degraded": degraded, "online_faults": faults}
-            row["core_us"] = row["cpu_us"] - row["predict_us"] - row["contrib_us"]
-            row["core_excl_read_us"] = row["core_us"] - row["read_us"]
-            row.update({f"{k}_cpu_us": v * per for k, v in stage.items()})
-            return row
-
-        one_pass()  # warm-up: caches, first-call costs
-        runs = [one_pass() for _ in range(repeats)]
-        med: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        med["core_us_min"] = min(r["core_us"] for r in runs)
-        med["loadavg"] = [round(x, 2) for x in os.getloadavg()]
-        out["batches"][str(b)] = med
-    pipeline_mod.time = time  # type: ignore[assignment]
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in cores}
+        for c, _ in cores.values():
+            one_pass(c, spans)  # warm-up: caches, first-call costs
+        for _ in range(repeats):
+            for name, (c, _) in cores.items():
+                runs[name].append(one_pass(c, spans))
+        for name, rows in runs.items():
+            med: dict[str, Any] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+            med["core_us_min"] = min(r["core_us"] for r in rows)
+            med["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+            (out["batches"] if name == "core" else out["against"]["batches"])[str(b)] = med
+    for _, module in cores.values():
+        module.time = time
     st.close()
     return out
 
@@ -174,17 +215,21 @@ def _table(result: dict[str, Any]) -> str:
     lines = ["us per event (median of repeats); cpu = this thread's CPU in process(); "
              "core = cpu - kernel - shap; c-read = core - online read CPU; "
              "stages = CPU", head]
-    for p in result["pipelines"]:
-        for b, r in p["batches"].items():
-            lines.append(
-                f"{p['pipeline']:8} {b:>5} {r['cpu_us']:6.2f} {r['predict_us']:6.2f} "
-                f"{r['contrib_us']:6.2f} {r['read_us']:6.2f} {r['core_us']:6.2f} "
-                f"{r['core_excl_read_us']:6.2f} | "
-                + " ".join(f"{r.get(s + '_cpu_us', 0.0):6.2f}" for s in STAGES))
-        for b, r in p["batches"].items():
-            if r["online_faults"]:
-                lines.append(f"WARNING {p['pipeline']} batch {b}: {r['online_faults']} online "
-                             "reads failed: those batches timed the degraded path")
+    rows = [(p["pipeline"], b, r) for p in result["pipelines"] for b, r in p["batches"].items()]
+    rows += [(p["pipeline"] + "*", b, r) for p in result["pipelines"]
+             for b, r in p.get("against", {}).get("batches", {}).items()]
+    for name, b, r in rows:
+        lines.append(
+            f"{name:8} {b:>5} {r['cpu_us']:6.2f} {r['predict_us']:6.2f} "
+            f"{r['contrib_us']:6.2f} {r['read_us']:6.2f} {r['core_us']:6.2f} "
+            f"{r['core_excl_read_us']:6.2f} | "
+            + " ".join(f"{r.get(s + '_cpu_us', 0.0):6.2f}" for s in STAGES))
+    if any(name.endswith("*") for name, _, _ in rows):
+        lines.append("* = the --against core, timed in alternation with this one")
+    for name, b, r in rows:
+        if r["online_faults"]:
+            lines.append(f"WARNING {name} batch {b}: {r['online_faults']} online reads "
+                         "failed: those batches timed the degraded path")
     return "\n".join(lines)
 
 
@@ -222,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
                                    num_trees=150 if args.size != "full" else None)
             result["pipelines"].append(
                 measure(p, ws, redis_url, batches=batches, events=args.events,
-                        repeats=repeats))
+                        repeats=repeats, against=getattr(args, "against", None)))
     finally:
         if server is not None:
             server.stop()
