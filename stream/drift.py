@@ -40,14 +40,8 @@ from schemas.errors import ConfigError
 from scorers.refstats import validate_reference
 from stream.config import DriftConfig
 from stream.drift_metrics import collector_for
-from stream.drift_stats import (
-    CATEGORICAL,
-    BinLayout,
-    build_layout,
-    chi2_quantiles,
-    ring_window,
-    update_counts,
-)
+from stream.drift_stats import CATEGORICAL, BinLayout, batch_counter, build_layout
+from stream.drift_window import chi2_quantiles, window_closer
 
 __all__ = ["FRAUD_OUTCOMES", "SCORE_LABEL", "DriftMonitor", "default_jsonl_path"]
 
@@ -125,8 +119,8 @@ class DriftMonitor:
         # The ring: one row per sub-window. Integer columns: bin counts, decision counts
         # (outcomes + "other"), events, Page-Hinkley detections; float columns: first
         # event time, sum and count of price multipliers. One array each, written by
-        # one compiled call per batch (stream.drift_stats.update_counts) and read by one
-        # per window (ring_window), which also empties the next row.
+        # one compiled call per batch (stream.drift_stats.batch_counter) and read by one
+        # per window (stream.drift_window.window_closer), which also empties the next row.
         tb, k = self.layout.total_bins, len(outcomes) + 1
         self._n_dec = k
         # The last row is the window: the running sum of the sub-window rows (a batch is
@@ -148,6 +142,10 @@ class DriftMonitor:
         self._ph[:6] = [self._score_mu, self._score_sigma, PH_DELTA, PH_THRESHOLD,
                         PH_MIN_INSTANCES, 1.0 if config.page_hinkley else 0.0]
         self._cur_n = 0  # events in the current sub-window (a Python int: cheaper)
+        # The compiled passes, bound to the ring once (built once, called per batch).
+        self._add = batch_counter(self.layout, self._ring, self._ringf, k, self._ph)
+        self._close_window = window_closer(self.layout, self._ring, self._ringf,
+                                           self._quantiles, self._extra)
         # What every record repeats, computed once.
         lay = self.layout
         self._rec_names = [*lay.names[: self._n_feat], "score"]
@@ -202,8 +200,7 @@ class DriftMonitor:
             take = rows - r if not sub else min(rows - r, sub - self._cur_n)
             # One compiled pass: bins, decision codes or multipliers, events,
             # Page-Hinkley (its detections are counted in the ring row).
-            update_counts(self.layout, X, s, r, r + take, self._ring, self._ringf,
-                          self._cur, self._n_dec, self._ph, now, codes, mult)
+            self._add(X, s, r, r + take, self._cur, now, codes, mult)
             if kind == "labels":
                 self._add_labels(d[r : r + take])
             self._cur_n += take
@@ -298,12 +295,10 @@ class DriftMonitor:
         # The window is every sub-window of the ring: one compiled call sums the ring
         # and computes every statistic (reference-side constants were built once).
         # The compiled call also empties the ring row the window advances to.
-        stats, rows = ring_window(self.layout, self._ring, self._ringf, self._quantiles,
-                                  self._extra, self._cur,
-                                  (self._cur + 1) % self.config.sub_windows)
+        table, rows = self._close_window(self._cur, (self._cur + 1) % self.config.sub_windows)
         record = self._record(rows, now, closed_by)
         if self._collector is not None:
-            self._collector.publish(self.pipeline, self._metric_names, stats, record)
+            self._collector.publish(self.pipeline, self._metric_names, table, record)
         if self._jsonl is not None:
             with self._jsonl.open("ab") as fh:
                 fh.write(encode_drift(record) + b"\n")
@@ -311,7 +306,7 @@ class DriftMonitor:
         return record
 
     def _features(self, rows: list[list[float]]) -> list[FeatureDrift]:
-        # rows: the statistics as lists (stream.drift_stats.ring_window's order).
+        # rows: the statistics as lists (stream.drift_window.WindowStats.from_table's order).
         psi_, js_, ks_, w_, miss_, ref_miss_, _n, thr_ = rows
         columns = zip(self._rec_names, self._rec_kinds, psi_, thr_, js_, ks_, w_, miss_,
                       ref_miss_, self._rec_bins, strict=True)

@@ -26,6 +26,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from stream.drift_window import WindowStats
+
 __all__ = ["DriftCollector", "collector_for"]
 
 _PF = ["pipeline", "feature"]
@@ -41,13 +43,15 @@ class DriftCollector(Collector):
         self._ph: dict[str, int] = {}
         self._alarms: dict[tuple[str, str], int] = {}
 
-    def publish(self, pipeline: str, names: Sequence[str], stats: Any, record: Any) -> None:
+    def publish(self, pipeline: str, names: Sequence[str], table: Any, record: Any) -> None:
         """Record a closed window (called by the monitor; O(alarms), no gauge updates).
 
-        ``names`` are the metric's feature labels in ``stats`` order, the score last.
+        ``names`` are the metric's feature labels in ``table`` order, the score last;
+        ``table`` is the window's statistics table (``WindowStats.from_table``), turned
+        into gauges only when Prometheus scrapes.
         """
         with self._lock:
-            self._latest[pipeline] = (names, stats, record)
+            self._latest[pipeline] = (names, table, record)
             self._windows[pipeline] = self._windows.get(pipeline, 0) + 1
             if record.page_hinkley_alarms:
                 self._ph[pipeline] = self._ph.get(pipeline, 0) + record.page_hinkley_alarms
@@ -83,7 +87,8 @@ class DriftCollector(Collector):
         share = GaugeMetricFamily("streamscore_drift_decision_share",
                                   "share of each decision in the latest window",
                                   labels=["pipeline", "decision"])
-        for pipeline, (names, stats, record) in latest:
+        for pipeline, (names, table, record) in latest:
+            stats = WindowStats.from_table(table)
             columns = {
                 "psi": stats.psi.tolist(), "threshold": stats.threshold.tolist(),
                 "alarm": stats.alarm.astype(float).tolist(), "js": stats.js.tolist(),

@@ -1,62 +1,41 @@
-"""Pure drift statistics: bin layout from the reference, a compiled binning pass, and the
-per-window statistics (PSI, Jensen-Shannon, binned KS, Wasserstein) with calibrated
-PSI thresholds.
+"""Drift binning: the bin layout from the reference and the compiled per-batch pass.
 
 Everything the monitor needs per batch is one call of a numba kernel that adds a batch's
 rows to a flat array of bin counts (one block of bins per feature, the last bin of each
-block counting missing values). Statistics are computed when a window closes, by a second
-kernel over the flat counts (O(bins)), so their cost does not grow with the number of
-events.
+block counting missing values), plus decision codes and Page-Hinkley. Statistics are
+computed when a window closes (``stream.drift_window``), over the flat counts (O(bins)),
+so their cost does not grow with the number of events.
 
 Binning follows the reference rule of ``scorers.refstats``: numeric bin ``i`` is
 ``[e_i, e_{i+1})``, values below ``e_0`` go to bin 0, values at or above ``e_B`` to the
 last bin, NaN to the missing bin. Categorical values are truncated to integer codes as
 LightGBM reads them; NaN, negative, infinite and huge (>= 2^62) codes are missing, codes
 outside the reference's categories count in the ``other`` bin.
-
-Calibration. PSI is the symmetric (Jeffreys) divergence ``sum (a - e) ln(a / e)`` of the
-window proportions ``a`` and the reference proportions ``e``. Its second-order expansion
-is ``sum (a - e)^2 / e``; under no drift both samples come from the same multinomial, the
-differences are asymptotically normal with covariance ``(1/n + 1/m)(diag p - p p^T)``,
-so ``PSI ~ (1/n + 1/m) chi2(K - 1)`` with ``K`` the reference's non-empty bins. The
-threshold for false-alarm rate ``alpha`` is ``(1/n + 1/m) chi2.ppf(1 - alpha, K - 1)``.
-Proportions are smoothed with 0.5 pseudo-counts on the bins that are non-empty on either
-side (so a bin empty in one sample gives a large but finite PSI, and bins empty on both
-sides contribute nothing); the approximation is checked empirically in the tests.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numba
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import chi2
 
 __all__ = [
     "CATEGORICAL",
     "NUMERIC",
-    "PSEUDO_COUNT",
     "BinLayout",
-    "WindowStats",
     "accumulate",
+    "batch_counter",
     "build_layout",
-    "chi2_quantiles",
     "page_hinkley",
-    "psi_level",
-    "psi_threshold",
-    "ring_window",
-    "update_counts",
-    "window_stats",
 ]
 
 NUMERIC = 0
 CATEGORICAL = 1
-PSEUDO_COUNT = 0.5
 # Categorical features whose codes are all below this get a dense lookup table.
 LUT_MAX_CODE = 4096
 # Rows per block of the binning kernel: a block of all features (41 x 64 floats, 21 KB)
@@ -373,14 +352,15 @@ def _update(  # pragma: no cover - compiled
 _NONE_I = np.zeros(0, dtype=np.int64)
 _NONE_F = np.zeros(0)
 
+BatchCounter = Callable[[FloatArray, FloatArray, int, int, int, float, Any, Any], int]
 
-def update_counts(
-    layout: BinLayout, X: FloatArray, scores: FloatArray, r0: int, r1: int, ring: IntArray,
-    ringf: FloatArray, cur: int, n_decisions: int, ph: FloatArray, now: float = 0.0,
-    codes: Any = None, multipliers: FloatArray | None = None,
-) -> int:
-    """One compiled pass adding rows ``r0:r1`` of a scored batch to ring row ``cur`` and
-    to the window row (the ring's last: the sum of the others).
+
+def batch_counter(
+    layout: BinLayout, ring: IntArray, ringf: FloatArray, n_decisions: int, ph: FloatArray,
+) -> BatchCounter:
+    """``add(X, scores, r0, r1, cur, now, codes, multipliers)``: one compiled pass adding
+    rows ``r0:r1`` of a scored batch to ring row ``cur`` and to the window row (the
+    ring's last: the sum of the others); returns the Page-Hinkley detections.
 
     ``X`` holds the layout's features but the last, ``scores`` is the last. A ring row
     holds the flat bin counts, ``n_decisions`` decision counts (integer ``codes``
@@ -388,217 +368,33 @@ def update_counts(
     Page-Hinkley detections; its ``ringf`` row (first event time, set to ``now`` when
     the row was empty; sum and count of the finite price ``multipliers``). ``ph`` =
     ``[mu, sigma, delta, threshold, min_instances, enabled, *six state values]`` runs
-    Page-Hinkley on the standardised scores. Returns the detections.
+    Page-Hinkley on the standardised scores. ``codes`` / ``multipliers``: ``None`` or
+    one per row. The arrays given here are checked once and bound; ``add`` checks only
+    what changes per batch (each check and argument costs microseconds on a cache that
+    the scorer has just evicted).
     """
-    if (X.ndim != 2 or X.shape[1] != layout.n_features - 1 or scores.ndim != 1
-            or not 0 <= r0 <= r1 <= min(X.shape[0], scores.shape[0])
-            or (codes is not None and codes.shape[0] < r1)
-            or (multipliers is not None and multipliers.shape[0] < r1)
-            or ring.shape[1] != layout.total_bins + n_decisions + 2 or ph.shape[0] != 12
-            or not 0 <= cur < ring.shape[0] - 1 or ringf.shape != (ring.shape[0] - 1, 3)):
-        # The kernel does not bounds-check: a wrong shape would read other memory.
-        raise ValueError(f"X of shape {X.shape} (rows {r0}:{r1}) does not fit "
-                         f"{layout.n_features - 1} features and a score")
-    return int(_update(  # type: ignore[call-arg]
-        X, scores, _NONE_I if codes is None else codes,
-        _NONE_F if multipliers is None else multipliers, r0, r1, *layout.kernel_args,
-        ring, ringf, cur, n_decisions, ph, now,
-    ))
+    if (ring.ndim != 2 or ring.shape[0] < 2 or ring.dtype != np.int64
+            or ring.shape[1] != layout.total_bins + n_decisions + 2 or ph.shape != (12,)
+            or ringf.shape != (ring.shape[0] - 1, 3) or n_decisions < 1):
+        raise ValueError(f"ring of shape {ring.shape} does not fit {layout.total_bins} bins "
+                         f"and {n_decisions} decisions")
+    meta, edges, cats, cat_bin, lut = layout.kernel_args
+    width, slots, kernel = layout.n_features - 1, ring.shape[0] - 1, _update
 
+    def add(X: FloatArray, scores: FloatArray, r0: int, r1: int, cur: int, now: float,
+            codes: Any = None, multipliers: Any = None) -> int:
+        if (X.ndim != 2 or X.shape[1] != width or scores.ndim != 1
+                or not 0 <= r0 <= r1 <= min(X.shape[0], scores.shape[0])
+                or not 0 <= cur < slots
+                or (codes is not None and (codes.ndim != 1 or codes.shape[0] < r1))
+                or (multipliers is not None and (multipliers.ndim != 1
+                                                 or multipliers.shape[0] < r1))):
+            # The kernel does not bounds-check: a wrong shape would read other memory.
+            raise ValueError(f"X of shape {X.shape} (rows {r0}:{r1}) does not fit "
+                             f"{width} features and a score")
+        return int(kernel(  # type: ignore[no-any-return]
+            X, scores, _NONE_I if codes is None else codes,
+            _NONE_F if multipliers is None else multipliers, r0, r1, meta, edges, cats,
+            cat_bin, lut, ring, ringf, cur, n_decisions, ph, now))
 
-def chi2_quantiles(df: Any, alpha: float) -> FloatArray:
-    """``chi2.ppf(1 - alpha, df)`` per feature, 0 where ``df`` = 0 (a single non-empty
-    reference bin: then any change at all is drift)."""
-    d = np.asarray(df, dtype=np.float64)
-    q = np.asarray(chi2.ppf(1.0 - alpha, np.maximum(d, 1.0)), dtype=np.float64)
-    return np.where(d > 0, q, 0.0)
-
-
-def psi_threshold(n: Any, m: Any, df: Any, alpha: float) -> Any:
-    """PSI threshold of a window of ``n`` events vs ``m`` reference events, ``df`` = K - 1."""
-    return (1.0 / np.asarray(n) + 1.0 / np.asarray(m)) * chi2_quantiles(df, alpha)
-
-
-def psi_level(psi: float) -> str:
-    """The conventional reading: < 0.1 stable, < 0.25 moderate, else significant."""
-    return "stable" if psi < 0.1 else "moderate" if psi < 0.25 else "significant"
-
-
-@dataclass(frozen=True)
-class WindowStats:
-    """Per-feature statistics of one window (arrays in layout order; NaN = not defined)."""
-
-    psi: FloatArray
-    threshold: FloatArray
-    js: FloatArray
-    ks: FloatArray
-    wasserstein: FloatArray
-    missing_rate: FloatArray
-    reference_missing_rate: FloatArray
-    n: FloatArray
-
-    @property
-    def alarm(self) -> npt.NDArray[np.bool_]:
-        return self.psi > self.threshold
-
-
-@numba.njit(cache=True, nogil=True)
-def _stats(  # pragma: no cover - compiled
-    win: Any, ref: Any, ref_n: Any, quantiles: Any, offset: Any, n_value: Any, kinds: Any,
-    edges: Any, edge_start: Any, pseudo: float, out: Any,
-) -> None:
-    # out columns: psi, js, ks, wasserstein, missing rate, reference missing rate, n,
-    # threshold.
-    for f in range(offset.shape[0] - 1):
-        lo = offset[f]
-        hi = offset[f + 1]
-        n = 0.0
-        m = 0.0
-        k_active = 0
-        for j in range(lo, hi):
-            n += win[j]
-            m += ref[j]
-            if win[j] > 0 or ref[j] > 0:
-                k_active += 1
-        # PSI on proportions smoothed over the bins non-empty on either side.
-        sa = n + pseudo * k_active
-        se = m + pseudo * k_active
-        psi = 0.0
-        js = 0.0
-        for j in range(lo, hi):
-            w = win[j]
-            r = ref[j]
-            if w > 0 or r > 0:
-                a = (w + pseudo) / sa
-                e = (r + pseudo) / se
-                psi += (a - e) * np.log(a / e)
-            p = w / n if n > 0 else 0.0
-            q = r / m if m > 0 else 0.0
-            mid = (p + q) / 2.0
-            if p > 0:
-                js += p * np.log(p / mid) / 2.0
-            if q > 0:
-                js += q * np.log(q / mid) / 2.0
-        out[f, 0] = psi
-        out[f, 1] = np.sqrt(max(js, 0.0))
-        miss = hi - 1
-        safe_n = n if n > 0 else 1.0
-        mref = ref_n[f] if ref_n[f] > 0 else 1.0
-        out[f, 4] = win[miss] / safe_n
-        out[f, 5] = ref[miss] / mref
-        out[f, 6] = n
-        out[f, 7] = (1.0 / safe_n + 1.0 / mref) * quantiles[f]
-        nw = n - win[miss]
-        if kinds[f] != 0 or nw <= 0:
-            out[f, 2] = np.nan
-            out[f, 3] = np.nan
-            continue
-        # Binned KS and Wasserstein (on bin centres) over present values only.
-        nr = m - ref[miss]
-        nr = nr if nr > 0 else 1.0
-        cw = 0.0
-        cr = 0.0
-        ks = 0.0
-        wd = 0.0
-        s = edge_start[f]
-        nv = n_value[f]
-        for i in range(nv):
-            cw += win[lo + i] / nw
-            cr += ref[lo + i] / nr
-            gap = abs(cw - cr)
-            ks = max(ks, gap)
-            if i < nv - 1:
-                # centre i+1 - centre i = (e_{i+2} - e_i) / 2
-                wd += gap * (edges[s + i + 2] - edges[s + i]) / 2.0
-        out[f, 2] = ks
-        out[f, 3] = wd
-
-
-def window_stats(
-    layout: BinLayout, counts: Any, alpha: float, quantiles: FloatArray | None = None
-) -> WindowStats:
-    """All statistics of a window whose flat bin counts are ``counts``.
-
-    Per feature, over its block of bins (missing bin included):
-
-    - ``psi``: ``sum (a - e) ln(a / e)`` on proportions smoothed with ``PSEUDO_COUNT``
-      on the bins non-empty in the window or the reference;
-    - ``js``: Jensen-Shannon distance (natural log) of the raw proportions;
-    - ``ks`` / ``wasserstein`` (numeric only): max |CDF difference| and the area between
-      the CDFs on bin centres, over present values (the missing bin excluded);
-    - ``threshold``: ``psi_threshold(n, m, K - 1, alpha)``; pass
-      ``quantiles = chi2_quantiles(layout.df, alpha)`` to skip recomputing them.
-    """
-    win = np.asarray(counts, dtype=np.float64)
-    q = chi2_quantiles(layout.df, alpha) if quantiles is None else quantiles
-    out = np.empty((8, layout.n_features))  # one row per statistic: contiguous columns
-    _stats(win, layout.ref_counts, layout.ref_n, q, layout.offset, layout.n_value,
-           layout.kinds, layout.edges, layout.edge_start, PSEUDO_COUNT, out.T)
-    psi, js, ks, wasserstein, missing, ref_missing, n, threshold = out
-    return WindowStats(psi=psi, threshold=threshold, js=js, ks=ks, wasserstein=wasserstein,
-                       missing_rate=missing, reference_missing_rate=ref_missing, n=n)
-
-
-@numba.njit(cache=True, nogil=True)
-def _ring_window(  # pragma: no cover - compiled
-    ring: Any, ringf: Any, extra: Any, tb: int, ref: Any, ref_n: Any, quantiles: Any,
-    offset: Any, n_value: Any, kinds: Any, edges: Any, edge_start: Any, pseudo: float,
-    out: Any, cur: int, clear: int,
-) -> None:
-    # The window is the ring's last row (kept as the running sum of the others, so a
-    # close reads one row, not all of them); then row ``clear`` (the next sub-window)
-    # leaves the window and is emptied.
-    start = np.inf
-    msum = 0.0
-    mcount = 0.0
-    n_col = ring.shape[1] - 2  # the events column (see DriftMonitor's ring)
-    for r in range(ringf.shape[0]):
-        if ring[r, n_col] > 0:
-            start = min(start, ringf[r, 0])
-        msum += ringf[r, 1]
-        mcount += ringf[r, 2]
-    extra[0] = start
-    extra[1] = msum
-    extra[2] = mcount
-    extra[3] = ring[cur, n_col + 1]  # Page-Hinkley detections of the closing sub-window
-    window = ring[ring.shape[0] - 1]
-    for j in range(tb, ring.shape[1]):
-        extra[4 + j - tb] = window[j]  # the window's decision counts, events, detections
-    _stats(window[:tb], ref, ref_n, quantiles, offset, n_value, kinds, edges, edge_start,
-           pseudo, out)
-    if clear >= 0:
-        for j in range(ring.shape[1]):
-            window[j] -= ring[clear, j]
-            ring[clear, j] = 0
-        for j in range(3):
-            ringf[clear, j] = 0.0
-
-
-def ring_window(
-    layout: BinLayout, ring: IntArray, ringf: FloatArray, quantiles: FloatArray,
-    extra: FloatArray, cur: int = 0, clear: int = -1,
-) -> tuple[WindowStats, list[list[float]]]:
-    """Statistics of the window held by a monitor's ring, in one compiled call.
-
-    ``ring`` rows are sub-windows (bin counts first, then decision counts, events,
-    Page-Hinkley detections), its last row their sum (the window, see
-    ``update_counts``); ``ringf`` rows hold (first event time, sum and count of price
-    multipliers) per sub-window. Fills ``extra`` with (window start, multiplier sum,
-    multiplier count, Page-Hinkley detections of row ``cur``, then the window row's
-    columns after the bins); the window start is ``inf`` when the ring holds no
-    events. Then row ``clear`` (if >= 0) leaves the window and is emptied. Returns the
-    statistics and the same as lists, one per statistic (one conversion for all).
-    """
-    if (ring.ndim != 2 or ringf.shape != (ring.shape[0] - 1, 3)
-            or ring.shape[1] < layout.total_bins + 2
-            or extra.shape[0] != 4 + ring.shape[1] - layout.total_bins
-            or not 0 <= cur < ring.shape[0] - 1 or clear >= ring.shape[0] - 1):
-        raise ValueError(f"ring of shape {ring.shape} does not fit {layout.total_bins} bins")
-    out = np.empty((8, layout.n_features))  # fresh: the metrics collector keeps it
-    _ring_window(ring, ringf, extra, layout.total_bins, layout.ref_counts, layout.ref_n,
-                 quantiles, layout.offset, layout.n_value, layout.kinds, layout.edges,
-                 layout.edge_start, PSEUDO_COUNT, out.T, cur, clear)
-    psi, js, ks, wasserstein, missing, ref_missing, n, threshold = out
-    return WindowStats(psi=psi, threshold=threshold, js=js, ks=ks, wasserstein=wasserstein,
-                       missing_rate=missing, reference_missing_rate=ref_missing,
-                       n=n), out.tolist()
+    return add

@@ -16,7 +16,8 @@ from schemas.drift import decode_drift, drift_json_schema, encode_drift
 from scorers.refstats import bin_counts, categorical_codes, reference_stats
 from stream.config import DriftConfig
 from stream.drift import SCORE_LABEL, DriftMonitor
-from stream.drift_stats import PSEUDO_COUNT, accumulate, build_layout, page_hinkley, window_stats
+from stream.drift_stats import accumulate, build_layout, page_hinkley
+from stream.drift_window import PSEUDO_COUNT, window_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 N_NUM, N_CAT = 8, 2
