@@ -119,6 +119,30 @@ def test_block_and_scalar_paths_agree_for_every_batch_size(get_model: Any, n: in
     np.testing.assert_allclose(model.predict(X), booster.predict(X), rtol=0, atol=ATOL)
 
 
+@pytest.mark.parametrize("case", [OBJECTIVES[0], OBJECTIVES[2], BOOSTING[9]],
+                         ids=["binary", "multiclass", "categorical"])
+def test_padded_block_for_leftover_rows_gives_the_same_bits(get_model: Any,
+                                                            case: Any) -> None:
+    """Leftover rows scored as a padded 16-row block or row by row: identical outputs."""
+    from scorers import kernels
+
+    booster, model = get_model(*case)
+    saved = model._F[kernels.PAD_MIN]
+    assert 1 <= saved <= kernels.BLOCK  # the calibrated threshold
+    try:
+        for n in (1, 2, 7, 15, 16, 17, 31, 40):
+            X = nasty_rows(n, seed=100 + n)
+            got = {}
+            for pad_min in (1, kernels.BLOCK):
+                model._F[kernels.PAD_MIN] = pad_min
+                got[pad_min] = model.predict(X, raw_score=True)
+            np.testing.assert_array_equal(got[1], got[kernels.BLOCK])
+            np.testing.assert_allclose(got[1], booster.predict(X, raw_score=True), rtol=0,
+                                       atol=ATOL)
+    finally:
+        model._F[kernels.PAD_MIN] = saved
+
+
 def test_values_exactly_on_thresholds(get_model: Any) -> None:
     for key, params, kind, rounds in (OBJECTIVES[0], BOOSTING[4], BOOSTING[5]):
         booster, model = get_model(key, params, kind, rounds)
