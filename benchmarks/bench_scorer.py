@@ -161,45 +161,76 @@ def _step(tree: Any, row: Any, node: int) -> int:
     return int(tree.left_child[node] if x <= tree.threshold[node] else tree.right_child[node])
 
 
-def _child_seconds(code: str, env: dict[str, str] | None = None) -> tuple[float, float]:
-    """(CPU, wall) seconds a fresh Python process needs to run ``code``."""
-    import resource
+_STAGES = """
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+from scorers import compile_lightgbm
+t1 = time.perf_counter()
+m = compile_lightgbm({path!r}, cache_dir={cache})
+t2 = time.perf_counter()
+m.predict(np.zeros((1, m.num_features)))
+t3 = time.perf_counter()
+score_epoch = time.time()
+m.predict(np.zeros((64, m.num_features)))
+print(json.dumps({{"import_s": t1 - t0, "compile_lightgbm_s": t2 - t1,
+                  "first_predict_s": t3 - t2, "score_epoch": score_epoch,
+                  "cpu_s": time.process_time()}}))
+"""
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                   timeout=600, env=env)
-    wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return cpu, wall
+
+def _child_stages(code: str, env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run ``code`` in a fresh interpreter; its stage times plus process start -> score."""
+    start = time.time()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=600, env=env)
+    stages: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    stages["start_to_score_s"] = stages.pop("score_epoch") - start
+    stages["load_to_score_s"] = stages["compile_lightgbm_s"] + stages["first_predict_s"]
+    return stages
 
 
-def _startup_times(path: Path, out: Path) -> dict[str, float]:
-    """Cold compile (empty numba cache, no table cache) and warm restart, in child processes.
+def _startup_times(path: Path, out: Path) -> dict[str, Any]:
+    """What a process pays before its first score, in fresh child processes.
 
-    Both include the interpreter start and ``import scorers`` (numpy + numba); ``bare``
-    is that floor alone (imports plus the first call of a trivial cached numba function).
+    ``cold``: empty numba cache and no table cache (a new machine). ``new_model``: numba's
+    cache warm (the kernels are generic, compiled once per machine), no tables cached for
+    this model. ``restart``: both caches warm (a restarted worker). ``start_to_score``
+    counts from before the process is spawned; ``load_to_score`` from
+    ``compile_lightgbm`` to the first score (what a worker's ``load_model`` pays).
     """
     import tempfile
 
-    score = (
-        "import numpy as np; from scorers import compile_lightgbm;"
-        f"m=compile_lightgbm({str(path)!r}, cache_dir={{cache}});"
-        "m.predict(np.zeros((1, m.num_features))); m.predict(np.zeros((64, m.num_features)))"
-    )
-    with tempfile.TemporaryDirectory() as numba_dir:
-        env = {**os.environ, "NUMBA_CACHE_DIR": numba_dir}
-        cold_cpu, cold_wall = _child_seconds(score.format(cache="False"), env)
-    tables = str(out / "cache")
-    _child_seconds(score.format(cache=repr(tables)))  # fill both caches
-    warm_cpu, warm_wall = _child_seconds(score.format(cache=repr(tables)))
-    bare_cpu, bare_wall = _child_seconds(
-        "import numpy as np, numba; import scorers; from scorers.objectives import "
-        "apply_transform; apply_transform(np.zeros(1), 0, 0.0)")
-    return {"cold_compile_cpu_s": cold_cpu, "cold_compile_wall_s": cold_wall,
-            "cached_restart_cpu_s": warm_cpu, "cached_restart_wall_s": warm_wall,
-            "import_floor_cpu_s": bare_cpu, "import_floor_wall_s": bare_wall}
+    tables = out / "cache"
+    with tempfile.TemporaryDirectory() as tmp:
+        cold = _child_stages(_STAGES.format(path=str(path), cache="False"),
+                             {**os.environ, "NUMBA_CACHE_DIR": str(Path(tmp) / "numba")})
+    _child_stages(_STAGES.format(path=str(path), cache=repr(str(tables))))  # fill caches
+    with tempfile.TemporaryDirectory() as tmp:
+        new_model = _child_stages(_STAGES.format(path=str(path), cache=repr(tmp)))
+    restarts = [_child_stages(_STAGES.format(path=str(path), cache=repr(str(tables))))
+                for _ in range(3)]
+    restart = min(restarts, key=lambda r: r["start_to_score_s"])
+    return {"cold": cold, "new_model": new_model, "restart": restart,
+            "cold_compile_s": cold["start_to_score_s"],
+            "cached_restart_s": restart["start_to_score_s"],
+            "cached_load_to_score_s": restart["load_to_score_s"]}
+
+
+def _contributions(model: Any, booster: Any, X: Any, seconds: float) -> dict[str, Any]:
+    """CPU µs per row of TreeSHAP (ours vs ``pred_contrib``) and of Saabas, batch 1 and 64."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for b in (1, 64):
+        A = np.ascontiguousarray(X[:b])
+        rates = _rates({"lightgbm_pred_contrib": lambda A: booster.predict(
+                            A, pred_contrib=True, num_threads=1),
+                        "streamscore_treeshap": model.contributions,
+                        "streamscore_saabas": lambda A: model.contributions(A, "saabas")},
+                       A, seconds)
+        out[str(b)] = {k: 1e6 / cpu for k, (cpu, _) in rates.items()}
+    return out
 
 
 def _optional_engines(path: Path, so_dir: Path | None = None) -> dict[str, Any]:
@@ -359,6 +390,7 @@ def bench_model(name: str, path: Path, seconds: float, batches: tuple[int, ...],
         "ns_per_visited_node": ns_per_visit,
         "unavailable": {k: v for k, v in engines.items() if not callable(v)},
         "foreign": foreign,
+        "contributions_us_per_row": _contributions(model, booster, X, seconds),
     }
 
 
@@ -423,10 +455,16 @@ def run(args: argparse.Namespace) -> int:
         table.caption = (
             f"rows/s by CPU time (ratio vs lightgbm); ns/visited node: {ns['512']:.2f} "
             f"(batch 512), {ns['10000']:.2f} (batch 10000); cold parse+tables+JIT "
-            f"{r['cold_compile_cpu_s']:.2f}s CPU, cached restart "
-            f"{r['cached_restart_cpu_s']:.2f}s CPU (import floor "
-            f"{r['import_floor_cpu_s']:.2f}s); unavailable: {r['unavailable']}")
+            f"{r['cold_compile_s']:.2f}s; cached restart: process start -> first score "
+            f"{r['cached_restart_s']:.2f}s, compile_lightgbm -> first score "
+            f"{r['cached_load_to_score_s']:.2f}s (import {r['restart']['import_s']:.2f}s); "
+            f"new model, warm numba cache: {r['new_model']['load_to_score_s']:.2f}s; "
+            f"unavailable: {r['unavailable']}")
         console.print(table)
+        shap = r["contributions_us_per_row"]
+        console.print("contributions, CPU µs per row: " + "; ".join(
+            f"batch {b}: " + ", ".join(f"{k} {v:,.0f}" for k, v in per.items())
+            for b, per in shap.items()))
         foreign = r.get("foreign")
         if foreign and "ratio" in foreign:
             ft = Table(title=f"{r['model']}-like, separate venv (ratio vs its own LightGBM run)")
