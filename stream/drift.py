@@ -27,7 +27,6 @@ events (measured on normal and skewed beta(0.5, 5) scores).
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,9 @@ from schemas.errors import ConfigError
 from scorers.refstats import validate_reference
 from stream.config import DriftConfig
 from stream.drift_metrics import collector_for
-from stream.drift_stats import CATEGORICAL, BinLayout, batch_counter, build_layout
-from stream.drift_window import chi2_quantiles, window_closer
+from stream.drift_ring import CUR, CUR_N, MAX_CLOSES, ring_stepper, window_closer
+from stream.drift_stats import CATEGORICAL, BinLayout, build_layout
+from stream.drift_window import chi2_quantiles
 
 __all__ = ["FRAUD_OUTCOMES", "SCORE_LABEL", "DriftMonitor", "default_jsonl_path"]
 
@@ -116,23 +116,15 @@ class DriftMonitor:
         s = config.sub_windows
         self._sub_events = -(-config.window_events // s) if config.window_events > 0 else 0
         self._sub_seconds = config.window_seconds / s if config.window_seconds > 0 else 0.0
-        # The ring: one row per sub-window. Integer columns: bin counts, decision counts
-        # (outcomes + "other"), events, Page-Hinkley detections; float columns: first
-        # event time, sum and count of price multipliers. One array each, written by
-        # one compiled call per batch (stream.drift_stats.batch_counter) and read by one
-        # per window (stream.drift_window.window_closer), which also empties the next row.
+        # The ring (stream.drift_ring): one row per sub-window, integer columns: bin
+        # counts, decision counts (outcomes + "other"), events, Page-Hinkley detections;
+        # its last row is the window (the running sum of the others). Float columns per
+        # sub-window: first event time, sum and count of price multipliers. Written by
+        # one compiled call per batch, which also closes the sub-windows the batch fills.
         tb, k = self.layout.total_bins, len(outcomes) + 1
-        self._n_dec = k
-        # The last row is the window: the running sum of the sub-window rows (a batch is
-        # added to both; a sub-window leaving the window is subtracted).
         self._ring = np.zeros((s + 1, tb + k + 2), dtype=np.int64)
         self._ringf = np.zeros((s, 3))
-        self._i_dec, self._i_n, self._i_ph = tb, tb + k, tb + k + 1
-        self._slot_dec = [self._ring[i, tb : tb + k] for i in range(s + 1)]
-        # Filled at every close: (start, multiplier sum, multiplier count, Page-Hinkley
-        # detections, the window's decision counts, events, detections); preallocated.
-        self._extra = np.zeros(4 + k + 2)
-        self._cur = 0
+        self._state = np.array([0, 0, self._sub_events, k], dtype=np.int64)
         self._sub_start: float | None = None
         self.outcomes = tuple(outcomes)
         self._outcome_index = {name: i for i, name in enumerate(self.outcomes)}
@@ -141,11 +133,17 @@ class DriftMonitor:
         self._ph = np.zeros(12)
         self._ph[:6] = [self._score_mu, self._score_sigma, PH_DELTA, PH_THRESHOLD,
                         PH_MIN_INSTANCES, 1.0 if config.page_hinkley else 0.0]
-        self._cur_n = 0  # events in the current sub-window (a Python int: cheaper)
+        # Each close writes a statistics table and the record's other numbers (window
+        # start, multiplier sum and count, Page-Hinkley detections of the sub-window,
+        # the window's decision counts, events, detections); preallocated.
+        f = self.layout.n_features
+        self._tables = np.zeros((MAX_CLOSES, 8, f))
+        self._extras = np.zeros((MAX_CLOSES, 4 + k + 2))
         # The compiled passes, bound to the ring once (built once, called per batch).
-        self._add = batch_counter(self.layout, self._ring, self._ringf, k, self._ph)
-        self._close_window = window_closer(self.layout, self._ring, self._ringf,
-                                           self._quantiles, self._extra)
+        self._step = ring_stepper(self.layout, self._ring, self._ringf, self._state,
+                                  self._ph, self._quantiles, self._tables, self._extras)
+        self._close_window = window_closer(self.layout, self._ring, self._ringf, k,
+                                           self._quantiles, self._tables[0], self._extras[0])
         # What every record repeats, computed once.
         lay = self.layout
         self._rec_names = [*lay.names[: self._n_feat], "score"]
@@ -174,11 +172,13 @@ class DriftMonitor:
         as "other"), or a price multiplier (float).
         """
         now = time.time() if now is None else float(now)
-        X = np.ascontiguousarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self._n_feat:
-            raise ValueError(f"X has shape {X.shape}, expected (rows, {self._n_feat})")
+        # Cheap checks on the common types; the compiled step checks the shapes.
+        if type(X) is not np.ndarray or X.ndim != 2 or X.shape[1] != self._n_feat:
+            X = np.ascontiguousarray(X, dtype=np.float64)
+            if X.ndim != 2 or X.shape[1] != self._n_feat:
+                raise ValueError(f"X has shape {X.shape}, expected (rows, {self._n_feat})")
         s = scores
-        if type(s) is not np.ndarray or s.dtype != np.float64 or s.ndim != 1:
+        if type(s) is not np.ndarray or s.ndim != 1 or s.dtype.kind != "f":
             s = np.asarray(scores, dtype=np.float64)
             if s.ndim == 2:
                 s = s[:, 0] if s.shape[1] == 1 else s.max(axis=1)
@@ -186,27 +186,28 @@ class DriftMonitor:
         rows = X.shape[0]
         if s.shape[0] != rows:
             raise ValueError(f"{s.shape[0]} scores for {rows} rows")
-        records = self._close_by_time(now) if self._sub_seconds else []
+        records = (self._close_by_time(now) if self._sub_seconds and self._sub_start
+                   is not None and now - self._sub_start >= self._sub_seconds else [])
         if self._sub_start is None:
             self._sub_start = now
         if rows == 0:
             return records
-        kind, d = self._decision_kind(decisions, rows)
-        codes = d if kind == "codes" else None
-        mult = d if kind == "multipliers" else None
-        sub = self._sub_events
+        codes = mult = None
+        if decisions is not None:
+            if (type(decisions) is np.ndarray and decisions.dtype.kind in "iu"
+                    and decisions.shape == (rows,)):
+                codes = decisions  # the cheapest: the policy's outcome codes
+            else:
+                codes, mult = self._decisions(decisions, rows)
         r = 0
         while r < rows:
-            take = rows - r if not sub else min(rows - r, sub - self._cur_n)
-            # One compiled pass: bins, decision codes or multipliers, events,
-            # Page-Hinkley (its detections are counted in the ring row).
-            self._add(X, s, r, r + take, self._cur, now, codes, mult)
-            if kind == "labels":
-                self._add_labels(d[r : r + take])
-            self._cur_n += take
-            r += take
-            if sub and self._cur_n >= sub:
-                records.append(self._close(now, "count"))
+            # One compiled call: bins, decisions, events, Page-Hinkley, and the
+            # statistics of every sub-window the batch fills (up to MAX_CLOSES a call).
+            r, closes = self._step(X, s, r, codes, mult, now)
+            if closes:
+                self._sub_start = now
+                for i in range(closes):
+                    records.append(self._emit(i, now, "count"))
         return records
 
     def tick(self, now: float | None = None) -> list[DriftRecord]:
@@ -215,14 +216,14 @@ class DriftMonitor:
 
     def flush(self, now: float | None = None) -> list[DriftRecord]:
         """Close the current sub-window if it holds events (at shutdown)."""
-        if self._cur_n == 0:
+        if self._state[CUR_N] == 0:
             return []
         return [self._close(time.time() if now is None else float(now), "flush")]
 
     @property
     def events_in_window(self) -> int:
         """Events currently held by the ring (the open window)."""
-        return int(self._ring[-1, self._i_n])
+        return int(self._ring[-1, -2])
 
     # -- internals ---------------------------------------------------------------------
 
@@ -238,31 +239,25 @@ class DriftMonitor:
         sigma = float(np.sqrt(np.average((c - mu) ** 2, weights=w)))
         return mu, sigma if sigma > 0 else 1.0
 
-    def _decision_kind(self, decisions: Any, rows: int) -> tuple[str, Any]:
-        if decisions is None:
-            return "none", None
+    def _decisions(self, decisions: Any, rows: int) -> tuple[Any, Any]:
+        """(codes, multipliers) of decisions that are not integer codes already."""
         if len(decisions) != rows:
             raise ValueError(f"{len(decisions)} decisions for {rows} rows")
         if isinstance(decisions, list | tuple) and rows and isinstance(decisions[0], str):
-            # Labels counted as they are: converting 512 strings to a numpy array costs
-            # more than the whole binning pass (integer codes are cheaper still).
-            return "labels", decisions
-        d = decisions if type(decisions) is np.ndarray else np.asarray(decisions)
-        if d.dtype.kind in "iu":
-            return "codes", d
-        if d.dtype.kind == "b":
-            return "codes", d.astype(np.int8)
-        if d.dtype.kind == "f":
-            return "multipliers", d.astype(np.float64)
-        return "labels", d.astype(str).tolist()
-
-    def _add_labels(self, labels: Sequence[str]) -> None:
-        slot, window = self._slot_dec[self._cur], self._slot_dec[-1]
+            labels: Sequence[str] = decisions
+        else:
+            d = np.asarray(decisions)
+            if d.ndim != 1:
+                raise ValueError(f"decisions of shape {d.shape}, expected ({rows},)")
+            if d.dtype.kind in "iub":
+                return d.astype(np.int64), None
+            if d.dtype.kind == "f":
+                return None, d.astype(np.float64)
+            labels = d.astype(str).tolist()
+        # Labels (unknown ones are "other"): the slow path, ~50 us per 512 labels;
+        # integer codes are what the worker passes.
         index, other = self._outcome_index, len(self.outcomes)
-        for label, c in Counter(labels).items():
-            i = index.get(label, other)
-            slot[i] += c
-            window[i] += c
+        return np.fromiter((index.get(x, other) for x in labels), np.int64, rows), None
 
     def _close_by_time(self, now: float) -> list[DriftRecord]:
         if not self._sub_seconds or self._sub_start is None:
@@ -272,37 +267,42 @@ class DriftMonitor:
             return []
         periods = int(elapsed // self._sub_seconds)
         records = []
-        if self._cur_n > 0:
+        if self._state[CUR_N] > 0:
             records.append(self._close(now, "time"))
         else:
-            self._advance(now)
+            self._advance()
         # Sub-windows that passed without events: they expire old data from the ring.
         for _ in range(min(periods - 1, self.config.sub_windows)):
-            self._advance(now)
+            self._advance()
         self._sub_start = now
         return records
 
-    def _advance(self, now: float, cleared: bool = False) -> None:
-        self._cur = cur = (self._cur + 1) % self.config.sub_windows
-        if not cleared:  # the sub-window leaves the window
-            self._ring[-1] -= self._ring[cur]
-            self._ring[cur] = 0
-            self._ringf[cur] = 0.0
-        self._cur_n = 0
-        self._sub_start = now
+    def _advance(self) -> None:
+        cur = (int(self._state[CUR]) + 1) % self.config.sub_windows
+        self._ring[-1] -= self._ring[cur]  # the sub-window leaves the window
+        self._ring[cur] = 0
+        self._ringf[cur] = 0.0
+        self._state[CUR], self._state[CUR_N] = cur, 0
 
     def _close(self, now: float, closed_by: str) -> DriftRecord:
-        # The window is every sub-window of the ring: one compiled call sums the ring
-        # and computes every statistic (reference-side constants were built once).
-        # The compiled call also empties the ring row the window advances to.
-        table, rows = self._close_window(self._cur, (self._cur + 1) % self.config.sub_windows)
-        record = self._record(rows, now, closed_by)
+        """Close the current sub-window outside a batch (time rule, flush)."""
+        cur = int(self._state[CUR])
+        nxt = (cur + 1) % self.config.sub_windows
+        self._close_window(cur, nxt)  # also empties the next row
+        self._state[CUR], self._state[CUR_N] = nxt, 0
+        self._sub_start = now
+        return self._emit(0, now, closed_by)
+
+    def _emit(self, i: int, now: float, closed_by: str) -> DriftRecord:
+        """The record of close ``i`` (its table and extras), handed to the metrics
+        collector and the JSONL file."""
+        rows = self._tables[i].tolist()  # the next close reuses the table; lists stay
+        record = self._record(rows, self._extras[i].tolist(), now, closed_by)
         if self._collector is not None:
-            self._collector.publish(self.pipeline, self._metric_names, table, record)
+            self._collector.publish(self.pipeline, self._metric_names, rows, record)
         if self._jsonl is not None:
             with self._jsonl.open("ab") as fh:
                 fh.write(encode_drift(record) + b"\n")
-        self._advance(now, cleared=True)
         return record
 
     def _features(self, rows: list[list[float]]) -> list[FeatureDrift]:
@@ -333,12 +333,13 @@ class DriftMonitor:
         mean = msum / mcount if mcount else None
         return DecisionMix(counts=counts, shares=shares, mean_multiplier=mean)
 
-    def _record(self, rows: list[list[float]], now: float, closed_by: str) -> DriftRecord:
+    def _record(self, rows: list[list[float]], extra: list[float], now: float,
+                closed_by: str) -> DriftRecord:
         *features, score = self._features(rows)
         alarms = [f.name for f in features if f.alarm]
         if score.alarm:
             alarms.append("score")
-        start, msum, mcount, ph_f, *tail = self._extra.tolist()
+        start, msum, mcount, ph_f, *tail = extra
         ph = int(ph_f)
         if ph:
             alarms.append("page_hinkley")

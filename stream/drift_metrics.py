@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -47,8 +48,8 @@ class DriftCollector(Collector):
         """Record a closed window (called by the monitor; O(alarms), no gauge updates).
 
         ``names`` are the metric's feature labels in ``table`` order, the score last;
-        ``table`` is the window's statistics table (``WindowStats.from_table``), turned
-        into gauges only when Prometheus scrapes.
+        ``table`` is the window's statistics table (``WindowStats.from_table``; an array
+        or its rows as lists), turned into gauges only when Prometheus scrapes.
         """
         with self._lock:
             self._latest[pipeline] = (names, table, record)
@@ -88,7 +89,7 @@ class DriftCollector(Collector):
                                   "share of each decision in the latest window",
                                   labels=["pipeline", "decision"])
         for pipeline, (names, table, record) in latest:
-            stats = WindowStats.from_table(table)
+            stats = WindowStats.from_table(np.asarray(table, dtype=np.float64))
             columns = {
                 "psi": stats.psi.tolist(), "threshold": stats.threshold.tolist(),
                 "alarm": stats.alarm.astype(float).tolist(), "js": stats.js.tolist(),

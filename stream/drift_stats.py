@@ -16,7 +16,7 @@ outside the reference's categories count in the ``other`` bin.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,6 @@ __all__ = [
     "NUMERIC",
     "BinLayout",
     "accumulate",
-    "batch_counter",
     "build_layout",
     "page_hinkley",
 ]
@@ -304,97 +303,3 @@ def page_hinkley(
     """
     return int(_page_hinkley(x, 0, x.shape[0], state, 0.0, 1.0, float(delta),
                              float(threshold), float(min_instances)))
-
-
-@numba.njit(cache=True, nogil=True)
-def _update(  # pragma: no cover - compiled
-    X: Any, S: Any, codes: Any, mult: Any, r0: int, r1: int, meta: Any, edges: Any,
-    cats: Any, cat_bin: Any, lut: Any, ring: Any, ringf: Any, cur: int, n_dec: int,
-    ph: Any, now: float,
-) -> int:
-    # Everything a batch adds to the current sub-window (ring row ``cur``) and to the
-    # running window (the ring's last row), in one call: each call through the numba
-    # dispatcher and each numpy operation in the caller costs microseconds when the
-    # scorer has just evicted the caches. The batch is counted in a fresh row first
-    # (it stays in L1), then added to both.
-    tb = ring.shape[1] - n_dec - 2
-    if ring[cur, tb + n_dec] == 0:
-        ringf[cur, 0] = now  # the sub-window's first event
-    slot = np.zeros(ring.shape[1], dtype=np.int64)
-    _accumulate(X, S, r0, r1, meta, edges, cats, cat_bin, lut, slot[:tb])
-    if codes.shape[0] > 0:
-        k = tb + n_dec - 1  # the "other" slot
-        for i in range(r0, r1):
-            c = codes[i]
-            slot[tb + c if 0 <= c < n_dec - 1 else k] += 1
-    if mult.shape[0] > 0:
-        total = 0.0
-        count = 0
-        for i in range(r0, r1):
-            v = mult[i]
-            if np.isfinite(v):
-                total += v
-                count += 1
-        ringf[cur, 1] += total
-        ringf[cur, 2] += count
-    slot[tb + n_dec] += r1 - r0
-    alarms = 0
-    if ph[5] > 0:
-        alarms = _page_hinkley(S, r0, r1, ph[6:], ph[0], ph[1], ph[2], ph[3], ph[4])
-        slot[tb + n_dec + 1] += alarms
-    last = ring.shape[0] - 1
-    for j in range(ring.shape[1]):
-        ring[cur, j] += slot[j]
-        ring[last, j] += slot[j]
-    return alarms
-
-
-_NONE_I = np.zeros(0, dtype=np.int64)
-_NONE_F = np.zeros(0)
-
-BatchCounter = Callable[[FloatArray, FloatArray, int, int, int, float, Any, Any], int]
-
-
-def batch_counter(
-    layout: BinLayout, ring: IntArray, ringf: FloatArray, n_decisions: int, ph: FloatArray,
-) -> BatchCounter:
-    """``add(X, scores, r0, r1, cur, now, codes, multipliers)``: one compiled pass adding
-    rows ``r0:r1`` of a scored batch to ring row ``cur`` and to the window row (the
-    ring's last: the sum of the others); returns the Page-Hinkley detections.
-
-    ``X`` holds the layout's features but the last, ``scores`` is the last. A ring row
-    holds the flat bin counts, ``n_decisions`` decision counts (integer ``codes``
-    outside ``0..n_decisions-2`` count in the last, "other"), the events and the
-    Page-Hinkley detections; its ``ringf`` row (first event time, set to ``now`` when
-    the row was empty; sum and count of the finite price ``multipliers``). ``ph`` =
-    ``[mu, sigma, delta, threshold, min_instances, enabled, *six state values]`` runs
-    Page-Hinkley on the standardised scores. ``codes`` / ``multipliers``: ``None`` or
-    one per row. The arrays given here are checked once and bound; ``add`` checks only
-    what changes per batch (each check and argument costs microseconds on a cache that
-    the scorer has just evicted).
-    """
-    if (ring.ndim != 2 or ring.shape[0] < 2 or ring.dtype != np.int64
-            or ring.shape[1] != layout.total_bins + n_decisions + 2 or ph.shape != (12,)
-            or ringf.shape != (ring.shape[0] - 1, 3) or n_decisions < 1):
-        raise ValueError(f"ring of shape {ring.shape} does not fit {layout.total_bins} bins "
-                         f"and {n_decisions} decisions")
-    meta, edges, cats, cat_bin, lut = layout.kernel_args
-    width, slots, kernel = layout.n_features - 1, ring.shape[0] - 1, _update
-
-    def add(X: FloatArray, scores: FloatArray, r0: int, r1: int, cur: int, now: float,
-            codes: Any = None, multipliers: Any = None) -> int:
-        if (X.ndim != 2 or X.shape[1] != width or scores.ndim != 1
-                or not 0 <= r0 <= r1 <= min(X.shape[0], scores.shape[0])
-                or not 0 <= cur < slots
-                or (codes is not None and (codes.ndim != 1 or codes.shape[0] < r1))
-                or (multipliers is not None and (multipliers.ndim != 1
-                                                 or multipliers.shape[0] < r1))):
-            # The kernel does not bounds-check: a wrong shape would read other memory.
-            raise ValueError(f"X of shape {X.shape} (rows {r0}:{r1}) does not fit "
-                             f"{width} features and a score")
-        return int(kernel(  # type: ignore[no-any-return]
-            X, scores, _NONE_I if codes is None else codes,
-            _NONE_F if multipliers is None else multipliers, r0, r1, meta, edges, cats,
-            cat_bin, lut, ring, ringf, cur, n_decisions, ph, now))
-
-    return add

@@ -15,7 +15,6 @@ sides contribute nothing); the approximation is checked empirically in the tests
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +31,6 @@ __all__ = [
     "chi2_quantiles",
     "psi_level",
     "psi_threshold",
-    "window_closer",
     "window_stats",
 ]
 
@@ -179,78 +177,3 @@ def window_stats(
     _stats(win, layout.ref_counts, layout.ref_n, q, layout.offset, layout.n_value,
            layout.kinds, layout.edges, layout.edge_start, PSEUDO_COUNT, out.T)
     return WindowStats.from_table(out)
-
-
-@numba.njit(cache=True, nogil=True)
-def _ring_window(  # pragma: no cover - compiled
-    ring: Any, ringf: Any, extra: Any, tb: int, ref: Any, ref_n: Any, quantiles: Any,
-    offset: Any, n_value: Any, kinds: Any, edges: Any, edge_start: Any, pseudo: float,
-    out: Any, cur: int, clear: int,
-) -> None:
-    # The window is the ring's last row (kept as the running sum of the others, so a
-    # close reads one row, not all of them); then row ``clear`` (the next sub-window)
-    # leaves the window and is emptied.
-    start = np.inf
-    msum = 0.0
-    mcount = 0.0
-    n_col = ring.shape[1] - 2  # the events column (see DriftMonitor's ring)
-    for r in range(ringf.shape[0]):
-        if ring[r, n_col] > 0:
-            start = min(start, ringf[r, 0])
-        msum += ringf[r, 1]
-        mcount += ringf[r, 2]
-    extra[0] = start
-    extra[1] = msum
-    extra[2] = mcount
-    extra[3] = ring[cur, n_col + 1]  # Page-Hinkley detections of the closing sub-window
-    window = ring[ring.shape[0] - 1]
-    for j in range(tb, ring.shape[1]):
-        extra[4 + j - tb] = window[j]  # the window's decision counts, events, detections
-    _stats(window[:tb], ref, ref_n, quantiles, offset, n_value, kinds, edges, edge_start,
-           pseudo, out)
-    if clear >= 0:
-        for j in range(ring.shape[1]):
-            window[j] -= ring[clear, j]
-            ring[clear, j] = 0
-        for j in range(3):
-            ringf[clear, j] = 0.0
-
-
-WindowCloser = Callable[[int, int], tuple[FloatArray, list[list[float]]]]
-
-
-def window_closer(
-    layout: BinLayout, ring: IntArray, ringf: FloatArray, quantiles: FloatArray,
-    extra: FloatArray,
-) -> WindowCloser:
-    """``close(cur, clear)``: the statistics of the window held by a monitor's ring, in
-    one compiled call.
-
-    ``ring`` rows are sub-windows (bin counts first, then decision counts, events,
-    Page-Hinkley detections), its last row their sum (the window, see
-    ``stream.drift_stats.batch_counter``); ``ringf`` rows hold (first event time, sum
-    and count of price multipliers) per sub-window. ``close`` fills ``extra`` with
-    (window start, multiplier sum, multiplier count, Page-Hinkley detections of row
-    ``cur``, then the window row's columns after the bins; the window start is ``inf``
-    when the ring holds no events), then takes row ``clear`` (if >= 0) out of the
-    window and empties it. It returns the 8 x features table (``WindowStats.from_table``;
-    a fresh array each time, as the metrics collector keeps it) and the same as lists
-    (one conversion for all). The arrays are checked once, here.
-    """
-    tb = layout.total_bins
-    if (ring.ndim != 2 or ring.shape[0] < 2 or ring.shape[1] < tb + 2
-            or ringf.shape != (ring.shape[0] - 1, 3) or extra.shape != (4 + ring.shape[1] - tb,)
-            or quantiles.shape != (layout.n_features,)):
-        raise ValueError(f"ring of shape {ring.shape} does not fit {tb} bins")
-    slots, kernel, f = ring.shape[0] - 1, _ring_window, layout.n_features
-    args = (layout.ref_counts, layout.ref_n, quantiles, layout.offset, layout.n_value,
-            layout.kinds, layout.edges, layout.edge_start, PSEUDO_COUNT)
-
-    def close(cur: int, clear: int) -> tuple[FloatArray, list[list[float]]]:
-        if not 0 <= cur < slots or clear >= slots:
-            raise ValueError(f"ring rows {cur}, {clear} outside 0..{slots - 1}")
-        out = np.empty((8, f))
-        kernel(ring, ringf, extra, tb, *args, out.T, cur, clear)
-        return out, out.tolist()
-
-    return close

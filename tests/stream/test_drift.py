@@ -14,9 +14,10 @@ from scipy.stats import binom, chi2, entropy, ks_2samp, wasserstein_distance
 
 from schemas.drift import decode_drift, drift_json_schema, encode_drift
 from scorers.refstats import bin_counts, categorical_codes, reference_stats
+from stream import drift_stats
 from stream.config import DriftConfig
 from stream.drift import SCORE_LABEL, DriftMonitor
-from stream.drift_stats import accumulate, build_layout, page_hinkley
+from stream.drift_stats import LUT_MAX_CODE, accumulate, build_layout, page_hinkley
 from stream.drift_window import PSEUDO_COUNT, window_stats
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -320,6 +321,33 @@ def test_bad_inputs_are_clear_errors(reference):
         mon.update(np.zeros((3, 2)), np.zeros(3))
     with pytest.raises(ValueError, match="scores for"):
         mon.update(np.zeros((3, len(NAMES))), np.zeros(2))
+    with pytest.raises(ValueError, match="decisions for"):
+        mon.update(np.zeros((3, len(NAMES))), np.zeros(3), np.zeros(2, dtype=np.int64))
+    # A bad batch leaves the monitor usable, and nothing of it counted.
+    assert mon.events_in_window == 0
+    mon.update(np.zeros((3, len(NAMES))), np.zeros(3), np.zeros(3, dtype=np.int64))
+    assert mon.events_in_window == 3
+
+
+def test_binning_without_lookup_tables_and_blocks_of_any_size(reference, monkeypatch):
+    """Categorical codes above the lookup-table limit take the binary search; batches
+    of sizes around the kernel's row block give the oracle's counts."""
+    rng = np.random.default_rng(5)
+    X = draw(rng, 1000)
+    X[:8, 8] = [np.nan, -1.0, 2.7, 1e12, 99.0, np.inf, -0.5, 4.7e18]
+    s = rng.beta(0.5, 5, 1000)
+    entries = [(n, reference["features"][n]) for n in NAMES] + [(SCORE_LABEL, reference["score"])]
+    expected = oracle_counts(reference, X, s)
+    for limit in (LUT_MAX_CODE, 0):
+        monkeypatch.setattr(drift_stats, "LUT_MAX_CODE", limit)
+        lay = build_layout(entries)
+        assert (lay.kernel_args[0][-3:-1, 7] >= 0).all() == (limit > 0)  # the two categoricals
+        counts = np.zeros(lay.total_bins, dtype=np.int64)
+        r = 0
+        for size in (1, 63, 64, 65, 127, 128, 552):  # sums to 1000
+            accumulate(lay, X, counts, r, r + size, scores=s)
+            r += size
+        np.testing.assert_array_equal(counts, expected)
 
 
 def test_default_registry_is_the_global_one(reference, unique_name):
