@@ -296,15 +296,15 @@ class BatchCore:
     def _columns(self, events: list[Any]) -> dict[str, Any]:
         """One array per event field (C-level ``map(attrgetter)``: no per-event Python)."""
         n = len(events)
-        cols: dict[str, Any] = {}
+        key = self.spec.key
+        keys = np.fromiter(map(attrgetter(key), events), dtype=np.int64, count=n)
+        cols: dict[str, Any] = {key + "__int": keys}
         for name in self.fields:
-            values = map(attrgetter(name), events)
-            if name in self.spec.strings:
-                cols[name] = np.array(list(values), dtype=object)
-            else:
-                cols[name] = np.fromiter(values, dtype=np.float64, count=n)
-        cols[self.spec.key + "__int"] = np.fromiter(
-            map(attrgetter(self.spec.key), events), dtype=np.int64, count=n)
+            if name == key:
+                cols[name] = keys.astype(np.float64)
+                continue
+            dtype = object if name in self.spec.strings else np.float64
+            cols[name] = np.fromiter(map(attrgetter(name), events), dtype=dtype, count=n)
         return cols
 
     def _online(
