@@ -6,9 +6,19 @@ leaves, 40 features of which 5 categorical, 5% NaN), builds its drift reference 
 three see the same machine load: ``Booster.predict`` (one thread), the compiled scorer
 (``scorers.compile_lightgbm``) and ``DriftMonitor.update`` with the default drift
 settings (5,000-event windows in 5 sliding sub-windows, Page-Hinkley on, Prometheus
-collector on a private registry). The update's mean includes the window closes
-(statistics, record) amortised over the batches. Ratios use CPU time; wall-clock
-medians are shown beside it. Prints a table and writes ``drift.json`` into ``--out``.
+collector on a private registry). Ratios use CPU time; wall-clock medians are shown
+beside it.
+
+The update is split into its two costs, both measured right after scoring (cold
+caches): the per-batch pass (batches that close nothing) and a window close (the extra
+cost of a batch that closes one: statistics, record, metrics hand-off). From them, the
+cost per batch amortised over the batches of a window, for the windows a pipeline may
+configure: one close per 5,000 events (a 5,000-event window), one per 1,000 events (the
+default's sliding sub-windows: a record every fifth of the window), and a 60 s time
+window in 5 sub-windows at 1,000 events/s (one close per 12,000 events). The target
+(issue #6): the per-batch pass plus the close amortised over a 5,000-event window, and
+the 60 s case, < 5% of the compiled scorer's time on the same batches. Prints a table
+and writes ``drift.json`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -29,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``streamscore bench drift`` (no heavy imports here)."""
     parser.add_argument("--quick", action="store_true", help="fewer batches (~20 s)")
     parser.add_argument("--strict", action="store_true",
-                        help="exit 1 when the drift update costs >= 5%% of scoring")
+                        help="exit 1 when the target is missed (drift >= 5%% of the compiled "
+                             "scorer, amortised over a 5,000-event window or a 60 s one)")
     parser.add_argument("--out", default="benchmarks/out", help="report directory")
     parser.add_argument("--batch", type=int, default=512, help="events per batch (default 512)")
     parser.add_argument("--batches", type=int, default=None,
@@ -117,6 +128,7 @@ def measure(batch: int = 512, batches: int = 400, out: str | Path = "benchmarks/
     cpu: dict[str, list[float]] = {"lightgbm": [], "compiled": [], "drift": []}
     wall: dict[str, list[float]] = {"lightgbm": [], "compiled": [], "drift": []}
     closed = 0
+    closes: list[int] = []  # windows each timed update closed
     clock, cpu_clock = time.perf_counter, time.thread_time
 
     def timed(key: str, fn: Any) -> Any:
@@ -134,6 +146,7 @@ def measure(batch: int = 512, batches: int = 400, out: str | Path = "benchmarks/
         records = timed("drift", lambda xb=xb, s=scores, i=i: monitor.update(
             xb, s, decisions, now=float(i)))
         closed += len(records)
+        closes.append(len(records))
     # The same updates back to back: what the monitor costs with warm caches (after a
     # scorer, its data and code are partly evicted, which the interleaved timing shows).
     cpu["drift_warm"], wall["drift_warm"] = [], []
@@ -159,7 +172,35 @@ def measure(batch: int = 512, batches: int = 400, out: str | Path = "benchmarks/
     report["ratio_vs_lightgbm"] = drift_cpu / report["lightgbm"]["cpu_mean_us"]
     if "compiled" in report:
         report["ratio_vs_compiled"] = drift_cpu / report["compiled"]["cpu_mean_us"]
+    report.update(_amortised(np.asarray(cpu["drift"]) * us, np.asarray(closes), batch,
+                             report.get("compiled", report["lightgbm"])["cpu_mean_us"]))
     return report
+
+
+# Events per window close of the windows the target speaks of (see the module docstring).
+AMORTISED = (("window_5000", "one close per 5,000-event window", 5000),
+             ("sliding_default", "default: 5 sub-windows, a close per 1,000 events", 1000),
+             ("time_60s", "60 s window, 5 sub-windows, at 1,000 events/s", 12000))
+TARGET = 0.05
+
+
+def _amortised(drift_us: Any, closes: Any, batch: int, scorer_us: float) -> dict[str, Any]:
+    """Per-batch pass and per-close cost (right after scoring), and the cost per batch
+    amortised over each window kind, as a share of the scorer's time."""
+    import numpy as np
+
+    quiet, closing = drift_us[closes == 0], drift_us[closes == 1]
+    per_batch = float(np.mean(quiet)) if quiet.size else float("nan")
+    per_close = float(np.mean(closing)) - per_batch if closing.size else float("nan")
+    rows: dict[str, dict[str, Any]] = {}
+    for key, label, events in AMORTISED:
+        us = per_batch + per_close * batch / events
+        rows[key] = {"label": label, "events_per_close": events, "cpu_us": us,
+                     "ratio": us / scorer_us}
+    met = all(float(rows[k]["ratio"]) < TARGET for k in ("window_5000", "time_60s"))
+    return {"per_batch": {"batches": int(quiet.size), "cpu_mean_us": per_batch},
+            "per_close": {"batches": int(closing.size), "cpu_mean_us": per_close},
+            "amortised": rows, "target": TARGET, "target_met": bool(met)}
 
 
 def calibration(alpha: float = 0.01, windows: tuple[int, ...] = (100, 300, 1000, 5000),
@@ -256,15 +297,29 @@ def run(args: argparse.Namespace) -> int:
                           f"{r['wall_p50_us']:.0f} / {r['wall_p99_us']:.0f}",
                           f"{report[ratio]:.2%}" if ratio else "")
     Console().print(table)
+    scorer = "compiled scorer" if "compiled" in report else "LightGBM predict"
+    amort = Table(title=f"drift cost per batch after scoring, amortised, vs the {scorer} "
+                        f"(target < {report['target']:.0%})")
+    for col in ("part / window", "CPU us", f"share of the {scorer}"):
+        amort.add_column(col, justify="left" if col.startswith("part") else "right")
+    amort.add_row(f"per-batch pass ({report['per_batch']['batches']} batches)",
+                  f"{report['per_batch']['cpu_mean_us']:.0f}", "")
+    amort.add_row(f"one window close ({report['per_close']['batches']} batches)",
+                  f"{report['per_close']['cpu_mean_us']:.0f}", "")
+    for r in report["amortised"].values():
+        amort.add_row(r["label"], f"{r['cpu_us']:.0f}", f"{r['ratio']:.2%}")
+    Console().print(amort)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "drift.json").write_text(json.dumps(report, indent=2) + "\n")
-    worst = max(report["ratio_vs_lightgbm"], report.get("ratio_vs_compiled", 0.0))
-    if worst >= 0.05:
-        print(f"bench drift: target missed: the drift update costs {worst:.1%} of scoring "
-              "(target < 5%)")
+    a = report["amortised"]
+    verdict = "met" if report["target_met"] else "missed"
+    print(f"bench drift: target {verdict}: per batch, amortised over a 5,000-event window "
+          f"{a['window_5000']['ratio']:.1%}, 60 s window {a['time_60s']['ratio']:.1%} of the "
+          f"{scorer} (target < 5%); default sliding sub-windows (a record per 1,000 "
+          f"events) {a['sliding_default']['ratio']:.1%}")
     # A missed target is a finding, not a failed run; --strict makes it the exit code.
-    return 1 if args.strict and worst >= 0.05 else 0
+    return 1 if args.strict and not report["target_met"] else 0
 
 
 if __name__ == "__main__":  # python -m benchmarks.bench_drift [--calibration]

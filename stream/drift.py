@@ -50,6 +50,7 @@ SCORE_LABEL = "__score__"
 PH_DELTA = 0.1
 PH_THRESHOLD = 100.0
 PH_MIN_INSTANCES = 30
+_F64, _I8 = np.dtype(np.float64), np.dtype(np.int8)
 
 
 def default_jsonl_path(pipeline: str, home: str | Path | None = None) -> Path:
@@ -144,6 +145,13 @@ class DriftMonitor:
                                   self._ph, self._quantiles, self._tables, self._extras)
         self._close_window = window_closer(self.layout, self._ring, self._ringf, k,
                                            self._quantiles, self._tables[0], self._extras[0])
+        # Compile (or load from numba's cache) the step for the decision types it takes
+        # (int8 outcome codes, int64 codes or none, float multipliers) now, not on the
+        # first batch: an empty batch changes nothing.
+        empty = np.zeros((0, self._n_feat))
+        for codes, mult in ((np.zeros(0, dtype=np.int8), None), (None, None)):
+            self._step(empty, np.zeros(0), 0, codes, mult, 0.0)
+        self._close_window(0, -1)  # statistics of the empty window, into scratch
         # What every record repeats, computed once.
         lay = self.layout
         self._rec_names = [*lay.names[: self._n_feat], "score"]
@@ -172,13 +180,16 @@ class DriftMonitor:
         as "other"), or a price multiplier (float).
         """
         now = time.time() if now is None else float(now)
-        # Cheap checks on the common types; the compiled step checks the shapes.
-        if type(X) is not np.ndarray or X.ndim != 2 or X.shape[1] != self._n_feat:
+        # Cheap checks on the common types; anything else is converted once, so the
+        # compiled step only ever sees the types it was compiled for at start-up.
+        if (type(X) is not np.ndarray or X.dtype != _F64 or X.ndim != 2
+                or not X.flags.c_contiguous):
             X = np.ascontiguousarray(X, dtype=np.float64)
-            if X.ndim != 2 or X.shape[1] != self._n_feat:
-                raise ValueError(f"X has shape {X.shape}, expected (rows, {self._n_feat})")
+        if X.ndim != 2 or X.shape[1] != self._n_feat:
+            raise ValueError(f"X has shape {X.shape}, expected (rows, {self._n_feat})")
         s = scores
-        if type(s) is not np.ndarray or s.ndim != 1 or s.dtype.kind != "f":
+        if (type(s) is not np.ndarray or s.dtype != _F64 or s.ndim != 1
+                or not s.flags.c_contiguous):
             s = np.asarray(scores, dtype=np.float64)
             if s.ndim == 2:
                 s = s[:, 0] if s.shape[1] == 1 else s.max(axis=1)
@@ -194,9 +205,9 @@ class DriftMonitor:
             return records
         codes = mult = None
         if decisions is not None:
-            if (type(decisions) is np.ndarray and decisions.dtype.kind in "iu"
-                    and decisions.shape == (rows,)):
-                codes = decisions  # the cheapest: the policy's outcome codes
+            if (type(decisions) is np.ndarray and decisions.dtype == _I8
+                    and decisions.shape == (rows,) and decisions.flags.c_contiguous):
+                codes = decisions  # the cheapest: the fraud policy's outcome codes
             else:
                 codes, mult = self._decisions(decisions, rows)
         r = 0
@@ -250,9 +261,9 @@ class DriftMonitor:
             if d.ndim != 1:
                 raise ValueError(f"decisions of shape {d.shape}, expected ({rows},)")
             if d.dtype.kind in "iub":
-                return d.astype(np.int64), None
+                return np.ascontiguousarray(d, dtype=np.int64), None
             if d.dtype.kind == "f":
-                return None, d.astype(np.float64)
+                return None, np.ascontiguousarray(d, dtype=np.float64)
             labels = d.astype(str).tolist()
         # Labels (unknown ones are "other"): the slow path, ~50 us per 512 labels;
         # integer codes are what the worker passes.
