@@ -11,7 +11,8 @@ Build once, run many: everything that can be planned is planned in ``__init__`` 
 column); ``process`` only runs numpy over the batch. The per-event Python work is
 decoding (``schemas.registry``) and one bytes format per decision record
 (``stream.records`` encodes every field column-wise). Reason codes live in
-``stream.reasons``, dead letters and the flood guard in ``stream.deadletters``.
+``stream.reasons``, dead letters and the flood guard in ``stream.deadletters``, the
+schema specs and the loaded-model type in ``stream.specs`` (all re-exported here).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +50,7 @@ from stream.records import (
     source_columns,
     string_pieces,
 )
+from stream.specs import EVENT_SPECS, EventSpec, LoadedModel, Scorer
 
 __all__ = [
     "EVENT_SPECS",
@@ -58,6 +60,7 @@ __all__ = [
     "DlqGuard",
     "EventSpec",
     "LoadedModel",
+    "Scorer",
     "online_names_of",
 ]
 
@@ -72,52 +75,6 @@ _REASONS_OF = [
     [name for i, name in enumerate(DEGRADED_REASONS) if mask >> i & 1]
     for mask in range(1 << len(DEGRADED_REASONS))
 ]
-
-@dataclass(frozen=True)
-class EventSpec:
-    """What the core needs to know about an input schema."""
-
-    schema: str
-    kind: str  # "fraud" | "pricing": which request features and which policy
-    key: str  # entity field the decision record is keyed by
-    strings: tuple[str, ...]  # string fields (kept as object columns)
-
-
-EVENT_SPECS = {
-    "fraud_transaction": EventSpec(
-        "fraud_transaction", "fraud", "card_id", ("event_id", "merchant_id", "currency",
-                                                  "country", "channel")
-    ),
-    "pricing_request": EventSpec("pricing_request", "pricing", "sku_id", ("event_id", "store_id")),
-}
-
-
-class Scorer(Protocol):
-    """What the core needs from a compiled model (``scorers.CompiledModel`` fits)."""
-
-    feature_names: Sequence[str]
-
-    def predict(self, X: Any, raw_score: bool = ...) -> Any: ...
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model ready to score, with the registry facts the audit record carries."""
-
-    name: str
-    version: str
-    sha256: str
-    scorer: Any  # Scorer; ``contributions(X)`` used for reason codes when present
-    reference: dict[str, Any] | None = None
-
-    @property
-    def feature_names(self) -> list[str]:
-        return list(self.scorer.feature_names)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}@{self.version}"
-
 
 @dataclass
 class BatchResult:
@@ -330,16 +287,20 @@ class BatchCore:
             mask[got.stale.any(axis=1)] |= _BIT["features_stale"]
         return got.values, got.age
 
+    def _request_inputs(self, cols: dict[str, Any], online: FloatArray, n: int
+                        ) -> dict[str, Any]:
+        inputs = dict(cols)
+        for j, name in enumerate(self.online_names):
+            inputs.setdefault(name, online[:, j])
+        for name in self.request.inputs:  # an online input this pipeline does not read
+            if name not in inputs:
+                inputs[name] = np.full(n, np.nan)
+        return inputs
+
     def _pool(self, cols: dict[str, Any], online: FloatArray, n: int) -> FloatArray:
         parts: list[FloatArray] = []
         if self.request is not None:
-            inputs = dict(cols)
-            for j, name in enumerate(self.online_names):
-                inputs.setdefault(name, online[:, j])
-            for name in self.request.inputs:  # an online input this pipeline does not read
-                if name not in inputs:
-                    inputs[name] = np.full(n, np.nan)
-            out = self.request.compute(inputs)
+            out = self.request.compute(self._request_inputs(cols, online, n))
             self._request_out = out
             parts.append(np.column_stack([out[name] for name in self.request.outputs]))
         parts.append(online)
@@ -356,7 +317,7 @@ class BatchCore:
         scorer = self.model.scorer
         try:
             if self.spec.kind == "pricing":
-                demand = self._price_sweep(scorer, self._plan, cols, online)
+                demand = self._price_sweep(scorer, self._plan, cols, online, X)
                 return np.full(n, np.nan), demand
             score = np.asarray(scorer.predict(X), dtype=np.float64).reshape(n, -1)[:, -1]
             return score, None
@@ -373,20 +334,36 @@ class BatchCore:
 
     def _price_sweep(
         self, scorer: Any, plan: npt.NDArray[np.intp], cols: dict[str, Any],
-        online: FloatArray,
+        online: FloatArray, X0: FloatArray,
     ) -> FloatArray:
-        """Demand for every candidate multiplier of the base price: rows x candidates."""
-        # One block per candidate (measured: repeating the batch k times into one block
-        # is cheaper at 64 events but ~1 us/event dearer at 4096).
+        """Demand for every candidate multiplier of the base price: rows x candidates.
+
+        The candidate price reaches the model only through the request-time features and
+        the event's own ``candidate_price``: each candidate's block is the batch's
+        matrix ``X0`` (the pool through ``plan``) with just those columns rewritten
+        (rebuilding the whole pool per candidate cost ~1.5 us per event at batch 4096).
+        """
         base = cols["base_price"]
         n = base.shape[0]
-        blocks = []
-        for m in self._multipliers():
-            swept = dict(cols)
-            swept["candidate_price"] = base * m
-            blocks.append(self._pool(swept, online, n)[:, plan])
-        pred = np.asarray(scorer.predict(np.vstack(blocks)), dtype=np.float64)
-        return pred.reshape(len(blocks), n).T
+        mult = self._multipliers()
+        names = self._pool_names()
+        n_req = len(getattr(self.request, "outputs", ()))
+        # Model column -> the request output it shows (None: the event's candidate_price).
+        varying = [(j, names[p] if p < n_req else None) for j, p in enumerate(plan.tolist())
+                   if p < n_req or names[p] == "candidate_price"]
+        inputs = self._request_inputs(cols, online, n) if self.request is not None else {}
+        X = np.tile(X0, (len(mult), 1))
+        for b, m in enumerate(mult):
+            cand = base * m
+            out: dict[str, Any] = {}
+            if self.request is not None:
+                inputs["candidate_price"] = cand
+                out = self.request.compute(inputs)
+            block = X[b * n: (b + 1) * n]
+            for j, name in varying:
+                block[:, j] = cand if name is None else out[name]
+        pred = np.asarray(scorer.predict(X), dtype=np.float64)
+        return pred.reshape(len(mult), n).T
 
     def _shadow(
         self, pool: FloatArray, online: FloatArray, cols: dict[str, Any]
@@ -397,7 +374,7 @@ class BatchCore:
             X = pool[:, self._challenger_plan]
             if self.spec.kind == "pricing":
                 demand = self._price_sweep(
-                    self.challenger.scorer, self._challenger_plan, cols, online
+                    self.challenger.scorer, self._challenger_plan, cols, online, X
                 )
                 # The challenger's demand at the base price: comparable across models.
                 mult = self._multipliers()

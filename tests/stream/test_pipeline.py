@@ -366,3 +366,33 @@ def test_record_encoder_feature_ages_and_constants():
         assert d.feature_age_s[views[0]] == (None if i == 1 else ages[0][i])
     with pytest.raises(KeyError, match="schema_version"):
         enc.encode(3, {k: v for k, v in fields.items() if k != "schema_version"}, None)
+
+
+def test_price_sweep_equals_rebuilding_the_pool_per_candidate():
+    rng = np.random.default_rng(3)
+    request = RequestFeatures("pricing", load_vocab(repo_path("pricing")))
+    names = ["price_ratio", "log_price_ratio", "candidate_price", "hour_of_day", "base_price"]
+    X = np.column_stack([rng.uniform(0.8, 1.2, 400), rng.normal(size=400),
+                         rng.uniform(5, 50, 400), rng.uniform(0, 24, 400),
+                         rng.uniform(5, 50, 400)])
+    booster = lgb.train({"objective": "regression", "num_leaves": 7, "verbose": -1},
+                        lgb.Dataset(X, 10.0 - 5 * X[:, 0] + X[:, 3] / 10, feature_name=names),
+                        20)
+    model = LoadedModel("pricing", "2", "cd" * 32, compile_lightgbm(booster))
+    core = BatchCore(config("pricing", policy={"kind": "pricing",
+                                               "candidates": [0.85, 0.95, 1.0, 1.1]}),
+                     model, request=request)
+    docs = [{"event_id": f"p{i}", "sku_id": i, "store_id": "s1",
+             "base_price": float(rng.uniform(5, 50)), "candidate_price": 7.0,
+             "event_time": NOW - 3600 * i} for i in range(30)]
+    batch = decoder_for("pricing_request")
+    events = [batch.decode(json.dumps(d).encode()) for d in docs]
+    cols = core._columns(events)
+    online = np.zeros((len(docs), 0))
+    X0 = core._pool(cols, online, len(docs))[:, core._plan]
+    got = core._price_sweep(model.scorer, core._plan, cols, online, X0)
+    want = []
+    for m in [0.85, 0.95, 1.0, 1.1]:
+        swept = {**cols, "candidate_price": cols["base_price"] * m}
+        want.append(booster.predict(core._pool(swept, online, len(docs))[:, core._plan]))
+    np.testing.assert_allclose(got, np.column_stack(want), rtol=1e-12)
