@@ -182,6 +182,54 @@ def decode_batch(
     twin = _TWINS.get(name) if fast else None
     decode = twin.decode if twin is not None else strict
     out = DecodedBatch()
+    try:  # None payloads raise TypeError here: the careful loop handles them
+        clean_sizes = max(map(len, payloads), default=0) <= max_bytes  # type: ignore[arg-type]
+    except TypeError:
+        clean_sizes = False
+    if clean_sizes:
+        _decode_runs(out, payloads, decode, strict if twin is not None else None)
+    else:
+        _decode_each(out, payloads, decode, strict if twin is not None else None, max_bytes)
+    events = out.events
+    if twin is not None and events:
+        _check_patterns(out, twin, payloads, strict)
+    return out
+
+
+def _decode_runs(out: DecodedBatch, payloads: Sequence[bytes | None],
+                 decode: Callable[[bytes], Any], strict: Callable[[bytes], Any] | None
+                 ) -> None:
+    """Decode runs of good payloads with one C-level ``extend(map(...))`` each.
+
+    ``list.extend`` keeps the items appended before the decoder raised, so a bad payload
+    costs only its own handling: the run goes on after it. Sizes were checked already.
+    """
+    events, indices, rejected = out.events, out.indices, out.rejected
+    n, i = len(payloads), 0
+    while i < n:
+        before = len(events)
+        try:
+            events.extend(map(decode, payloads[i:] if i else payloads))  # type: ignore[arg-type]
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            j = i + len(events) - before  # the payload that failed
+            indices.extend(range(i, j))
+            payload = payloads[j]
+            if not payload:
+                rejected.append(Rejection(j, "empty", "empty or missing message value"))
+            else:
+                # The twin may stop at a later field than the strict decoder: its error.
+                err = exc if strict is None else (_strict_error(payload, strict) or exc)
+                rejected.append(Rejection(j, classify_error(err), str(err)))
+            i = j + 1
+            continue
+        indices.extend(range(i, n))
+        i = n
+
+
+def _decode_each(out: DecodedBatch, payloads: Sequence[bytes | None],
+                 decode: Callable[[bytes], Any], strict: Callable[[bytes], Any] | None,
+                 max_bytes: int) -> None:
+    """Payload by payload, for batches holding a missing or oversize payload."""
     events, indices, rejected = out.events, out.indices, out.rejected
     for i, payload in enumerate(payloads):
         if not payload:
@@ -195,14 +243,10 @@ def decode_batch(
         try:
             events.append(decode(payload))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            # The twin may stop at a later field than the strict decoder: name its error.
-            err = exc if twin is None else (_strict_error(payload, strict) or exc)
+            err = exc if strict is None else (_strict_error(payload, strict) or exc)
             rejected.append(Rejection(i, classify_error(err), str(err)))
             continue
         indices.append(i)
-    if twin is not None and events:
-        _check_patterns(out, twin, payloads, strict)
-    return out
 
 
 def _strict_error(payload: bytes, strict: Callable[[bytes], Any]) -> Exception | None:

@@ -154,6 +154,16 @@ def test_fast_decode_accepts_and_rejects_exactly_like_the_strict_one():
     assert by_index[6].code == "invalid_value" and "$.currency" in by_index[6].message
 
 
+def test_fast_decode_runs_past_bad_payloads_without_missing_or_none():
+    # No None and nothing oversize: the run decoder (extend over map) takes the batch.
+    cases = [p for p in FAST_CASES if p is not None and len(p) < 64 * 1024] * 3
+    strict = decode_batch("fraud_transaction", cases)
+    for fast in (False, True):
+        assert _outcome(decode_batch("fraud_transaction", cases, fast=fast)) == _outcome(strict)
+    assert strict.indices[-1] == len(cases) - 3  # the last good payload ...
+    assert [r.index for r in strict.rejected][-1] == len(cases) - 1  # ... then bad ones
+
+
 @given(st.lists(st.sampled_from(["USD", "usd", "EUR", "E", "EURO", "GB\n", "", "ÜSD"]),
                 min_size=1, max_size=8),
        st.lists(st.sampled_from(["DE", "de", "D", "DEU", "FR"]), min_size=1, max_size=8))
