@@ -123,10 +123,6 @@ class InFlight:
                 return False
         return True
 
-    def room(self) -> bool:
-        """The bound allows another batch, or waiting is pointless (a delivery failed)."""
-        return not self.full or self.error() is not None
-
     @staticmethod
     def wait(poll: Callable[[float], Any], until: Callable[[], bool], timeout_s: float) -> bool:
         """Serve delivery reports with ``poll`` until ``until()``; False on timeout."""

@@ -95,6 +95,7 @@ class BatchConsumer:
             raise InfrastructureError(f"cannot create Kafka consumer: {exc}") from None
         self.assignment: set[tuple[str, int]] = set()
         self.paused = False
+        self.commit_failures = 0  # synchronous commits refused (revoke, close)
         # Next offsets whose outputs are acknowledged, per partition: committed
         # asynchronously after every batch, synchronously on revoke and on close.
         self._acked: dict[tuple[str, int], int] = {}
@@ -175,6 +176,9 @@ class BatchConsumer:
             try:
                 self.consumer.commit(offsets=todo, asynchronous=False)
             except KafkaException as exc:  # e.g. no longer a member: the next owner re-reads
+                # (noida-db also refuses a commit made inside the revoke callback with
+                # ILLEGAL_GENERATION: the batches finished there are re-delivered.)
+                self.commit_failures += 1
                 log.warning("final commit failed (events will be re-delivered): %s", exc)
 
     def pause(self) -> None:

@@ -308,12 +308,17 @@ class Worker:
         inflight.seal(batch)
         producer.poll()
         self._settle()
-        if not inflight.room():
+        if inflight.full:
             inflight.waits += 1
-            if not inflight.wait(producer.poll_for, inflight.room, self.ack_timeout_s):
+            if not inflight.wait(producer.poll_for, self._room, self.ack_timeout_s):
                 raise DeliveryFailed(f"{inflight.records} output records not acknowledged "
                                      f"in {self.ack_timeout_s:g} s")
-            self._settle()
+
+    def _room(self) -> bool:
+        # Release (and commit) the acknowledged prefix first: acked batches only leave
+        # the in-flight queue there. Raises on a delivery failure (stop, don't wait).
+        self._settle()
+        return not self.inflight.full
 
     def _settle(self) -> None:
         """Commit (async) the offsets of the acknowledged prefix of batches in flight.

@@ -513,3 +513,51 @@ def test_challenger_hot_reload_follows_its_alias(env, unique_name):
     assert {d["challenger_version"] for d in later} == {f"fraud@{c2.version}"}
     assert {d["model_version"] for d in later} == {str(v1.version)}  # champion unchanged
     assert reloads == 1
+
+
+def test_rebalance_mid_backlog_commits_in_flight_batches_first(env, unique_name):
+    # Worker A drains a backlog with batches in flight when B joins: A's revoke callback
+    # must wait for its in-flight acks and commit them before the partitions move, so B
+    # starts after A's last committed decision: nothing lost, duplicates bounded.
+    path = write_pipeline(env, unique_name)
+    n = 20_000
+    produce(path, n, seed=51)
+    a = ThreadWorker(path, worker_id="wa", batch_max=256, max_inflight_batches=8)
+    b = None
+    try:
+        _wait_for_decisions(env.bootstrap, f"{unique_name}.dec", 2000)
+        b = ThreadWorker(path, worker_id="wb", batch_max=256)
+        decisions = read_topic(env.bootstrap, f"{unique_name}.dec", want=n, timeout=120)
+        revoked_a = a.worker.stats.events
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+    ids = collections.Counter(d["event_id"] for d in decisions)
+    assert set(ids) == {f"51-{j}" for j in range(n)}  # never lost
+    twice = sum(v - 1 for v in ids.values())
+    refused = a.worker.consumer.commit_failures
+    print(f"decided twice: {twice}; revoke commits refused by the broker: {refused}")
+    # At most what was in flight (the bound, 8 batches) + 1 batch is decided twice. With a
+    # broker honouring the revoke-time commit that is 0; noida-db sometimes refuses it
+    # (ILLEGAL_GENERATION) or hands the partition over before it lands - measured: 512-768
+    # here, and 256 with the former one-batch-at-a-time loop.
+    assert twice <= 9 * 256, twice
+    by_worker = collections.Counter(d["worker_id"] for d in decisions)
+    assert by_worker["wb"] > 0 and revoked_a < n, by_worker  # the partitions did move
+
+
+def test_in_flight_bound_waits_for_acks_and_loses_nothing(env, unique_name):
+    # One batch in flight at most: every batch waits for the previous one's acks (the
+    # backpressure path), and the run still ends with every event decided once.
+    path = write_pipeline(env, unique_name, batch={"max_messages": 32, "adaptive": False})
+    produce(path, 1200, seed=61)
+    tw = ThreadWorker(path, max_inflight_batches=1)
+    try:
+        decisions = read_topic(env.bootstrap, f"{unique_name}.dec", want=1200, timeout=60)
+        waits = tw.worker.inflight.waits
+    finally:
+        tw.stop()
+    ids = collections.Counter(d["event_id"] for d in decisions)
+    assert set(ids) == {f"61-{j}" for j in range(1200)} and max(ids.values()) == 1
+    assert waits > 0
