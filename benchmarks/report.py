@@ -24,7 +24,9 @@ __all__ = ["machine_info", "write_reports"]
 _PACKAGES = ("confluent-kafka", "feast", "lightgbm", "numba", "numpy", "msgspec", "redis",
              "hdrhistogram", "streamscore")
 _COLORS = {"worker": "tab:blue", "naive": "tab:red", "hop": "tab:gray"}
-_SEGMENTS = ("queue", "decode", "features", "score", "policy", "encode", "out")
+_SEGMENTS = ("queue", "decode", "features", "score", "policy", "encode", "drift", "out")
+# The worker's per-batch stages (its Prometheus stage histogram), in pipeline order.
+_BATCH_STAGES = ("decode", "features", "score", "policy", "explain", "drift")
 
 
 def machine_info(redis_url: str | None = None) -> dict[str, Any]:
@@ -164,8 +166,11 @@ def markdown(result: dict[str, Any]) -> str:
               "acknowledgement wait, output hop, collector). fetch->produce = the worker's "
               "decided_at stamp to its decision message's timestamp (ms resolution); batch "
               "ack = the worker's own histogram (batch consumed -> outputs acknowledged and "
-              "offsets committed), read from its /metrics, as a bucket upper bound.", "",
-              "## Drain (backlog built while the stack was paused)", "",
+              "offsets committed), read from its /metrics, as a bucket upper bound. drift = "
+              "the drift monitor's update per batch (the worker's stage histogram), which "
+              "every event of the batch waits for before its decision is produced.", ""]
+    lines += _stage_table(result)
+    lines += ["## Drain (backlog built while the stack was paused)", "",
               "| stack | events | seconds | events/s |", "|---|---|---|---|"]
     for name, stack in result["stacks"].items():
         d = stack.get("drain")
@@ -190,6 +195,26 @@ def markdown(result: dict[str, Any]) -> str:
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _stage_table(result: dict[str, Any]) -> list[str]:
+    """Per rate step, the worker's mean ms per batch of each stage and drift / score."""
+    rows = [(name, st) for name, stack in result["stacks"].items() for st in stack["steps"]
+            if st.get("stage_per_batch_ms")]
+    if not rows:
+        return []
+    lines = ["## Worker stage time per batch (mean ms, its stage histogram)", "",
+             "| stack | rate/s | " + " | ".join(_BATCH_STAGES) + " | drift / score |",
+             "|---|---|" + "---|" * (len(_BATCH_STAGES) + 1)]
+    for name, st in rows:
+        ms = st["stage_per_batch_ms"]
+        ratio = st.get("drift_over_score")
+        lines.append(f"| {name} | {_fmt(st['rate'], 0)} | "
+                     + " | ".join(_fmt(ms.get(k), 3) for k in _BATCH_STAGES)
+                     + f" | {'-' if ratio is None else f'{ratio:.1%}'} |")
+    lines += ["", "- = not reported (drift off, no reference statistics, or a worker that "
+              "does not time the drift update). Target (issue #6): drift < 5% of score.", ""]
+    return lines
 
 
 def _plots(result: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -247,7 +272,9 @@ def _plots(result: dict[str, Any], out: Path) -> dict[str, Path]:
                 ax.barh(0, width, left=left, color=cmap(k), label=seg)
                 left += width
             ax.set_yticks([0])
-            ax.set_yticklabels([f"{name} @ {bd['rate']:g}/s"])
+            ratio = bd.get("drift_over_score")
+            ax.set_yticklabels([f"{name} @ {bd['rate']:g}/s" + (
+                f"\ndrift / score {ratio:.1%}" if ratio is not None else "")])
             ax.set_xlabel("mean ms per event")
         fig.suptitle("where the time goes (scheduled send -> output received)")
         axes_bd[-1][0].legend(ncol=len(_SEGMENTS), fontsize=7, loc="upper center",

@@ -2,7 +2,9 @@
 
 ``run_stack`` drives one stack (hop, worker or naive) through its measurements and
 returns plain data for the report: per rate step the send accuracy, end-to-end
-percentiles (HDR), the worker's own latency, the mean breakdown by stage, a CDF table
+percentiles (HDR), the worker's own latency, the mean breakdown by stage (the drift
+update's time per batch, read from the worker's stage histogram, carved out of "out"), the
+worker's per-batch stage times and drift / score, a CDF table
 and the accounting of every event (decision, dead letter, misrouted, missing,
 duplicate). ``summarize`` picks the sustainable rate of each stack (the highest step
 with every event accounted for, p99 within the budget and the output following the
@@ -19,10 +21,13 @@ import numpy as np
 from benchmarks.loadgen import EventFactory, send_open_loop
 from benchmarks.measure import STAGES, Collector, latency_stats, percentile_table
 
-__all__ = ["bucket_percentiles", "run_stack", "summarize"]
+__all__ = ["bucket_percentiles", "run_stack", "stage_means", "stage_totals", "summarize"]
 
 # The worker's own histogram: batch consumed -> every output acked and offsets committed.
 ACK_METRIC = "streamscore_batch_ack_seconds"
+# The worker's per-batch stage times (stream.metrics), labelled by stage; "drift" is the
+# drift monitor's update, which the stage stamps of the decisions do not carry.
+STAGE_METRIC = "streamscore_stage_latency_seconds"
 # Output rate below this share of the offered rate = the stack no longer keeps up.
 FOLLOW_SHARE = 0.9
 WARMUP_EVENTS = 200
@@ -142,10 +147,12 @@ def _step(
     exp = collector.expect(prefix, n)
     scrape = getattr(stack, "histogram", None)
     ack_before = scrape(ACK_METRIC) if scrape else {}
+    stages_before = stage_totals(stack)
     send = send_open_loop(producer, stack.input_topic, batch.keys, batch.payloads, rate)
     collector.wait(prefix, timeout=max(5.0, 2.0 * duration), alive=stack.alive)
     waited_until = time.time()
     ack_after = scrape(ACK_METRIC) if scrape else {}
+    stages_after = stage_totals(stack)
     sched = send.scheduled
     kind = exp.kind.copy()
     recv = exp.recv.copy()
@@ -175,6 +182,15 @@ def _step(
             step["worker_ack"] = bucket_percentiles(ack_before, ack_after)
         step["degraded"] = {"decisions": exp.degraded_any, "reasons": dict(exp.degraded)}
     step["breakdown"] = _breakdown(exp, sched, is_decision if not raw else got, raw)
+    if not raw:
+        step.update(stage_means(stages_before, stages_after))
+        drift = step["stage_per_batch_ms"].get("drift")
+        mean = step["breakdown"].get("mean_ms")
+        if drift is not None and mean and "out" in mean:
+            # The update runs after the decisions are built and before they are
+            # produced: every event of the batch waits for it, inside "out".
+            mean["drift"] = min(drift, max(mean["out"], 0.0))
+            mean["out"] -= mean["drift"]
     xs, qs = percentile_table(lat_ms[measured])
     step["cdf"] = {"latency_ms": np.round(xs, 4).tolist(), "fraction": np.round(qs, 6).tolist()}
     p99 = e2e.get("p99")
@@ -199,6 +215,49 @@ def bucket_percentiles(
         out[name] = None if not total or bound is None else (
             float("inf") if bound == float("inf") else round(bound * 1e3, 3))
     return out
+
+
+def stage_totals(stack: Any) -> dict[str, tuple[float, float]]:
+    """Stage -> (seconds, batches) of the worker's stage histogram, summed over its
+    copies' /metrics; empty for a stack without metrics (hop, naive) or a worker that is
+    not answering."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[str, list[float]] = {}
+    for port in getattr(stack, "metrics_ports", None) or ():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+            families = list(text_string_to_metric_families(text))
+        except (OSError, ValueError):
+            continue
+        for fam in families:
+            if fam.name != STAGE_METRIC:
+                continue
+            for sample in fam.samples:
+                stage = sample.labels.get("stage")
+                kind = {"_sum": 0, "_count": 1}.get(sample.name[len(STAGE_METRIC):])
+                if stage is not None and kind is not None:
+                    totals.setdefault(stage, [0.0, 0.0])[kind] += float(sample.value)
+    return {stage: (v[0], v[1]) for stage, v in totals.items()}
+
+
+def stage_means(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]],
+) -> dict[str, Any]:
+    """Mean ms per batch of each stage between two ``stage_totals``, and the drift
+    update's time as a share of scoring (``None`` when either stage is missing: an older
+    worker, or the Faust app, reports no drift stage)."""
+    means: dict[str, float] = {}
+    for stage, (seconds, batches) in after.items():
+        s0, b0 = before.get(stage, (0.0, 0.0))
+        if batches > b0:
+            means[stage] = round((seconds - s0) / (batches - b0) * 1e3, 4)
+    drift, score = means.get("drift"), means.get("score")
+    return {"stage_per_batch_ms": means,
+            "drift_over_score": round(drift / score, 4) if drift is not None and score else None}
 
 
 def _accounting(
@@ -269,6 +328,8 @@ def summarize(result: dict[str, Any], budget_ms: float) -> None:
             continue
         if chosen["breakdown"]:
             st["breakdown"] = {"rate": chosen["rate"], **chosen["breakdown"]}
+            if chosen.get("drift_over_score") is not None:
+                st["breakdown"]["drift_over_score"] = chosen["drift_over_score"]
         st["cdf"] = {"rate": chosen["rate"], **chosen["cdf"]}
         summary[f"{name}_p99_ms_at_{chosen['rate']:g}"] = chosen["e2e"].get("p99")
         own = chosen.get("worker_own", {}).get("p99")
@@ -281,6 +342,14 @@ def summarize(result: dict[str, Any], budget_ms: float) -> None:
         ack = chosen.get("worker_ack", {}).get("p99")
         if ack is not None:
             summary[f"{name}_batch_ack_p99_ms_at_{chosen['rate']:g}_le"] = ack
+        if name == "worker":
+            ratio = chosen.get("drift_over_score")
+            if ratio is not None:
+                summary[f"worker_drift_over_score_at_{chosen['rate']:g}"] = ratio
+            else:
+                result["notes"].append(
+                    "worker: no drift stage time in its metrics (drift off, no reference "
+                    "statistics in the model, or a worker that does not time it)")
     w, nv = summary.get("worker_sustainable_eps"), summary.get("naive_sustainable_eps")
     if w is not None and nv is not None:
         lowest = min(result["settings"]["rates"])

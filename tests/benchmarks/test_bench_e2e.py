@@ -135,6 +135,17 @@ def test_tiny_sweep_accounts_for_every_event_and_writes_reports(
     assert result["stacks"]["worker"]["breakdown"]["mean_ms"]["features"] > 0
     # ... and reads the worker's own batch latency histogram from its /metrics
     assert result["stacks"]["worker"]["steps"][0]["worker_ack"]["batches"] > 0
+    # ... and its per-batch stage times, the drift update among them (issue #6)
+    worker_step = result["stacks"]["worker"]["steps"][0]
+    stages = worker_step["stage_per_batch_ms"]
+    assert stages["score"] > 0 and stages["drift"] > 0, stages
+    assert worker_step["drift_over_score"] == pytest.approx(
+        stages["drift"] / stages["score"], rel=1e-2, abs=1e-4)
+    assert result["stacks"]["worker"]["breakdown"]["mean_ms"]["drift"] >= 0
+    assert any(k.startswith("worker_drift_over_score_at_") for k in result["summary"])
+    for name in ("hop", "naive"):  # no metrics: nothing invented
+        assert "stage_per_batch_ms" not in result["stacks"][name]["steps"][0] or \
+            result["stacks"][name]["steps"][0]["stage_per_batch_ms"] == {}
     # unknown cards come back flagged: degraded decisions are counted, never hidden
     degraded = result["stacks"]["worker"]["steps"][0]["degraded"]
     assert degraded["decisions"] >= 1 and degraded["reasons"]
@@ -147,4 +158,20 @@ def test_tiny_sweep_accounts_for_every_event_and_writes_reports(
     assert all(p.stat().st_size > 0 for p in files)
     saved = json.loads((tmp_path / "out" / "e2e.json").read_text())
     assert saved["machine"]["cores"] and saved["command"]
-    assert "| worker |" in (tmp_path / "out" / "e2e.md").read_text()
+    md = (tmp_path / "out" / "e2e.md").read_text()
+    assert "| worker |" in md
+    assert "## Worker stage time per batch" in md and "drift / score" in md
+
+
+def test_stage_means_without_a_drift_stage() -> None:
+    """An older worker (or Faust) reports no drift stage: no ratio, no error."""
+    from benchmarks.sweep import stage_means, stage_totals
+
+    before = {"score": (1.0, 10.0)}
+    after = {"score": (1.5, 20.0), "decode": (0.2, 10.0)}
+    got = stage_means(before, after)
+    assert got == {"stage_per_batch_ms": {"score": 50.0, "decode": 20.0},
+                   "drift_over_score": None}
+    got = stage_means(after, {**after, "drift": (0.01, 2.0), "score": (2.0, 30.0)})
+    assert got["stage_per_batch_ms"]["drift"] == 5.0 and got["drift_over_score"] == 0.1
+    assert stage_totals(object()) == {}  # a stack without metrics ports
