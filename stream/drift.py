@@ -1,13 +1,15 @@
 """The drift monitor: turns scored micro-batches into drift records per window.
 
 The worker calls ``DriftMonitor.update(X, scores, decisions, now)`` once per scored
-batch; the monitor adds the batch to the current sub-window's bin counts with one
-compiled pass (see ``stream.drift_stats``) and returns a ``DriftRecord`` for every
-sub-window the batch closed. A window is the ring of the last ``sub_windows``
-sub-windows, so records slide by one sub-window (``sub_windows: 1`` gives tumbling
-windows). A sub-window closes when it holds ``window_events / sub_windows`` events or
-spans ``window_seconds / sub_windows`` seconds, whichever comes first (0 disables
-either rule); a batch that crosses a count boundary is split exactly at it.
+batch; the monitor adds the batch to the current sub-window's bin counts and computes
+the statistics of every sub-window the batch fills in one compiled call (see
+``stream.drift_ring``; binning in ``stream.drift_stats``, statistics in
+``stream.drift_window``), and returns a ``DriftRecord`` for each. A window is the ring
+of the last ``sub_windows`` sub-windows, so records slide by one sub-window
+(``sub_windows: 1`` gives tumbling windows). A sub-window closes when it holds
+``window_events / sub_windows`` events or spans ``window_seconds / sub_windows``
+seconds, whichever comes first (0 disables either rule); a batch that crosses a count
+boundary is split exactly at it.
 
 Each record is also exposed to Prometheus (``streamscore_drift_psi{pipeline,feature}``,
 ``..._threshold``, ``..._alarm``... see ``stream.drift_metrics``; read at scrape time, the
