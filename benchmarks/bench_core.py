@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--against", default=None, metavar="PIPELINE_PY",
                         help="also time the BatchCore of another stream/pipeline.py (e.g. "
                              "git show REV:stream/pipeline.py > old.py), alternating runs")
+    parser.add_argument("--review-above", type=float, default=None, metavar="SCORE",
+                        help="fraud: review from this score on (default: the pipeline's), "
+                             "to time reason codes on more adverse decisions")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (make bench)")
     parser.add_argument("--out", default="benchmarks/out", help="report directory")
 
@@ -93,6 +96,12 @@ class _CpuClock:
     time = staticmethod(time.time)
 
 
+def _builtins(obj: Any) -> Any:
+    import msgspec
+
+    return msgspec.to_builtins(obj)
+
+
 def _stages(pipeline: str, ws: Any, redis_url: str) -> Any:
     from benchmarks.workspace import write_pipeline_file
     from stream.assembly import build_stages
@@ -120,7 +129,8 @@ def _load_core_module(path: str) -> Any:
 
 
 def measure(pipeline: str, ws: Any, redis_url: str, *, batches: list[int], events: int = 4096,
-            repeats: int = 7, against: str | None = None) -> dict[str, Any]:
+            repeats: int = 7, against: str | None = None,
+            review_above: float | None = None) -> dict[str, Any]:
     """Time the core of ``pipeline`` over ``events`` fixed events per batch size.
 
     ``against``: a path to another ``pipeline.py``; its ``BatchCore``, built on the same
@@ -133,6 +143,11 @@ def measure(pipeline: str, ws: Any, redis_url: str, *, batches: list[int], event
 
     st = _stages(pipeline, ws, redis_url)
     core = st.core
+    if review_above is not None and pipeline == "fraud":
+        import msgspec
+
+        policy = msgspec.structs.replace(core.config.policy, review_above=review_above)
+        core.config = msgspec.structs.replace(core.config, policy=policy)
     m = core.model
     scorer = _Timed(m.scorer, ("predict", "contributions"))
     core.set_model(LoadedModel(m.name, m.version, m.sha256, scorer, m.reference))
@@ -158,7 +173,8 @@ def measure(pipeline: str, ws: Any, redis_url: str, *, batches: list[int], event
     sources = [("in", i % 4, 1000 + i) for i in range(events)]
     out: dict[str, Any] = {"pipeline": pipeline, "events": events, "good": eb.good,
                            "malformed": eb.malformed, "model": f"{m.name}@{m.version}",
-                           "features": len(m.feature_names), "batches": {}}
+                           "features": len(m.feature_names), "batches": {},
+                           "policy": _builtins(core.config.policy)}
     if against:
         out["against"] = {"path": against, "batches": {}}
     cpu, wall = time.thread_time, time.perf_counter
@@ -267,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
                                    num_trees=150 if args.size != "full" else None)
             result["pipelines"].append(
                 measure(p, ws, redis_url, batches=batches, events=args.events,
-                        repeats=repeats, against=getattr(args, "against", None)))
+                        repeats=repeats, against=getattr(args, "against", None),
+                        review_above=getattr(args, "review_above", None)))
     finally:
         if server is not None:
             server.stop()
