@@ -93,7 +93,8 @@ class BatchResult:
     online_status: str = "ok"
     features: FloatArray | None = None  # rows x model features (for drift)
     scores: FloatArray | None = None  # the score each decision reports (NaN if none)
-    drift_decisions: Any = None  # outcome labels (fraud) or price multipliers (pricing)
+    # Fraud: outcome codes (int8 into FRAUD_OUTCOMES); pricing: price / base multipliers.
+    drift_decisions: Any = None
     columns: dict[str, Any] = field(default_factory=dict)  # decoded event columns
 
 
