@@ -170,6 +170,8 @@ class DecisionEncoder:
         self.views = tuple(views)
         # Template text: a '%' in a view name must not read as a slot.
         self._view_keys = [_encode(v).replace(b"%", b"%%") for v in self.views]
+        self._heads = [(name, b'"' + name.encode() + b'":', name in _STR_FIELDS)
+                       for name in DECISION_FIELDS]
 
     def encode(self, n: int, fields: Mapping[str, Column], ages: list[list[bytes]] | None
                ) -> list[bytes]:
@@ -180,8 +182,7 @@ class DecisionEncoder:
         """
         parts: list[bytes] = []
         columns: list[list[bytes]] = []
-        for name in DECISION_FIELDS:
-            head = b'"' + name.encode() + b'":'
+        for name, head, is_str in self._heads:
             if name == "feature_age_s":
                 if ages is None or not self.views:
                     parts.append(head + b"{}")
@@ -200,7 +201,7 @@ class DecisionEncoder:
             else:
                 if len(col) != n:
                     raise ValueError(f"decision field {name!r}: {len(col)} values for {n}")
-                parts.append(head + (b'"%s"' if name in _STR_FIELDS else b"%s"))
+                parts.append(head + (b'"%s"' if is_str else b"%s"))
                 columns.append(col)
         template = b"{" + b",".join(parts) + b"}"
         if not columns:
