@@ -31,6 +31,7 @@ from stream.config import FraudPolicy, PricingPolicy
 __all__ = [
     "FRAUD_OUTCOMES",
     "FRAUD_RULES",
+    "PRICE_RULES",
     "FraudDecisions",
     "PriceDecisions",
     "choose_price",
@@ -46,6 +47,9 @@ APPROVE, REVIEW, DECLINE = 0, 1, 2
 # Index 0 = decided by the model's score bands (no rule).
 FRAUD_RULES = ("", "blocked_country", "amount_over_limit", "fallback_amount")
 NO_RULE, RULE_BLOCKED, RULE_AMOUNT, RULE_FALLBACK = 0, 1, 2, 3
+# Pricing rules, index 0 = the model's revenue maximiser as it was.
+PRICE_RULES = ("", "clamped", "fallback_base_price")
+PRICE_CLAMPED, PRICE_FALLBACK = 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +62,11 @@ class FraudDecisions:
 
 @dataclass(frozen=True, slots=True)
 class PriceDecisions:
-    """Per event: the price set, the predicted demand at it, whether a rule applied."""
+    """Per event: the price set, the predicted demand at it, rule index into PRICE_RULES."""
 
     price: FloatArray
     demand: FloatArray
-    rule: list[str]
+    rule: npt.NDArray[np.int8]
 
 
 def _bands(policy: FraudPolicy, score: FloatArray) -> npt.NDArray[np.int8]:
@@ -132,9 +136,7 @@ def choose_price(
     fallback = degraded | no_model
     chosen = np.where(fallback, base, chosen)
     clamped = clamp_price(policy, base, chosen)
-    rule = [
-        "fallback_base_price" if fb else ("clamped" if abs(c - p) > 0.005 else "")
-        for fb, c, p in zip(fallback.tolist(), clamped.tolist(), chosen.tolist(), strict=True)
-    ]
+    rule = np.where(fallback, PRICE_FALLBACK,
+                    np.where(np.abs(clamped - chosen) > 0.005, PRICE_CLAMPED, 0)).astype(np.int8)
     demand_at = np.where(fallback, np.nan, chosen_demand)
     return PriceDecisions(clamped, demand_at, rule)

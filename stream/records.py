@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas.decisions import DEGRADED_REASONS, Decision, Reason
-from stream.policy import FRAUD_OUTCOMES, FRAUD_RULES
+from stream.policy import FRAUD_OUTCOMES, FRAUD_RULES, PRICE_RULES
 
 __all__ = [
     "DECISION_FIELDS",
@@ -87,7 +87,7 @@ _DEGRADED_JSON = np.array(
      for mask in range(1 << len(DEGRADED_REASONS))], dtype=object)  # by degraded bit mask
 _FRAUD_OUTCOME_JSON = np.array([_encode(o) for o in FRAUD_OUTCOMES], dtype=object)
 _FRAUD_RULE_JSON = np.array([_encode(r or None) for r in FRAUD_RULES], dtype=object)
-_PRICE_RULE_JSON = {r: _encode(r or None) for r in ("", "clamped", "fallback_base_price")}
+_PRICE_RULE_JSON = np.array([_encode(r or None) for r in PRICE_RULES], dtype=object)
 
 
 def fraud_columns(outcome: npt.NDArray[np.int8], rule: npt.NDArray[np.int8]
@@ -97,11 +97,11 @@ def fraud_columns(outcome: npt.NDArray[np.int8], rule: npt.NDArray[np.int8]
             "rule": _FRAUD_RULE_JSON[rule].tolist(), "price": b"null"}
 
 
-def pricing_columns(price: npt.NDArray[np.float64], rule: Sequence[str]) -> dict[str, Column]:
-    """outcome / rule / price of pricing decisions ("" = no rule)."""
-    table = _PRICE_RULE_JSON
+def pricing_columns(price: npt.NDArray[np.float64], rule: npt.NDArray[np.int8]
+                    ) -> dict[str, Column]:
+    """outcome / rule / price of pricing decisions (rule codes into PRICE_RULES)."""
     return {"outcome": b'"price"', "price": json_pieces(price.tolist()),
-            "rule": [table.get(r) or _encode(r or None) for r in rule]}
+            "rule": _PRICE_RULE_JSON[rule].tolist()}
 
 
 def degraded_columns(mask: npt.NDArray[np.int64]) -> dict[str, Column]:

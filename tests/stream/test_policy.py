@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from stream.config import FraudPolicy, PricingPolicy
-from stream.policy import FRAUD_OUTCOMES, FRAUD_RULES, choose_price, clamp_price, decide_fraud
+from stream.policy import (
+    FRAUD_OUTCOMES,
+    FRAUD_RULES,
+    PRICE_RULES,
+    choose_price,
+    clamp_price,
+    decide_fraud,
+)
 
 POLICY = FraudPolicy(review_above=0.4, decline_above=0.8, max_amount=1000.0,
                      blocked_countries=["KP"], fallback_review_above_amount=100.0)
@@ -54,10 +61,10 @@ def test_pricing_picks_revenue_max_and_clamps():
     ])
     got = choose_price(policy, base, demand, np.array([False, False, False]))
     assert got.price.tolist() == [10.0, 9.0, 10.0]
-    assert got.rule == ["", "clamped", "fallback_base_price"]
+    assert [PRICE_RULES[i] for i in got.rule] == ["", "clamped", "fallback_base_price"]
     assert got.demand[0] == 0.85 and np.isnan(got.demand[2])
     degraded = choose_price(policy, base, demand, np.array([True, True, True]))
-    assert degraded.rule == ["fallback_base_price"] * 3
+    assert [PRICE_RULES[i] for i in degraded.rule] == ["fallback_base_price"] * 3
 
 
 def test_clamp_price_respects_floor_and_ceiling():
