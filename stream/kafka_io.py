@@ -7,9 +7,13 @@
   callback, turns ``BufferError`` (queue full) into backpressure: pause the consumer,
   serve delivery reports until the queue is below the low watermark, resume (hysteresis,
   so it does not flap), and remembers the first delivery error.
-- ``publish_and_commit``: the one place where a batch's outputs are made durable and its
-  input offsets committed, in the order written down there. Exactly-once mode uses a
-  Kafka transaction for the same steps.
+- ``publish_and_commit``: a batch's outputs made durable, then its input offsets
+  committed, in the order written down there (one batch at a time: the exactly-once
+  mode's Kafka transaction per batch).
+  The worker's at-least-once loop pipelines the same rule instead (``stream.inflight``):
+  outputs carry their batch's delivery callback, and only the acknowledged prefix of
+  batches is committed, asynchronously; ``BatchConsumer`` makes that commit synchronous
+  on revoke (after the worker's ``before_revoke`` drain) and on close.
 """
 
 from __future__ import annotations
