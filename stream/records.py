@@ -147,7 +147,7 @@ def source_columns(
     """source_topic / _partition / _offset of the decoded events (batch positions ``idx``)."""
     if sources is None:
         return {"source_topic": b'""', "source_partition": b"-1", "source_offset": b"-1"}
-    picked = sources if len(idx) == len(sources) else [sources[i] for i in idx]
+    picked = sources if len(idx) == len(sources) else list(map(sources.__getitem__, idx))
     # Three C-level passes; zip(*picked) would allocate an iterator per event.
     topics = list(map(itemgetter(0), picked))
     partitions = list(map(itemgetter(1), picked))
