@@ -8,6 +8,7 @@ LightGBM is never called here; it is only the test oracle.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from dataclasses import dataclass
@@ -89,33 +90,51 @@ class CompiledModel:
                  cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.sha256 = hashlib.sha256(text).hexdigest()
         try:
-            decoded = text.decode("utf-8")
+            self._text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ModelFormatError("model text is not UTF-8") from exc
-        self.ir: ModelIR = parse_model(decoded)
-        ir = self.ir
-        self.feature_names: list[str] = list(ir.feature_names)
-        self.num_features = ir.num_features
-        self.num_class = ir.num_class
-        self.num_trees = len(ir.trees)
-        self.objective = ir.objective
-        self.pandas_categorical = ir.pandas_categorical
         self.parallel = parallel
-        self._k = ir.num_tree_per_iteration
-        self._code, self._param = transform_code(ir.objective, ir.num_class)
-        self._divide = float(max(ir.num_iterations, 1)) if ir.average_output else 1.0
+        self._ir: ModelIR | None = None
         self._general: walker.GeneralTables | None = None
         self._qs: kernels.QSTables | None = None
         self._expected: F64 | None = None
         self._means: F64 | None = None
         self._local = threading.local()
-        self._qs_fast = kernels.qs_supported(ir)
+        path = (Path(cache_dir) / f"{self.sha256[:32]}-{_KERNEL_TAG}.npz"
+                if cache_dir is not None else None)
+        cached = _load_tables(path) if path is not None else None
+        if cached is not None:
+            # Seen before: the text was parsed and checked when these tables were built
+            # (same sha256), so the trees are parsed only if something needs them
+            # (contributions, the general kernel). A restart skips ~0.1 s per 500 trees.
+            self._U, self._F, header = cached
+        else:
+            header = _header(self.ir)
+        self.feature_names: list[str] = list(header["feature_names"])
+        self.num_features = len(self.feature_names)
+        self.num_class = int(header["num_class"])
+        self.num_trees = int(header["num_trees"])
+        self.objective = str(header["objective"])
+        self.pandas_categorical = header["pandas_categorical"]
+        self._k = int(header["num_tree_per_iteration"])
+        self._code, self._param = transform_code(self.objective, self.num_class)
+        iterations = self.num_trees // max(self._k, 1)
+        self._divide = float(max(iterations, 1)) if header["average_output"] else 1.0
+        self._qs_fast = cached is not None or kernels.qs_supported(self.ir)
         if self._qs_fast:
             self.kernel = "quickscorer"
-            self._U, self._F = self._packed_tables(cache_dir)
+            if cached is None:
+                self._U, self._F = self._packed_tables(path, header)
         else:
             self.kernel = "general"
             self._general_tables()
+
+    @property
+    def ir(self) -> ModelIR:
+        """The parsed model (parsed on first use when the tables came from the cache)."""
+        if self._ir is None:
+            self._ir = parse_model(self._text)
+        return self._ir
 
     @property
     def qs_tables(self) -> kernels.QSTables:
@@ -124,29 +143,22 @@ class CompiledModel:
             self._qs = kernels.build_qs_tables(self.ir)
         return self._qs
 
-    def _packed_tables(self, cache_dir: str | os.PathLike[str] | None
+    def _packed_tables(self, path: Path | None, header: dict[str, Any]
                        ) -> tuple[npt.NDArray[np.uint64], F64]:
-        """Packed QuickScorer tables, from the on-disk cache when this model was seen before.
+        """Build the packed QuickScorer tables and keep them (with the header) at ``path``.
 
-        The key is the model's sha256 plus a hash of the kernel module, so a changed
-        table layout never loads stale tables. A restarted worker skips the table build.
+        The key is the model's sha256 plus a hash of the kernel modules, so a changed
+        table layout never loads stale tables. A restarted worker skips parse and build.
         """
-        path = None
-        if cache_dir is not None:
-            path = Path(cache_dir) / f"{self.sha256[:32]}-{_KERNEL_TAG}.npz"
-            try:
-                with np.load(path) as cached:
-                    return cached["U"], cached["F"]
-            except (OSError, KeyError, ValueError):
-                pass  # absent or unreadable: rebuild below
         U, F = kernels.pack_qs(self.qs_tables, self.ir.num_features, self._divide, self._code,
                                self._param)
         F[kernels.PAD_MIN] = self._padding_threshold(U, F)
         if path is not None:
+            meta = np.frombuffer(json.dumps(header).encode(), np.uint8)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-                np.savez(tmp, U=U, F=F)
+                np.savez(tmp, U=U, F=F, header=meta)
                 os.replace(tmp, path)
             except OSError:
                 pass  # a read-only cache only costs the rebuild next time
@@ -345,6 +357,25 @@ class CompiledModel:
         return (f"CompiledModel(trees={self.num_trees}, features={self.num_features}, "
                 f"classes={self.num_class}, objective={self.objective!r}, "
                 f"kernel={self.kernel!r}, sha256={self.sha256[:12]})")
+
+
+def _header(ir: ModelIR) -> dict[str, Any]:
+    """What ``CompiledModel`` needs besides the tables (kept in the table cache)."""
+    return {"feature_names": list(ir.feature_names), "num_class": ir.num_class,
+            "num_trees": len(ir.trees), "objective": ir.objective,
+            "pandas_categorical": ir.pandas_categorical,
+            "num_tree_per_iteration": ir.num_tree_per_iteration,
+            "average_output": ir.average_output}
+
+
+def _load_tables(path: Path) -> tuple[npt.NDArray[np.uint64], F64, dict[str, Any]] | None:
+    """Cached (U, F, header), or None when absent, unreadable or from an older layout."""
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            header = json.loads(cached["header"].tobytes())
+            return cached["U"], cached["F"], header
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _split_values(ir: ModelIR) -> list[F64]:

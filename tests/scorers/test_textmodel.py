@@ -154,3 +154,28 @@ def test_table_cache_reuses_and_survives_corruption(tiny_text: str, tmp_path: Pa
     np.testing.assert_array_equal(third.predict(X), first.predict(X))
     np.testing.assert_array_equal(compile_lightgbm(tiny_text, cache_dir=False).predict(X),
                                   first.predict(X))
+
+
+@pytest.mark.parametrize("params", [
+    ({"objective": "multiclass", "num_class": 3}, "multiclass"),
+    ({"objective": "regression", "boosting": "rf", "bagging_fraction": 0.5,
+      "bagging_freq": 1}, "regression"),
+], ids=["multiclass", "rf"])
+def test_cached_tables_skip_the_parse_and_keep_every_header_fact(
+        params: tuple[dict[str, Any], str], tmp_path: Path) -> None:
+    booster = train(params[0], params[1], rounds=4)
+    text = booster.model_to_string()
+    X = nasty_rows(40)
+    first = compile_lightgbm(text, cache_dir=tmp_path)
+    second = compile_lightgbm(text, cache_dir=tmp_path)
+    assert second._ir is None  # scored from the cache without parsing the trees
+    for attr in ("feature_names", "num_features", "num_class", "num_trees", "objective",
+                 "pandas_categorical", "kernel", "_k", "_divide", "_code", "_param"):
+        assert getattr(second, attr) == getattr(first, attr), attr
+    for raw in (False, True):
+        np.testing.assert_array_equal(second.predict(X, raw_score=raw),
+                                      booster.predict(X, raw_score=raw))
+    # What needs the trees parses them on demand.
+    np.testing.assert_allclose(second.contributions(X), booster.predict(X, pred_contrib=True),
+                               rtol=0, atol=1e-9)
+    assert second._ir is not None and len(second.ir.trees) == second.num_trees
