@@ -60,7 +60,7 @@ class WorkerStats:
     drift_records: int = 0
     reloads: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
-    busy_s: float = 0.0  # first input consumed -> last batch committed
+    busy_s: float = 0.0  # first input consumed -> last batch acknowledged
     cpu_s: float = 0.0  # process CPU time (all threads, librdkafka's too) over busy_s
 
     @property
@@ -139,6 +139,7 @@ class Worker:
                                  max_inflight_records or max(8 * self.batch_max, 8192))
         self.ack_timeout_s = ack_timeout_s
         self._closing = False
+        self._first: tuple[float, float] | None = None  # first input: perf_counter, CPU
         log.info("worker %s ready: pipeline %s, model %s, input %s on %s", self.worker_id,
                  c.name, model.label, c.topics.input, self.bootstrap)
 
@@ -219,8 +220,6 @@ class Worker:
         next_reload = time.monotonic() + reload_every
         next_lag = time.monotonic() + 5.0
         last_input = time.monotonic()
-        first_input: float | None = None
-        first_cpu = 0.0
         velocity: Future[Any] | None = None
         try:
             while not self._stop.is_set():
@@ -247,8 +246,8 @@ class Worker:
                         break
                     continue
                 last_input = now_m
-                if first_input is None:
-                    first_input, first_cpu = t_fetch, time.process_time()
+                if self._first is None:
+                    self._first = (t_fetch, time.process_time())
                 payloads = [m.value() for m in msgs]
                 keys = [m.key() for m in msgs]
                 sources: list[Any] = [(topic_in, m.partition(), m.offset()) for m in msgs]
@@ -281,8 +280,8 @@ class Worker:
                 self.metrics.observe_batch(res)
                 self._count(res, len(drift_out))
                 self._adapt(len(msgs))
-                self.stats.busy_s = time.perf_counter() - first_input
-                self.stats.cpu_s = time.process_time() - first_cpu
+                if eos:
+                    self._busy_until_now()
                 self.guard.add(res.n_in, len(res.dead_letters))
         finally:
             if velocity is not None:
@@ -334,6 +333,7 @@ class Worker:
             for b in done:
                 if b.offsets:  # drift-only records have no input batch
                     self.metrics.observe_ack(now - b.fetched_at)
+            self._busy_until_now()
         err = self.inflight.error()
         if err is not None:
             raise DeliveryFailed(f"broker rejected an output record: {err}")
@@ -359,6 +359,14 @@ class Worker:
         for b in done:
             if b.offsets:
                 self.metrics.observe_ack(now - b.fetched_at)
+        if done:
+            self._busy_until_now()
+
+    def _busy_until_now(self) -> None:
+        # The run's rate and CPU per event count until the last acknowledgement seen.
+        if self._first is not None:
+            self.stats.busy_s = time.perf_counter() - self._first[0]
+            self.stats.cpu_s = time.process_time() - self._first[1]
 
     def _velocity_done(self, fut: Future[Any]) -> None:
         # Velocity features are best effort: a Redis fault (down, timeout, NOPERM/ACL,
