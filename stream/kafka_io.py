@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from schemas.errors import InfrastructureError
 
 __all__ = [
+    "ACK_TIMEOUT_S",
     "AckedProducer",
     "BatchConsumer",
     "DeliveryFailed",
@@ -37,6 +38,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# The longest wait for the broker's acknowledgements of what is in flight (per batch in
+# exactly-once mode; the whole in-flight window in the worker's pipelined mode, also on
+# SIGTERM): deploy/ sizes the pod's termination grace period from it.
+ACK_TIMEOUT_S = 60.0
 
 
 class DeliveryFailed(InfrastructureError):
@@ -326,7 +332,7 @@ class AckedProducer:
         """Serve delivery reports for up to ``timeout_s``."""
         return self.producer.poll(timeout_s)
 
-    def wait_acks(self, timeout_s: float = 60.0) -> None:
+    def wait_acks(self, timeout_s: float = ACK_TIMEOUT_S) -> None:
         """Block until every queued record is acknowledged; raise on any failure."""
         deadline = time.monotonic() + timeout_s
         while self.outstanding > 0:

@@ -34,6 +34,7 @@ from stream.assembly import build_stages, load_model, make_drift
 from stream.config import PipelineConfig
 from stream.inflight import InFlight
 from stream.kafka_io import (
+    ACK_TIMEOUT_S,
     AckedProducer,
     BatchConsumer,
     DeliveryFailed,
@@ -87,7 +88,7 @@ class Worker:
         batch_max: int | None = None,
         max_inflight_batches: int = 16,
         max_inflight_records: int | None = None,
-        ack_timeout_s: float = 60.0,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
     ) -> None:
         from stream.dev import resolve_bootstrap
 
