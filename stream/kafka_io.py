@@ -175,7 +175,12 @@ class BatchConsumer:
         for tp in offsets:
             self._acked[(tp.topic, tp.partition)] = tp.offset
         if asynchronous:
-            self.consumer.commit(offsets=offsets, asynchronous=True)
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+            except KafkaException as exc:
+                # Refused at once (e.g. the partitions were just lost): the events are
+                # re-delivered to their next owner; a failed commit never stops scoring.
+                log.warning("commit not sent (events will be re-delivered): %s", exc)
         else:
             self.consumer.commit(offsets=offsets, asynchronous=False)
 
