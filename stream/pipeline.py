@@ -427,7 +427,8 @@ class BatchCore:
 
         model = self.model
         reasons = explain(model.scorer, model.feature_names, X, adverse, k=self.k,
-                          budget_s=self.explain_budget_s, label=model.label)
+                          budget_s=self.explain_budget_s, label=model.label,
+                          method=self.config.model.reason_method)
         unexplained = skipped
         if len(reasons) < adverse.size:  # the allowance ran out, or reasons failed
             unexplained = np.union1d(skipped, [j for j in adverse.tolist() if j not in reasons])

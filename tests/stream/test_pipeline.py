@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lightgbm as lgb
 import msgspec
@@ -396,3 +397,39 @@ def test_price_sweep_equals_rebuilding_the_pool_per_candidate():
         swept = {**cols, "candidate_price": cols["base_price"] * m}
         want.append(booster.predict(core._pool(swept, online, len(docs))[:, core._plan]))
     np.testing.assert_allclose(got, np.column_stack(want), rtol=1e-12)
+
+
+def test_saabas_reason_codes_from_the_compiled_scorer(fraud_booster):
+    compiled = compile_lightgbm(fraud_booster, cache_dir=False)
+    base = config("fraud")
+    cfg = msgspec.structs.replace(
+        base, model=msgspec.structs.replace(base.model, reason_method="saabas"))
+    core = fraud_core(fraud_booster, cfg=cfg, scorer=compiled)
+    core.explain_budget_s = 10.0
+    amounts = [800.0, 10.0, 850.0, 900.0]
+    res = core.process([json.dumps(fraud_event(i, amount=a)).encode()
+                        for i, a in enumerate(amounts)], now=NOW)
+    saabas = compiled.contributions(res.features, method="saabas")[:, :-1]
+    shap = compiled.contributions(res.features)[:, :-1]
+    assert not np.allclose(saabas, shap)  # the method really changes the attribution
+    for j, (_, value) in enumerate(res.decisions):
+        rec = json.loads(value)
+        if rec["outcome"] == "approve":
+            continue
+        top = np.argsort(-saabas[j], kind="stable")[:3]
+        assert [r["feature"] for r in rec["reasons"]] == [FRAUD_FEATURES[t] for t in top]
+        assert [r["contribution"] for r in rec["reasons"]] == pytest.approx(
+            saabas[j, top], abs=1e-6)
+
+
+def test_unknown_reason_method_is_a_config_error(tmp_path):
+    from schemas.errors import ConfigError
+    from stream.config import load_pipeline
+
+    text = Path("pipelines/fraud.yaml").read_text().replace(
+        "reason_method: saabas", "reason_method: lime")
+    assert "reason_method: lime" in text
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="reason_method"):
+        load_pipeline(path)
