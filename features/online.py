@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ import hiredis
 import numpy as np
 import redis
 
-from features import layout
+from features import layout, resp
 from features.breaker import CircuitBreaker
 from features.exceptions import FeatureRepoError
 
@@ -51,7 +50,6 @@ _NUMERIC = {"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL", "UNIX_TIMESTAMP"}
 # Below these sizes plain Python beats numpy's fixed cost per operation (measured with
 # benchmarks/bench_features.py): small batches dedupe with a dict and decode value by value.
 _SMALL_ROWS = 32
-_SMALL_VALUES = 512
 _COMMAND_CACHE = 50_000  # cached HMGET commands per view (~15 MB) before starting over
 
 
@@ -139,6 +137,7 @@ class OnlineReader:
         vocab_file = self.repo_path / "vocab.json"
         vocab = load_vocab(repo_path) if vocab_file.exists() else {}
         self._views = self._plan(store, vocab, strict)
+        self._tables = self._slot_tables()
         self.views = tuple(v.name for v in self._views)
         self.join_keys = tuple(dict.fromkeys(k for v in self._views for k in v.join_keys))
         self._suffix = self.project.encode("utf-8")
@@ -147,6 +146,8 @@ class OnlineReader:
         # pool per read costs more than the read itself for small batches.
         self._conn: Any = self._pool.make_connection()
         self._lock = threading.Lock()
+        self._buf = np.empty(1 << 16, dtype=np.uint8)  # replies land here (grown as needed)
+        self._state = np.zeros(3, dtype=np.int64)
         self.feature_names = tuple(ref.split(":", 1)[1] for ref in self.feature_refs)
 
     # ---- start-up -------------------------------------------------------------------------
@@ -218,6 +219,35 @@ class OnlineReader:
             )
         return plans
 
+    def _slot_tables(self) -> tuple[np.ndarray, ...]:
+        """What each HMGET reply slot holds, per view, for ``resp.parse_hmget``."""
+        kinds: list[int] = []
+        vocab_of: list[int] = []
+        lookups: list[dict[bytes, float]] = []
+        slot0, width = [], []
+        for view in self._views:
+            slot0.append(len(kinds))
+            width.append(len(view.features) + 1)
+            strings = dict(view.strings)
+            for i in range(len(view.features)):
+                if i in strings:
+                    kinds.append(resp.SLOT_STRING)
+                    vocab_of.append(len(lookups))
+                    lookups.append(strings[i])
+                else:
+                    kinds.append(resp.SLOT_NUMBER)
+                    vocab_of.append(0)
+            kinds.append(resp.SLOT_TIMESTAMP)
+            vocab_of.append(0)
+        v = resp.Vocabularies(lookups)
+        return (
+            np.array(width, dtype=np.int64),
+            np.array(slot0, dtype=np.int64),
+            np.array(kinds, dtype=np.int8),
+            np.array(vocab_of, dtype=np.int64),
+            v.buf, v.start, v.length, v.code, v.lo, v.hi,
+        )
+
     # ---- the hot path -----------------------------------------------------------------------
 
     def _view_keys(
@@ -259,35 +289,98 @@ class OnlineReader:
         view.commands[entity] = cmd
         return cmd
 
-    def _roundtrip(self, payload: bytes, count: int) -> list[list[bytes | None]]:
-        """Send every HMGET at once and parse the replies with hiredis, under one deadline.
+    def _roundtrip(self, payload: bytes, exchange: Any, arg: Any) -> Any:
+        """Send every HMGET at once and read the replies back, under one deadline.
 
         redis-py's pooled connection does the connecting (AUTH, SELECT, TLS); the commands
-        and replies go straight over its socket through a hiredis Reader, which parses all
-        replies in C instead of one Python call chain per reply, and the whole round trip
-        (not each recv) is bounded by ``timeout_ms``.
+        and replies go straight over its socket, and the whole round trip (not each recv)
+        is bounded by ``timeout_ms``. ``exchange`` is ``_exchange`` (Python objects, for
+        ``read_dict``) or ``_exchange_fast`` (decoded floats, for ``read``).
         """
         timeout = self.timeout_ms / 1000.0
         deadline = time.monotonic() + timeout
         with self._lock:
             fresh = self._conn._sock is None
             try:
-                return self._exchange(payload, count, timeout, deadline)
+                return exchange(payload, arg, timeout, deadline)
             except redis.ConnectionError:
                 # A pooled connection can be stale (Redis restarted, idle timeout): retry
                 # once on a new one if that is what failed and the deadline allows it.
                 if fresh or time.monotonic() >= deadline:
                     raise
-                return self._exchange(payload, count, timeout, deadline)
+                return exchange(payload, arg, timeout, deadline)
+
+    def _socket(self, timeout: float) -> Any:
+        conn = self._conn
+        sock: Any = conn._sock
+        if sock is None:
+            conn.connect()
+            sock = conn._sock
+        sock.settimeout(timeout)
+        return sock
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """The error to raise for a broken exchange (unread replies may still be in
+        flight: the connection cannot be reused)."""
+        self._conn.disconnect()
+        if isinstance(exc, socket.timeout):
+            return redis.TimeoutError(str(exc) or "timed out")
+        if isinstance(exc, OSError) and not isinstance(exc, redis.RedisError):
+            return redis.ConnectionError(str(exc))
+        return exc
+
+    def _exchange_fast(
+        self, payload: bytes, counts: list[int], timeout: float, deadline: float
+    ) -> np.ndarray:
+        """Replies decoded by ``resp.parse_hmget`` into one flat float64 array."""
+        t = self._tables
+        stops = np.cumsum(counts)
+        out = np.empty(int(np.dot(counts, t[0])))
+        state = self._state
+        state[:] = 0
+        buf = self._buf
+        filled = 0
+        try:
+            sock = self._socket(timeout)
+            sock.sendall(payload)
+            while True:
+                if filled == len(buf):  # grow: keep what arrived, double the room
+                    buf = np.concatenate((buf, np.empty(len(buf), np.uint8)))
+                    self._buf = buf
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise redis.TimeoutError("deadline passed while reading replies")
+                sock.settimeout(remaining)
+                got = sock.recv_into(memoryview(buf)[filled:])
+                if not got:
+                    raise redis.ConnectionError("Redis closed the connection")
+                filled += got
+                code = resp.parse_hmget(buf, filled, state, stops, t[0], t[1], t[2], t[3],
+                                        t[4], t[5], t[6], t[7], t[8], t[9], out)
+                if code == resp.DONE:
+                    break
+                if code != resp.MORE:
+                    raise self._protocol_error(code, buf, int(state[0]), filled)
+            sock.settimeout(timeout)
+        except BaseException as exc:
+            err = self._failed(exc)
+            if err is exc:
+                raise
+            raise err from exc
+        return out
+
+    @staticmethod
+    def _protocol_error(code: int, buf: np.ndarray, pos: int, filled: int) -> Exception:
+        line = bytes(buf[pos : min(filled, pos + 200)]).split(b"\r\n", 1)[0]
+        text = line[1:].decode("utf-8", "replace")
+        if code == resp.ERROR_REPLY:
+            return redis.ResponseError(text)
+        return redis.ConnectionError(f"unexpected reply from Redis: {line[:60]!r}")
 
     def _exchange(self, payload: bytes, count: int, timeout: float, deadline: float) -> list[Any]:
-        conn = self._conn
+        """Replies as Python objects parsed by hiredis (``read_dict``)."""
         try:
-            sock: Any = conn._sock
-            if sock is None:
-                conn.connect()
-                sock = conn._sock
-            sock.settimeout(timeout)
+            sock = self._socket(timeout)
             sock.sendall(payload)
             reader = hiredis.Reader()
             replies: list[Any] = []
@@ -306,13 +399,10 @@ class OnlineReader:
                     reply = reader.gets()
             sock.settimeout(timeout)
         except BaseException as exc:
-            # unread replies may still be in flight: the connection cannot be reused
-            conn.disconnect()
-            if isinstance(exc, socket.timeout):
-                raise redis.TimeoutError(str(exc) or "timed out") from exc
-            if isinstance(exc, OSError):
-                raise redis.ConnectionError(str(exc)) from exc
-            raise
+            err = self._failed(exc)
+            if err is exc:
+                raise
+            raise err from exc
         for reply in replies:
             if isinstance(reply, Exception):
                 raise redis.ResponseError(str(reply))
@@ -344,7 +434,9 @@ class OnlineReader:
             return self._empty(n, "circuit_open", "Redis circuit breaker is open")
         plans = [self._view_keys(v, entities, n) for v in self._views]
         try:
-            replies = self._roundtrip(b"".join(p[0] for p in plans), sum(p[1] for p in plans))
+            numbers = self._roundtrip(
+                b"".join([p[0] for p in plans]), self._exchange_fast, [p[1] for p in plans]
+            )
         except redis.TimeoutError as exc:
             self.breaker.record_failure()
             return self._empty(n, "timeout", f"Redis timed out after {self.timeout_ms:g} ms: {exc}")
@@ -355,42 +447,23 @@ class OnlineReader:
             self.breaker.record_failure()
             return self._empty(n, "error", f"Redis error: {exc}")
         self.breaker.record_success()
-        return self._decode(replies, plans, n, time.time() if now is None else now)
+        return self._decode(numbers, plans, n, time.time() if now is None else now)
 
     def _decode(
         self,
-        replies: list[list[bytes | None]],
+        numbers: np.ndarray,
         plans: list[tuple[bytes, int, np.ndarray | None]],
         n: int,
         now: float,
     ) -> ReadResult:
+        """Per-view TTL checks and fan-out of the decoded unique rows to the batch's rows."""
         result = self._empty(n)
-        flat = list(chain.from_iterable(replies))
-        small = len(flat) <= _SMALL_VALUES
-        if small:
-            numbers = np.fromiter(map(layout.decode_scalar, flat), np.float64, count=len(flat))
-        else:
-            numbers = layout.decode_scalars(flat)
-        # every view's _ts fields decoded in one go (each view's are every width-th value)
-        raw_ts: list[bytes | None] = []
         start = 0
-        for view, (_, count, _) in zip(self._views, plans, strict=True):
-            width = len(view.features) + 1
-            raw_ts += flat[start + width - 1 : start + count * width : width]
-            start += count * width
-        if small:
-            all_ts = np.fromiter(map(layout.decode_timestamp, raw_ts), np.float64, len(raw_ts))
-        else:
-            all_ts = layout.decode_timestamps(raw_ts)
-        start = row = 0
         for j, (view, (_, count, inverse)) in enumerate(zip(self._views, plans, strict=True)):
             width = len(view.features) + 1
             stop = start + count * width
             block = numbers[start:stop].reshape(count, width)
-            for i, lookup in view.strings:
-                block[:, i] = [lookup.get(v, np.nan) for v in flat[start + i : stop : width]]  # type: ignore[arg-type]
-            ts = all_ts[row : row + count]
-            row += count
+            ts = block[:, -1]
             age = now - ts
             stale = age > view.ttl if view.ttl > 0 else np.zeros(count, bool)
             block = block[:, :-1]
@@ -426,7 +499,9 @@ class OnlineReader:
         out: dict[str, list[Any]] = {k: [row[k] for row in entity_rows] for k in keys}
         columns = {k: out[k] for k in self.join_keys if k in out}
         plans = [self._view_keys(v, columns, n) for v in self._views]
-        replies = self._roundtrip(b"".join(p[0] for p in plans), sum(p[1] for p in plans))
+        replies = self._roundtrip(
+            b"".join(p[0] for p in plans), self._exchange, sum(p[1] for p in plans)
+        )
         start = 0
         for view, (_, count, inverse) in zip(self._views, plans, strict=True):
             mine = replies[start : start + count]
