@@ -91,10 +91,24 @@ class _View:
     out: Any  # the same as a slice when contiguous (cheaper to assign through)
     strings: list[tuple[int, dict[bytes, float]]]  # (feature index, vocabulary lookup)
     ttl: float  # seconds; 0 = no TTL
-    cmd_tail: bytes  # RESP of the HMGET field list (features then the _ts field)
-    cmd_head: bytes  # RESP array header + HMGET
+    fields: list[bytes]  # its hash fields: features then the _ts field
     types: dict[str, Any]  # feature name -> feast ValueType (read_dict only)
+
+
+@dataclass
+class _Group:
+    """Views with the same join keys: Feast keeps them in one hash, read by one HMGET."""
+
+    join_keys: tuple[str, ...]
+    kinds: tuple[int, ...]
+    views: list[int]  # indices into OnlineReader._views
+    offsets: list[int]  # where each view's fields start in the reply
+    width: int  # fields per reply
+    cmd_head: bytes  # RESP array header + HMGET
+    cmd_tail: bytes  # RESP of the field list
     key_fn: Any  # entity value (or tuple of values) -> Redis key
+    template: np.ndarray | None  # one int64 entity's command with the id bytes zeroed
+    id_at: int  # where the 8 id bytes go in ``template``
     commands: dict[Any, bytes] = field(default_factory=dict)  # entity -> its HMGET command
 
 
@@ -137,6 +151,7 @@ class OnlineReader:
         vocab_file = self.repo_path / "vocab.json"
         vocab = load_vocab(repo_path) if vocab_file.exists() else {}
         self._views = self._plan(store, vocab, strict)
+        self._groups = self._group_views()
         self._tables = self._slot_tables()
         self.views = tuple(v.name for v in self._views)
         self.join_keys = tuple(dict.fromkeys(k for v in self._views for k in v.join_keys))
@@ -211,82 +226,118 @@ class OnlineReader:
                     ),
                     strings=strings,
                     ttl=ttl,
-                    cmd_tail=b"".join(_bulk(f) for f in field_names),
-                    cmd_head=b"*%d\r\n$5\r\nHMGET\r\n" % (len(field_names) + 2),
+                    fields=field_names,
                     types=types,
-                    key_fn=layout.key_function(self.project, join_keys, kinds),
                 )
             )
         return plans
 
+    def _group_views(self) -> list[_Group]:
+        """One HMGET per entity for all views keyed by the same join keys (one hash)."""
+        by_keys: dict[tuple[Any, ...], list[int]] = {}
+        for j, view in enumerate(self._views):
+            by_keys.setdefault((view.join_keys, view.kinds), []).append(j)
+        suffix = self.project.encode("utf-8")
+        groups = []
+        for (join_keys, kinds), members in by_keys.items():
+            offsets, fields = [], []
+            for j in members:
+                offsets.append(len(fields))
+                fields += self._views[j].fields
+            head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
+            tail = b"".join(_bulk(f) for f in fields)
+            template, id_at = None, 0
+            if len(join_keys) == 1 and kinds[0] == layout.KIND_INT64:
+                # every command has the same length: a template row, then the 8 id bytes
+                prefix = layout.entity_key(join_keys, kinds, [0])[:-8]
+                start = head + b"$%d\r\n" % (len(prefix) + 8 + len(suffix)) + prefix
+                id_at = len(start)
+                template = np.frombuffer(start + bytes(8) + suffix + b"\r\n" + tail, np.uint8)
+            groups.append(
+                _Group(
+                    join_keys=join_keys,
+                    kinds=kinds,
+                    views=members,
+                    offsets=offsets,
+                    width=len(fields),
+                    cmd_head=head,
+                    cmd_tail=tail,
+                    key_fn=layout.key_function(self.project, join_keys, kinds),
+                    template=template,
+                    id_at=id_at,
+                )
+            )
+        return groups
+
     def _slot_tables(self) -> tuple[np.ndarray, ...]:
-        """What each HMGET reply slot holds, per view, for ``resp.parse_hmget``."""
+        """What each HMGET reply slot holds, per group, for ``resp.parse_hmget``."""
         kinds: list[int] = []
         vocab_of: list[int] = []
         lookups: list[dict[bytes, float]] = []
         slot0, width = [], []
-        for view in self._views:
+        for group in self._groups:
             slot0.append(len(kinds))
-            width.append(len(view.features) + 1)
-            strings = dict(view.strings)
-            for i in range(len(view.features)):
-                if i in strings:
-                    kinds.append(resp.SLOT_STRING)
-                    vocab_of.append(len(lookups))
-                    lookups.append(strings[i])
-                else:
-                    kinds.append(resp.SLOT_NUMBER)
-                    vocab_of.append(0)
-            kinds.append(resp.SLOT_TIMESTAMP)
-            vocab_of.append(0)
+            width.append(group.width)
+            for j in group.views:
+                view = self._views[j]
+                strings = dict(view.strings)
+                for i in range(len(view.features)):
+                    if i in strings:
+                        kinds.append(resp.SLOT_STRING)
+                        vocab_of.append(len(lookups))
+                        lookups.append(strings[i])
+                    else:
+                        kinds.append(resp.SLOT_NUMBER)
+                        vocab_of.append(0)
+                kinds.append(resp.SLOT_TIMESTAMP)
+                vocab_of.append(0)
         v = resp.Vocabularies(lookups)
         return (
             np.array(width, dtype=np.int64),
             np.array(slot0, dtype=np.int64),
             np.array(kinds, dtype=np.int8),
             np.array(vocab_of, dtype=np.int64),
-            v.buf, v.start, v.length, v.code, v.lo, v.hi,
+            *(v.buf, v.start, v.length, v.code, v.lo, v.hi),
         )
 
     # ---- the hot path -----------------------------------------------------------------------
 
-    def _view_keys(
-        self, view: _View, entities: Mapping[str, Any], n: int
+    def _group_keys(
+        self, group: _Group, entities: Mapping[str, Any], n: int
     ) -> tuple[bytes, int, np.ndarray | None]:
-        """RESP bytes of the view's HMGETs for the unique entities, their count, and row ->
+        """RESP bytes of the group's HMGETs for the unique entities, their count, and row ->
         unique index (None when every row is its own unique entity, in order)."""
-        if len(view.join_keys) == 1 and view.kinds[0] == layout.KIND_INT64 and n > _SMALL_ROWS:
-            ids = np.asarray(entities[view.join_keys[0]], dtype=np.int64)
+        if group.template is not None and n > _SMALL_ROWS:
+            ids = np.asarray(entities[group.join_keys[0]], dtype=np.int64)
             uniq, inverse = np.unique(ids, return_inverse=True)
-            # every command has the same length: fill a template row, then the 8 id bytes
-            prefix = layout.entity_key(view.join_keys, view.kinds, [0])[:-8]
-            key_len = len(prefix) + 8 + len(self._suffix)
-            head = view.cmd_head + b"$%d\r\n" % key_len + prefix
-            template = np.frombuffer(
-                head + bytes(8) + self._suffix + b"\r\n" + view.cmd_tail, np.uint8
-            )
-            block = np.tile(template, (len(uniq), 1))
-            block[:, len(head) : len(head) + 8] = uniq.astype("<i8").view(np.uint8).reshape(-1, 8)
+            block = np.tile(group.template, (len(uniq), 1))
+            at = group.id_at
+            block[:, at : at + 8] = uniq.astype("<i8").view(np.uint8).reshape(-1, 8)
             return block.tobytes(), len(uniq), inverse
-        columns = [entities[k] for k in view.join_keys]
-        index: dict[Any, int] = {}
-        rows = list(zip(*columns, strict=True)) if len(columns) > 1 else columns[0]
-        mapping = np.fromiter((index.setdefault(r, len(index)) for r in rows), np.int64, count=n)
-        # Whole HMGET commands are cached per entity: string ids (merchants, stores) recur
+        columns = [entities[k] for k in group.join_keys]
+        if len(columns) > 1:
+            rows: Any = list(zip(*columns, strict=True))
+        else:  # plain Python values hash and compare faster than numpy scalars
+            rows = columns[0].tolist() if isinstance(columns[0], np.ndarray) else columns[0]
+        index = dict.fromkeys(rows)
+        # Whole HMGET commands are cached per entity: ids (cards, merchants, stores) recur
         # batch after batch, and a dict hit is far cheaper than encoding the key again.
-        cache = view.commands
+        cache = group.commands
         get = cache.get
-        parts = [get(r) or self._command(view, r) for r in index]
+        parts = [get(r) or self._command(group, r) for r in index]
         if len(cache) > _COMMAND_CACHE:
             cache.clear()
-        # all distinct (rows in first-seen order map to themselves): no fan-out needed
-        return b"".join(parts), len(index), None if len(index) == n else mapping
+        if len(index) == n:  # all distinct: rows in order map to themselves, no fan-out
+            return b"".join(parts), n, None
+        position = {r: i for i, r in enumerate(index)}
+        mapping = np.fromiter(map(position.__getitem__, rows), np.int64, count=n)
+        return b"".join(parts), len(index), mapping
 
     @staticmethod
-    def _command(view: _View, entity: Any) -> bytes:
-        key = view.key_fn(entity)
-        cmd = b"".join((view.cmd_head, b"$%d\r\n" % len(key), key, b"\r\n", view.cmd_tail))
-        view.commands[entity] = cmd
+    def _command(group: _Group, entity: Any) -> bytes:
+        key = group.key_fn(entity)
+        cmd = b"".join((group.cmd_head, b"$%d\r\n" % len(key), key, b"\r\n", group.cmd_tail))
+        group.commands[entity] = cmd
         return cmd
 
     def _roundtrip(self, payload: bytes, exchange: Any, arg: Any) -> Any:
@@ -355,8 +406,7 @@ class OnlineReader:
                 if not got:
                     raise redis.ConnectionError("Redis closed the connection")
                 filled += got
-                code = resp.parse_hmget(buf, filled, state, stops, t[0], t[1], t[2], t[3],
-                                        t[4], t[5], t[6], t[7], t[8], t[9], out)
+                code = resp.parse_hmget(buf, filled, state, stops, *t, out)
                 if code == resp.DONE:
                     break
                 if code != resp.MORE:
@@ -432,7 +482,7 @@ class OnlineReader:
             return self._empty(0)
         if not self.breaker.allow():
             return self._empty(n, "circuit_open", "Redis circuit breaker is open")
-        plans = [self._view_keys(v, entities, n) for v in self._views]
+        plans = [self._group_keys(g, entities, n) for g in self._groups]
         try:
             numbers = self._roundtrip(
                 b"".join([p[0] for p in plans]), self._exchange_fast, [p[1] for p in plans]
@@ -459,29 +509,31 @@ class OnlineReader:
         """Per-view TTL checks and fan-out of the decoded unique rows to the batch's rows."""
         result = self._empty(n)
         start = 0
-        for j, (view, (_, count, inverse)) in enumerate(zip(self._views, plans, strict=True)):
-            width = len(view.features) + 1
-            stop = start + count * width
-            block = numbers[start:stop].reshape(count, width)
-            ts = block[:, -1]
-            age = now - ts
-            stale = age > view.ttl if view.ttl > 0 else np.zeros(count, bool)
-            block = block[:, :-1]
-            if stale.any():
-                block[stale] = np.nan
-            present = ~np.isnan(ts) & ~stale
-            if inverse is not None:  # fan unique rows out to the batch's rows
-                block, present, stale, age = (
-                    block[inverse],
-                    present[inverse],
-                    stale[inverse],
-                    age[inverse],
-                )
-            result.values[:, view.out] = block
-            result.present[:, j] = present
-            result.stale[:, j] = stale
-            result.age[:, j] = age
+        for group, (_, count, inverse) in zip(self._groups, plans, strict=True):
+            stop = start + count * group.width
+            rows = numbers[start:stop].reshape(count, group.width)
             start = stop
+            for j, offset in zip(group.views, group.offsets, strict=True):
+                view = self._views[j]
+                width = len(view.features)
+                ts = rows[:, offset + width]
+                age = now - ts
+                stale = age > view.ttl if view.ttl > 0 else np.zeros(count, bool)
+                block = rows[:, offset : offset + width]
+                if stale.any():
+                    block[stale] = np.nan
+                present = ~np.isnan(ts) & ~stale
+                if inverse is not None:  # fan unique rows out to the batch's rows
+                    block, present, stale, age = (
+                        block[inverse],
+                        present[inverse],
+                        stale[inverse],
+                        age[inverse],
+                    )
+                result.values[:, view.out] = block
+                result.present[:, j] = present
+                result.stale[:, j] = stale
+                result.age[:, j] = age
         return result
 
     # ---- the SDK-shaped read (tests and checks) ------------------------------------------------
@@ -498,30 +550,32 @@ class OnlineReader:
         keys = list(entity_rows[0]) if n else []
         out: dict[str, list[Any]] = {k: [row[k] for row in entity_rows] for k in keys}
         columns = {k: out[k] for k in self.join_keys if k in out}
-        plans = [self._view_keys(v, columns, n) for v in self._views]
+        plans = [self._group_keys(g, columns, n) for g in self._groups]
         replies = self._roundtrip(
             b"".join(p[0] for p in plans), self._exchange, sum(p[1] for p in plans)
         )
         start = 0
-        for view, (_, count, inverse) in zip(self._views, plans, strict=True):
+        for group, (_, count, inverse) in zip(self._groups, plans, strict=True):
             mine = replies[start : start + count]
             start += count
-            # Feast groups a view's requested names in a set, so its column order is that
-            # set's iteration order: rebuilding the set the same way reproduces it.
-            order = list(set(view.features))
-            position = {f: i for i, f in enumerate(view.features)}
-            for feature in order:
-                i = position[feature]
-                vtype = view.types[feature]
-                decoded = []
-                for reply in mine:
-                    raw = reply[i]
-                    decoded.append(
-                        feast_value_type_to_python_type(Value.FromString(raw), vtype)
-                        if raw
-                        else None
-                    )
-                out[feature] = decoded if inverse is None else [decoded[u] for u in inverse]
+            for j, offset in zip(group.views, group.offsets, strict=True):
+                view = self._views[j]
+                # Feast groups a view's requested names in a set, so its column order is
+                # that set's iteration order: rebuilding the set the same way reproduces it.
+                order = list(set(view.features))
+                position = {f: i for i, f in enumerate(view.features)}
+                for feature in order:
+                    i = offset + position[feature]
+                    vtype = view.types[feature]
+                    decoded = []
+                    for reply in mine:
+                        raw = reply[i]
+                        decoded.append(
+                            feast_value_type_to_python_type(Value.FromString(raw), vtype)
+                            if raw
+                            else None
+                        )
+                    out[feature] = decoded if inverse is None else [decoded[u] for u in inverse]
         return out
 
     def close(self) -> None:
