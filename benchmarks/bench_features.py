@@ -321,16 +321,16 @@ def _measure(
         assert got.ok and got.present.all()
         # the floors: the same unique keys and fields, prebuilt, no decoding
         plans = []
-        for view in reader._views:
+        for group in reader._groups:  # views with the same join keys share a hash
             keys = {
                 layout.redis_key(
-                    reader.project, view.join_keys, view.kinds, [e[k] for k in view.join_keys]
+                    reader.project, group.join_keys, group.kinds, [e[k] for k in group.join_keys]
                 )
                 for e in rows
             }
-            fields = [layout.field_name(view.name, f) for f in view.features]
-            plans.append((list(keys), [*fields, layout.ts_field(view.name)]))
-        packed = b"".join(reader._view_keys(v, entities, n)[0] for v in reader._views)
+            fields = [f for j in group.views for f in reader._views[j].fields]
+            plans.append((list(keys), fields))
+        packed = b"".join(reader._group_keys(g, entities, n)[0] for g in reader._groups)
         count = sum(len(k) for k, _ in plans)
 
         def floor(plans: list[Any] = plans) -> None:
@@ -341,7 +341,7 @@ def _measure(
             pipe.execute()
 
         def raw(packed: bytes = packed, count: int = count) -> None:
-            reader._roundtrip(packed, count)
+            reader._roundtrip(packed, reader._exchange, count)
 
         calls = {
             "sdk": lambda rows=rows: store.get_online_features(

@@ -21,10 +21,12 @@ single one blocks Redis for more than a few milliseconds.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +48,11 @@ _WINDOW = re.compile(r"(count|sum)_(\d+)([smhd])$")
 # Feast Value tag per feature type, as the Lua encoder needs it.
 _TYPE_TAGS = {"INT64": 0x20, "INT32": 0x18, "DOUBLE": 0x29, "FLOAT": 0x35}
 
-# KEYS: per card [feast key, state key]. ARGV: header then per card records.
-# Header: n_cards, n_windows, ts_field, state_ttl, feast_key_ttl, then per window
+# KEYS: per card [feast key, state key]. ARGV: header, then two packed little-endian
+# float64 blobs (built by numpy, no per-event Python): per card [seconds, nanos, n_pairs],
+# then all cards' pairs in card order, each [bucket, count, sum].
+# Header: n_windows, ts_field, state_ttl, feast_key_ttl, then per window
 # [buckets, count_field, count_tag, sum_field, sum_tag] (empty field = not requested).
-# Per card: seconds, nanos, n_pairs, then n_pairs x [bucket, count, sum].
 _SCRIPT = r"""
 local function varint(v)
   local out = {}
@@ -66,20 +69,22 @@ local function encode(tag, v)
   if tag == 53 then return '\53' .. struct.pack('<f', v) end
   return string.char(tag) .. varint(v)
 end
-local n_cards, n_win = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ts_field, state_ttl, key_ttl = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local n_cards, n_win = #KEYS / 2, tonumber(ARGV[1])
+local ts_field, state_ttl, key_ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local win = {}
-local a = 6
+local a = 5
 local longest = 0
 for w = 1, n_win do
   win[w] = {tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]}
   if win[w][1] > longest then longest = win[w][1] end
   a = a + 5
 end
+local card_blob, pair_blob = ARGV[a], ARGV[a + 1]
+local cp, pp = 1, 1
 for c = 1, n_cards do
   local fkey, skey = KEYS[2 * c - 1], KEYS[2 * c]
-  local sec, nanos, n_pairs = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  a = a + 3
+  local sec, nanos, n_pairs
+  sec, nanos, n_pairs, cp = struct.unpack("<ddd", card_blob, cp)
   -- state: msgpack {latest seconds, latest nanos, bucket, count, sum, bucket, count, sum...}
   local raw = redis.call('GET', skey)
   local st = raw and {cmsgpack.unpack(raw)} or {}
@@ -92,11 +97,11 @@ for c = 1, n_cards do
     if st[i] > newest then newest = st[i] end
   end
   for p = 1, n_pairs do
-    local b, n, s = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    local b, n, s
+    b, n, s, pp = struct.unpack("<ddd", pair_blob, pp)
     local e = bk[b]
     if e then e[1] = e[1] + n; e[2] = e[2] + s else bk[b] = {n, s} end
     if b > newest then newest = b end
-    a = a + 3
   end
   local cnt, sum = {}, {}
   for w = 1, n_win do cnt[w] = 0; sum[w] = 0 end
@@ -126,6 +131,10 @@ for c = 1, n_cards do
 end
 return n_cards
 """
+
+
+def _bulk(raw: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(raw), raw)
 
 
 def parse_window(feature: str) -> tuple[str, int] | None:
@@ -191,24 +200,32 @@ class VelocityUpdater:
         self.features = [f.name for f in fv.features]
         key_ttl = getattr(store.config.online_store, "key_ttl_seconds", None) or 0
         longest = max(windows)
-        self._header: list[Any] = [
+        header: list[Any] = [
             len(windows),
             layout.ts_field(view),
             (longest + 1) * self.bucket_s + 60,
             key_ttl,
         ]
         for buckets, (cf, ct, sf, st) in sorted(windows.items()):
-            self._header += [
-                buckets,
-                cf.encode("latin-1"),
-                ct or "0",
-                sf.encode("latin-1"),
-                st or "0",
-            ]
-        self._prefix = layout.entity_key([self.join_key], [layout.KIND_INT64], [0])[:-8]
-        self._suffix = store.config.project.encode("utf-8")
-        self._client = redis.Redis(connection_pool=connection_pool(url, timeout_ms / 1000.0))
-        self._script = self._client.register_script(_SCRIPT)
+            header += [buckets, cf.encode("latin-1"), ct or "0", sf.encode("latin-1"), st or "0"]
+        encoded = [a if isinstance(a, bytes) else str(a).encode() for a in header]
+        self._header = b"".join(_bulk(a) for a in encoded)
+        self._n_args = len(header) + 2  # the header, then the cards and pairs blobs
+        suffix = store.config.project.encode("utf-8")
+        prefix = layout.entity_key([self.join_key], [layout.KIND_INT64], [0])[:-8]
+        # one card's two keys in RESP with the 8 id bytes zeroed: filled in by numpy
+        key_len = len(prefix) + 8 + len(suffix)
+        first = b"$%d\r\n" % key_len + prefix
+        second = b"\r\n$%d\r\nssvel:" % (key_len + 6) + prefix
+        self._id_at = (len(first), len(first) + 8 + len(suffix) + len(second))
+        self._keys_template = np.frombuffer(
+            first + bytes(8) + suffix + second + bytes(8) + suffix + b"\r\n", np.uint8
+        )
+        self._sha = hashlib.sha1(_SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
+        self._pool = connection_pool(url, timeout_ms / 1000.0)
+        # One connection of the updater's own, used under a lock (see OnlineReader).
+        self._conn: Any = self._pool.make_connection()
+        self._lock = threading.Lock()
         self._chunk = int(cards_per_script)
         self.breaker = breaker or CircuitBreaker()
 
@@ -239,37 +256,8 @@ class VelocityUpdater:
             cards, amount, times = cards[keep], amount[keep], times[keep]
             if len(cards) == 0:
                 return UpdateResult(0, 0)
-        buckets = np.floor(times / self.bucket_s).astype(np.int64)
-        # aggregate per (card, bucket) in numpy so the script sees each pair once
-        pairs, inverse = np.unique(np.stack([cards, buckets], axis=1), axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        counts = np.bincount(inverse, minlength=len(pairs))
-        sums = np.bincount(inverse, weights=amount, minlength=len(pairs))
-        card_of_pair = pairs[:, 0]
-        uniq, first = np.unique(card_of_pair, return_index=True)
-        latest = np.full(len(uniq), -np.inf)
-        np.maximum.at(latest, np.searchsorted(uniq, cards), times)
-        bounds = [*first.tolist(), len(pairs)]
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for lo in range(0, len(uniq), self._chunk):
-                hi = min(lo + self._chunk, len(uniq))
-                keys: list[bytes] = []
-                argv: list[Any] = [hi - lo, *self._header]
-                for c in range(lo, hi):
-                    fkey = (
-                        self._prefix
-                        + int(uniq[c]).to_bytes(8, "little", signed=True)
-                        + self._suffix
-                    )
-                    keys += [fkey, b"ssvel:" + fkey]
-                    sec = math.floor(latest[c])
-                    a, b = bounds[c], bounds[c + 1]
-                    argv += [sec, min(round((latest[c] - sec) * 1e6), 999_999) * 1000, b - a]
-                    for p in range(a, b):
-                        argv += [int(pairs[p, 1]), int(counts[p]), repr(float(sums[p]))]
-                self._script(keys=keys, args=argv, client=pipe)
-            pipe.execute()
+            n_cards = self._send(self._commands(cards, amount, times))
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self.breaker.record_failure()
             log.warning("velocity update of %d events lost: %s", len(cards), exc)
@@ -279,8 +267,92 @@ class VelocityUpdater:
             log.warning("velocity update of %d events failed: %s", len(cards), exc)
             return UpdateResult(0, 0, "error", str(exc))
         self.breaker.record_success()
-        return UpdateResult(len(cards), len(uniq))
+        return UpdateResult(len(cards), n_cards)
+
+    def _commands(self, cards: np.ndarray, amount: np.ndarray, times: np.ndarray) -> list[bytes]:
+        """One EVALSHA per chunk of cards, RESP-encoded by numpy (no per-event Python)."""
+        buckets = np.floor(times / self.bucket_s).astype(np.int64)
+        # sort by (card, bucket): each (card, bucket) pair, and each card, is then one run
+        order = np.lexsort((buckets, cards))
+        cards, buckets, amount, times = cards[order], buckets[order], amount[order], times[order]
+        card_new = np.empty(len(cards), bool)
+        card_new[0] = True
+        np.not_equal(cards[1:], cards[:-1], out=card_new[1:])
+        pair_new = card_new.copy()
+        pair_new[1:] |= buckets[1:] != buckets[:-1]
+        pair_of = np.cumsum(pair_new) - 1
+        card_at = np.flatnonzero(card_new)
+        pair_at = np.flatnonzero(pair_new)
+        uniq = cards[card_at]
+        latest = np.maximum.reduceat(times, card_at)
+        sec = np.floor(latest)
+        nanos = np.minimum(np.round((latest - sec) * 1e6), 999_999) * 1000
+        pairs_per_card = np.diff(np.append(pair_of[card_at], len(pair_at)))
+        per_card = np.column_stack((sec, nanos, pairs_per_card)).astype("<f8")
+        per_pair = np.column_stack(
+            (
+                buckets[pair_at],
+                np.bincount(pair_of),
+                np.bincount(pair_of, weights=amount),
+            )
+        ).astype("<f8")
+        keys = np.tile(self._keys_template, (len(uniq), 1))
+        ids = uniq.astype("<i8").view(np.uint8).reshape(-1, 8)
+        a, b = self._id_at
+        keys[:, a : a + 8] = ids
+        keys[:, b : b + 8] = ids
+        first_pair = np.append(pair_of[card_at], len(pair_at))
+        commands = []
+        for lo in range(0, len(uniq), self._chunk):
+            hi = min(lo + self._chunk, len(uniq))
+            n_keys = b"%d" % (2 * (hi - lo))
+            commands.append(
+                b"".join(
+                    (
+                        b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n"
+                        % (3 + 2 * (hi - lo) + self._n_args, self._sha.encode()),
+                        _bulk(n_keys),
+                        keys[lo:hi].tobytes(),
+                        self._header,
+                        _bulk(per_card[lo:hi].tobytes()),
+                        _bulk(per_pair[first_pair[lo] : first_pair[hi]].tobytes()),
+                    )
+                )
+            )
+        return commands
+
+    def _send(self, commands: list[bytes]) -> int:
+        """Pipeline the scripts on the updater's connection; load the script on NOSCRIPT."""
+        with self._lock:
+            conn = self._conn
+            try:
+                done = 0
+                pending = commands
+                for attempt in range(2):
+                    conn.send_packed_command(pending)
+                    failed, error = [], None
+                    for command in pending:
+                        try:
+                            done += int(conn.read_response())
+                        except redis.exceptions.NoScriptError:
+                            failed.append(command)
+                        except redis.ResponseError as exc:  # read on: stay in step
+                            error = error or exc
+                    if error is not None:
+                        raise error
+                    if not failed or attempt:
+                        break
+                    conn.send_command("SCRIPT", "LOAD", _SCRIPT)
+                    conn.read_response()
+                    pending = failed
+                if failed:
+                    raise redis.ResponseError("velocity script missing after SCRIPT LOAD")
+                return done
+            except BaseException:
+                conn.disconnect()  # unread replies may be in flight: start afresh next time
+                raise
 
     def close(self) -> None:
         """Close the updater's Redis connections."""
-        self._client.close()
+        self._conn.disconnect()
+        self._pool.disconnect()
