@@ -7,6 +7,7 @@ LightGBM is never called here; it is only the test oracle.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,7 +30,8 @@ __all__ = ["CompiledModel", "Reasons", "compile_lightgbm", "default_cache_dir"]
 F64 = npt.NDArray[np.float64]
 _F64 = np.dtype(np.float64)  # builtin dtypes are singletons: an identity test suffices
 # Tables cached on disk are only reused by the exact kernel source that built them.
-_KERNEL_TAG = hashlib.sha256(b"".join(
+_CACHE_FORMAT = b"3"  # bump when the cached file's contents change (3: + TreeSHAP tables)
+_KERNEL_TAG = hashlib.sha256(_CACHE_FORMAT + b"".join(
     Path(m.__file__).read_bytes() for m in (kernels, qstables) if m.__file__)).hexdigest()[:12]
 
 
@@ -105,9 +107,12 @@ class CompiledModel:
         cached = _load_tables(path) if path is not None else None
         if cached is not None:
             # Seen before: the text was parsed and checked when these tables were built
-            # (same sha256), so the trees are parsed only if something needs them
-            # (contributions, the general kernel). A restart skips ~0.1 s per 500 trees.
-            self._U, self._F, header = cached
+            # (same sha256), so the trees are parsed only if something needs them (Saabas,
+            # the general kernel, qs_tables). A restart skips ~0.1 s per 500 trees, and
+            # the TreeSHAP tables come from the cache as well.
+            self._U, self._F = cached["U"], cached["F"]
+            header = cached["header_facts"]
+            self._restore_explainer(cached)
         else:
             header = _header(self.ir)
         self.feature_names: list[str] = list(header["feature_names"])
@@ -155,10 +160,20 @@ class CompiledModel:
         F[kernels.PAD_MIN] = self._padding_threshold(U, F)
         if path is not None:
             meta = np.frombuffer(json.dumps(header).encode(), np.uint8)
+            # TreeSHAP's node tables and expected values ride along: a worker warms
+            # contributions at start-up, and without them that would parse every tree.
+            from scorers.shap import expected_values
+
+            if self._expected is None:
+                self._expected = expected_values(self.ir)
+            g = self._general_tables()
+            extra = {f"g_{f.name}": np.asarray(getattr(g, f.name))
+                     for f in dataclasses.fields(g)}
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-                np.savez(tmp, U=U, F=F, header=meta)
+                savez: Any = np.savez  # numpy's stub types **kwds as its allow_pickle flag
+                savez(tmp, U=U, F=F, header=meta, expected=self._expected, **extra)
                 os.replace(tmp, path)
             except OSError:
                 pass  # a read-only cache only costs the rebuild next time
@@ -197,12 +212,25 @@ class CompiledModel:
 
     def _general_tables(self) -> walker.GeneralTables:
         if self._general is None:
-            g = walker.build_general_tables(self.ir)
-            self._general = g
-            self._g_args = (g.node_off, g.feat, g.thr, g.dtype, g.left, g.right, g.cat_off,
-                            g.cat_nw, g.catbits, g.leaf_off, g.leafvals, g.tree_class,
-                            g.is_linear, g.lin_const, g.lin_start, g.lin_feat, g.lin_coeff)
+            self._set_general(walker.build_general_tables(self.ir))
+        assert self._general is not None
         return self._general
+
+    def _set_general(self, g: walker.GeneralTables) -> None:
+        self._general = g
+        self._g_args = (g.node_off, g.feat, g.thr, g.dtype, g.left, g.right, g.cat_off,
+                        g.cat_nw, g.catbits, g.leaf_off, g.leafvals, g.tree_class,
+                        g.is_linear, g.lin_const, g.lin_start, g.lin_feat, g.lin_coeff)
+
+    def _restore_explainer(self, cached: dict[str, Any]) -> None:
+        """TreeSHAP's tables from the cache, when it has them all (else built on demand)."""
+        names = [f.name for f in dataclasses.fields(walker.GeneralTables)]
+        if "expected" not in cached or any(f"g_{n}" not in cached for n in names):
+            return
+        fields: dict[str, Any] = {n: cached[f"g_{n}"] for n in names}
+        fields["max_depth"] = int(fields["max_depth"])
+        self._set_general(walker.GeneralTables(**fields))
+        self._expected = cached["expected"]
 
     # ------------------------------------------------------------------ input
 
@@ -304,7 +332,7 @@ class CompiledModel:
             raise ValueError(f"method must be 'treeshap' or 'saabas', got {method!r}")
         from scorers.shap import expected_values, shap_contributions
 
-        if any(t.is_linear for t in self.ir.trees):
+        if self._general_tables().is_linear.any():
             raise ModelFormatError("feature contributions are not defined for linear trees "
                                    "(LightGBM refuses them too)")
         x = self._matrix(X)
@@ -368,14 +396,15 @@ def _header(ir: ModelIR) -> dict[str, Any]:
             "average_output": ir.average_output}
 
 
-def _load_tables(path: Path) -> tuple[npt.NDArray[np.uint64], F64, dict[str, Any]] | None:
-    """Cached (U, F, header), or None when absent, unreadable or from an older layout."""
+def _load_tables(path: Path) -> dict[str, Any] | None:
+    """Every cached array (U, F, header, ...), or None when absent, unreadable or partial."""
     try:
         with np.load(path, allow_pickle=False) as cached:
-            header = json.loads(cached["header"].tobytes())
-            return cached["U"], cached["F"], header
-    except (OSError, KeyError, ValueError):
+            arrays = {name: cached[name] for name in cached.files}
+        arrays["header_facts"] = json.loads(arrays["header"].tobytes())
+    except (OSError, KeyError, ValueError, EOFError):
         return None
+    return arrays if {"U", "F"} <= arrays.keys() else None
 
 
 def _split_values(ir: ModelIR) -> list[F64]:

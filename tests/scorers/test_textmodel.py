@@ -175,7 +175,10 @@ def test_cached_tables_skip_the_parse_and_keep_every_header_fact(
     for raw in (False, True):
         np.testing.assert_array_equal(second.predict(X, raw_score=raw),
                                       booster.predict(X, raw_score=raw))
-    # What needs the trees parses them on demand.
+    # TreeSHAP's tables come from the cache too; what needs the trees parses them.
     np.testing.assert_allclose(second.contributions(X), booster.predict(X, pred_contrib=True),
                                rtol=0, atol=1e-9)
+    assert second._ir is None
+    np.testing.assert_array_equal(second.contributions(X, method="saabas"),
+                                  first.contributions(X, method="saabas"))
     assert second._ir is not None and len(second.ir.trees) == second.num_trees
