@@ -1,4 +1,4 @@
-"""The ``streamscore model`` commands: train, register, list, show, promote, verify.
+"""The ``streamscore model`` commands: train, register, list, show, promote, verify, warm.
 
 All of them work on the model registry (``--registry DIR``, default
 ``$STREAMSCORE_HOME/models``). LightGBM, pandas and rich are imported inside the
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
@@ -205,6 +207,28 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_warm(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from scorers.compiled import compile_lightgbm, default_cache_dir
+
+    reg = _registry(args)
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    for ref in args.refs:
+        mv = reg.resolve(ref)
+        t0 = time.perf_counter()
+        model = compile_lightgbm(mv.read_text(), cache_dir=cache)
+        row = np.zeros((1, model.num_features))
+        model.predict(row)
+        model.contributions(row)
+        numba_cache = os.environ.get("NUMBA_CACHE_DIR") or "beside the package"
+        print(f"{mv.ref}: kernels and tables ready in {time.perf_counter() - t0:.2f}s "
+              f"(tables in {cache}, numba cache {numba_cache})")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``model`` and its subcommands to the top-level parser."""
     p = sub.add_parser(
@@ -364,3 +388,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     v.add_argument("ref", metavar="REF", help="model reference")
     v.set_defaults(func=_cmd_verify)
+
+    w = msub.add_parser(
+        "warm",
+        parents=[common],
+        help="compile the scoring kernels and tables of models ahead of the first worker",
+        description="Compile REF's kernels into numba's on-disk cache and its tables into "
+        "the scorer's table cache, as a worker's load_model would, so that a worker started "
+        "afterwards on this machine (or image, same CPU) loads them instead of compiling "
+        "(seconds of JIT on a new machine, ~0.35 s of CPU with warm caches).",
+    )
+    w.add_argument("refs", metavar="REF", nargs="+", help="model references")
+    w.add_argument("--cache-dir", metavar="DIR", default=None,
+                   help="table cache (default $STREAMSCORE_HOME/cache/scorer)")
+    w.set_defaults(func=_cmd_warm)

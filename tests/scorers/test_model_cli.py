@@ -85,6 +85,18 @@ def test_train_list_show_promote_verify(
     assert main(["model", "verify", "card@1", *common]) == 0
     assert "card@1 ok" in capsys.readouterr().out
 
+    # warm: the table cache is filled, and a later compile scores from it unparsed.
+    tables = tmp_path / "tables"
+    assert main(["model", "warm", "card@1", "card@champion", "--cache-dir", str(tables),
+                 *common]) == 0
+    out = capsys.readouterr().out
+    assert out.count("kernels and tables ready") == 2 and str(tables) in out
+    assert len(list(tables.glob("*.npz"))) == 2
+    from scorers import compile_lightgbm
+
+    mv = Registry(tmp_path / "models").resolve("card@1")
+    assert compile_lightgbm(mv.read_text(), cache_dir=tables)._ir is None
+
 
 def test_register_a_model_file(
     tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
