@@ -28,7 +28,13 @@ def __getattr__(name: str) -> Any:
         # Unknown names raise AttributeError, so ``from scorers import kernels`` still
         # falls back to importing the submodule.
         raise AttributeError(f"module 'scorers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(where), name)
+    try:
+        module = importlib.import_module(where)
+    except AttributeError as exc:
+        # Surfaced as itself: an AttributeError escaping here would read as "cannot
+        # import name" and hide the real failure inside the submodule.
+        raise ImportError(f"importing {where} failed: {exc!r}") from exc
+    value = getattr(module, name)
     globals()[name] = value  # later look-ups skip this function
     return value
 
