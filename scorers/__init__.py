@@ -31,7 +31,7 @@ def __getattr__(name: str) -> Any:
     try:
         module = importlib.import_module(where)
     except AttributeError as exc:
-        # Surfaced as itself: an AttributeError escaping here would read as "cannot
+        # Re-raised with its cause: an AttributeError escaping here would read as "cannot
         # import name" and hide the real failure inside the submodule.
         raise ImportError(f"importing {where} failed: {exc!r}") from exc
     value = getattr(module, name)
