@@ -341,7 +341,7 @@ def _measure(
             pipe.execute()
 
         def raw(packed: bytes = packed, count: int = count) -> None:
-            reader._roundtrip(packed, reader._exchange, count)
+            reader._roundtrip(packed, reader._channel.objects, count)
 
         calls = {
             "sdk": lambda rows=rows: store.get_online_features(

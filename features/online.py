@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hiredis
 import numpy as np
 import redis
 
@@ -159,10 +157,8 @@ class OnlineReader:
         self._pool = connection_pool(self.redis_url, timeout_ms / 1000.0)
         # One connection of the reader's own, used under a lock: checking one out of the
         # pool per read costs more than the read itself for small batches.
-        self._conn: Any = self._pool.make_connection()
+        self._channel = resp.Channel(self._pool.make_connection(), self._tables)
         self._lock = threading.Lock()
-        self._buf = np.empty(1 << 16, dtype=np.uint8)  # replies land here (grown as needed)
-        self._state = np.zeros(3, dtype=np.int64)
         self.feature_names = tuple(ref.split(":", 1)[1] for ref in self.feature_refs)
 
     # ---- start-up -------------------------------------------------------------------------
@@ -240,7 +236,8 @@ class OnlineReader:
         suffix = self.project.encode("utf-8")
         groups = []
         for (join_keys, kinds), members in by_keys.items():
-            offsets, fields = [], []
+            offsets: list[int] = []
+            fields: list[bytes] = []
             for j in members:
                 offsets.append(len(fields))
                 fields += self._views[j].fields
@@ -345,13 +342,13 @@ class OnlineReader:
 
         redis-py's pooled connection does the connecting (AUTH, SELECT, TLS); the commands
         and replies go straight over its socket, and the whole round trip (not each recv)
-        is bounded by ``timeout_ms``. ``exchange`` is ``_exchange`` (Python objects, for
-        ``read_dict``) or ``_exchange_fast`` (decoded floats, for ``read``).
+        is bounded by ``timeout_ms``. ``exchange`` is ``self._channel.objects`` (Python
+        objects, for ``read_dict``) or ``.floats`` (decoded floats, for ``read``).
         """
         timeout = self.timeout_ms / 1000.0
         deadline = time.monotonic() + timeout
         with self._lock:
-            fresh = self._conn._sock is None
+            fresh = self._channel.conn._sock is None
             try:
                 return exchange(payload, arg, timeout, deadline)
             except redis.ConnectionError:
@@ -360,103 +357,6 @@ class OnlineReader:
                 if fresh or time.monotonic() >= deadline:
                     raise
                 return exchange(payload, arg, timeout, deadline)
-
-    def _socket(self, timeout: float) -> Any:
-        conn = self._conn
-        sock: Any = conn._sock
-        if sock is None:
-            conn.connect()
-            sock = conn._sock
-        sock.settimeout(timeout)
-        return sock
-
-    def _failed(self, exc: BaseException) -> BaseException:
-        """The error to raise for a broken exchange (unread replies may still be in
-        flight: the connection cannot be reused)."""
-        self._conn.disconnect()
-        if isinstance(exc, socket.timeout):
-            return redis.TimeoutError(str(exc) or "timed out")
-        if isinstance(exc, OSError) and not isinstance(exc, redis.RedisError):
-            return redis.ConnectionError(str(exc))
-        return exc
-
-    def _exchange_fast(
-        self, payload: bytes, counts: list[int], timeout: float, deadline: float
-    ) -> np.ndarray:
-        """Replies decoded by ``resp.parse_hmget`` into one flat float64 array."""
-        t = self._tables
-        stops = np.cumsum(counts)
-        out = np.empty(int(np.dot(counts, t[0])))
-        state = self._state
-        state[:] = 0
-        buf = self._buf
-        filled = 0
-        try:
-            sock = self._socket(timeout)
-            sock.sendall(payload)
-            while True:
-                if filled == len(buf):  # grow: keep what arrived, double the room
-                    buf = np.concatenate((buf, np.empty(len(buf), np.uint8)))
-                    self._buf = buf
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise redis.TimeoutError("deadline passed while reading replies")
-                sock.settimeout(remaining)
-                got = sock.recv_into(memoryview(buf)[filled:])
-                if not got:
-                    raise redis.ConnectionError("Redis closed the connection")
-                filled += got
-                code = resp.parse_hmget(buf, filled, state, stops, *t, out)
-                if code == resp.DONE:
-                    break
-                if code != resp.MORE:
-                    raise self._protocol_error(code, buf, int(state[0]), filled)
-            sock.settimeout(timeout)
-        except BaseException as exc:
-            err = self._failed(exc)
-            if err is exc:
-                raise
-            raise err from exc
-        return out
-
-    @staticmethod
-    def _protocol_error(code: int, buf: np.ndarray, pos: int, filled: int) -> Exception:
-        line = bytes(buf[pos : min(filled, pos + 200)]).split(b"\r\n", 1)[0]
-        text = line[1:].decode("utf-8", "replace")
-        if code == resp.ERROR_REPLY:
-            return redis.ResponseError(text)
-        return redis.ConnectionError(f"unexpected reply from Redis: {line[:60]!r}")
-
-    def _exchange(self, payload: bytes, count: int, timeout: float, deadline: float) -> list[Any]:
-        """Replies as Python objects parsed by hiredis (``read_dict``)."""
-        try:
-            sock = self._socket(timeout)
-            sock.sendall(payload)
-            reader = hiredis.Reader()
-            replies: list[Any] = []
-            while len(replies) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise redis.TimeoutError("deadline passed while reading replies")
-                sock.settimeout(remaining)
-                data = sock.recv(1 << 18)
-                if not data:
-                    raise redis.ConnectionError("Redis closed the connection")
-                reader.feed(data)
-                reply = reader.gets()
-                while reply is not False:
-                    replies.append(reply)
-                    reply = reader.gets()
-            sock.settimeout(timeout)
-        except BaseException as exc:
-            err = self._failed(exc)
-            if err is exc:
-                raise
-            raise err from exc
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise redis.ResponseError(str(reply))
-        return replies
 
     def _empty(self, n: int, status: str = "ok", error: str | None = None) -> ReadResult:
         nv = len(self._views)
@@ -485,7 +385,7 @@ class OnlineReader:
         plans = [self._group_keys(g, entities, n) for g in self._groups]
         try:
             numbers = self._roundtrip(
-                b"".join([p[0] for p in plans]), self._exchange_fast, [p[1] for p in plans]
+                b"".join([p[0] for p in plans]), self._channel.floats, [p[1] for p in plans]
             )
         except redis.TimeoutError as exc:
             self.breaker.record_failure()
@@ -552,7 +452,7 @@ class OnlineReader:
         columns = {k: out[k] for k in self.join_keys if k in out}
         plans = [self._group_keys(g, columns, n) for g in self._groups]
         replies = self._roundtrip(
-            b"".join(p[0] for p in plans), self._exchange, sum(p[1] for p in plans)
+            b"".join(p[0] for p in plans), self._channel.objects, sum(p[1] for p in plans)
         )
         start = 0
         for group, (_, count, inverse) in zip(self._groups, plans, strict=True):
@@ -580,7 +480,7 @@ class OnlineReader:
 
     def close(self) -> None:
         """Close the reader's Redis connections."""
-        self._conn.disconnect()
+        self._channel.conn.disconnect()
         self._pool.disconnect()
 
     def __enter__(self) -> OnlineReader:

@@ -1,4 +1,4 @@
-"""Pipelined HMGET replies (raw RESP bytes) decoded straight into float64 by one numba pass.
+"""Pipelined HMGETs over a raw connection, replies decoded into float64 by one numba pass.
 
 The online reader used to parse replies with hiredis into Python lists of bytes and then
 decode those lists with numpy: at a batch of 64 that is ~150 reply objects, a list of
@@ -11,14 +11,23 @@ incomplete reply and the next call (after another ``recv``) carries on from ther
 large batch is parsed once whatever the chunking. The byte formats are those of
 ``features.layout`` (checked against Feast by the tests); ``decode_scalar`` /
 ``decode_timestamp`` there are the reference semantics this pass reproduces.
+
+``Channel`` is the transport around it: one redis-py connection (which does connecting,
+AUTH, SELECT, TLS) whose socket is then used directly, every command sent at once and the
+replies read under one deadline for the whole round trip.
 """
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Sequence
+from typing import Any
 
+import hiredis
 import numba
 import numpy as np
+import redis
 
 __all__ = [
     "DONE",
@@ -28,6 +37,7 @@ __all__ = [
     "SLOT_STRING",
     "SLOT_TIMESTAMP",
     "UNEXPECTED",
+    "Channel",
     "Vocabularies",
     "parse_hmget",
 ]
@@ -213,3 +223,107 @@ def parse_hmget(
         pos = p
     state[0], state[1], state[2] = pos, reply, o
     return DONE if reply >= total else MORE
+
+
+class Channel:
+    """A redis-py connection used raw (callers hold a lock; one exchange at a time)."""
+
+    def __init__(self, conn: Any, tables: tuple[np.ndarray, ...]) -> None:
+        self.conn = conn
+        self.tables = tables  # parse_hmget's group/slot/vocabulary arguments
+        self._buf = np.empty(1 << 16, dtype=np.uint8)  # replies land here (grown as needed)
+        self._state = np.zeros(3, dtype=np.int64)
+
+    def _socket(self, timeout: float) -> Any:
+        sock: Any = self.conn._sock
+        if sock is None:
+            self.conn.connect()
+            sock = self.conn._sock
+        sock.settimeout(timeout)
+        return sock
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """The error to raise for a broken exchange (unread replies may still be in
+        flight: the connection cannot be reused)."""
+        self.conn.disconnect()
+        if isinstance(exc, socket.timeout):
+            return redis.TimeoutError(str(exc) or "timed out")
+        if isinstance(exc, OSError):
+            return redis.ConnectionError(str(exc))
+        return exc
+
+    def floats(
+        self, payload: bytes, counts: list[int], timeout: float, deadline: float
+    ) -> np.ndarray:
+        """Send ``payload``; the replies (``counts`` per group) decoded into one flat array."""
+        t = self.tables
+        stops = np.cumsum(counts)
+        out = np.empty(int(np.dot(counts, t[0])))
+        state = self._state
+        state[:] = 0
+        buf = self._buf
+        filled = 0
+        try:
+            sock = self._socket(timeout)
+            sock.sendall(payload)
+            while True:
+                if filled == len(buf):  # grow: keep what arrived, double the room
+                    buf = self._buf = np.concatenate((buf, np.empty(len(buf), np.uint8)))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise redis.TimeoutError("deadline passed while reading replies")
+                sock.settimeout(remaining)
+                got = sock.recv_into(memoryview(buf)[filled:])  # type: ignore[arg-type]
+                if not got:
+                    raise redis.ConnectionError("Redis closed the connection")
+                filled += got
+                code = parse_hmget(buf, filled, state, stops, *t, out)  # type: ignore[call-arg]
+                if code == DONE:
+                    break
+                if code != MORE:
+                    raise _protocol_error(code, buf, int(state[0]), filled)
+            sock.settimeout(timeout)
+        except BaseException as exc:
+            err = self._failed(exc)
+            if err is exc:
+                raise
+            raise err from exc
+        return out
+
+    def objects(self, payload: bytes, count: int, timeout: float, deadline: float) -> list[Any]:
+        """Send ``payload``; ``count`` replies as Python objects parsed by hiredis."""
+        try:
+            sock = self._socket(timeout)
+            sock.sendall(payload)
+            reader = hiredis.Reader()
+            replies: list[Any] = []
+            while len(replies) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise redis.TimeoutError("deadline passed while reading replies")
+                sock.settimeout(remaining)
+                data = sock.recv(1 << 18)
+                if not data:
+                    raise redis.ConnectionError("Redis closed the connection")
+                reader.feed(data)
+                reply = reader.gets()
+                while reply is not False:
+                    replies.append(reply)
+                    reply = reader.gets()
+            sock.settimeout(timeout)
+        except BaseException as exc:
+            err = self._failed(exc)
+            if err is exc:
+                raise
+            raise err from exc
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise redis.ResponseError(str(reply))
+        return replies
+
+
+def _protocol_error(code: int, buf: np.ndarray, pos: int, filled: int) -> Exception:
+    line = bytes(buf[pos : min(filled, pos + 200)]).split(b"\r\n", 1)[0]
+    if code == ERROR_REPLY:
+        return redis.ResponseError(line[1:].decode("utf-8", "replace"))
+    return redis.ConnectionError(f"unexpected reply from Redis: {line[:60]!r}")

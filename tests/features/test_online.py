@@ -105,11 +105,12 @@ def test_read_matrix_equals_sdk_values(big_repo: Repo) -> None:
 
 
 def test_small_and_large_batches_agree(big_repo: Repo) -> None:
-    """Small batches take the plain-Python path, large ones numpy: same answers."""
+    """Small batches build keys with a dict, large ones with numpy: same answers (600 rows
+    also need several recvs and a grown reply buffer)."""
     reader = OnlineReader(big_repo.path, NUMERIC_REFS, timeout_ms=5000)
     cards, merchants = _rows(big_repo, 600, seed=9)
     big = reader.read({"card_id": np.array(cards), "merchant_id": merchants})
-    for lo in range(0, 600, 7):  # 7 rows x 3 views stays under the small-value limit
+    for lo in range(0, 600, 7):  # 7 rows stay under the numpy key-building limit
         part = reader.read({"card_id": cards[lo : lo + 7], "merchant_id": merchants[lo : lo + 7]})
         np.testing.assert_array_equal(part.values, big.values[lo : lo + 7])
         np.testing.assert_array_equal(part.present, big.present[lo : lo + 7])
@@ -174,6 +175,34 @@ def test_ttl_expiry(feast_repo: Repo) -> None:
     assert sdk.to_dict()["pair_count"] == [7]  # Feast's read path skips TTL
     assert reader.read_dict([{"card_id": card, "merchant_id": merchant}])["pair_count"] == [7]
     reader.close()
+
+
+def test_error_reply_gives_status_and_the_next_read_works(
+    feast_repo: Repo, redis_url: str
+) -> None:
+    """A Redis error reply mid-batch (a key of the wrong type) is an ``error`` status with
+    NaN, never a raise, and the reader stays in step for the next batch."""
+    import redis
+
+    from features import layout
+
+    refs = ["card_history:avg_amount", "merchant_risk:fraud_rate"]
+    reader = OnlineReader(feast_repo.path, refs, redis_url, timeout_ms=5000)
+    bad = layout.redis_key(feast_repo.project, ["merchant_id"], [layout.KIND_STRING], ["bad"])
+    client = redis.Redis.from_url(redis_url)
+    client.set(bad, b"not a hash")
+    try:
+        cards = [int(c) for c in feast_repo.card_ids[:40]]
+        good = feast_repo.merchant_ids[:40]
+        res = reader.read({"card_id": cards, "merchant_id": [*good[:39], "bad"]})
+        assert res.status == "error" and "WRONGTYPE" in (res.error or "")
+        assert np.isnan(res.values).all() and not res.present.any()
+        res = reader.read({"card_id": cards, "merchant_id": good})
+        assert res.ok and res.present[:, 0].all()
+    finally:
+        client.delete(bad)
+        client.close()
+        reader.close()
 
 
 @pytest.mark.parametrize("pipeline", ["fraud", "pricing"])
