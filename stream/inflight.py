@@ -84,7 +84,12 @@ class InFlight:
 
     @property
     def full(self) -> bool:
-        return len(self._q) > self.max_batches or self.records > self.max_records
+        """No room for another batch: ``max_batches`` (or ``max_records``) are in flight.
+
+        With ``max_batches=1`` every batch waits for its own acks before the next
+        consume(): the former one-batch-at-a-time loop.
+        """
+        return len(self._q) >= self.max_batches or self.records >= self.max_records
 
     def error(self) -> str | None:
         """The first delivery error of any batch in flight (the worker must stop)."""

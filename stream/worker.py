@@ -135,7 +135,8 @@ class Worker:
         self.batch_max = batch_max or c.batch.max_messages
         self.batch_n = self.batch_max if not c.batch.adaptive else min(self.batch_max, 64)
         # Batches produced but not yet acknowledged: bounded, so a slow broker pauses
-        # input instead of growing memory (default: 16 batches or 8 full ones' records).
+        # input instead of growing memory (default: 16 batches or 8 full ones' records;
+        # max_inflight_batches=1 is the former wait-for-every-batch loop).
         self.inflight = InFlight(max_inflight_batches,
                                  max_inflight_records or max(8 * self.batch_max, 8192))
         self.ack_timeout_s = ack_timeout_s

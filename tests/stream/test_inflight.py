@@ -78,15 +78,20 @@ def test_callbacks_before_sealing_do_not_complete_a_batch():
 
 
 def test_bounds_and_settled():
-    q = InFlight(max_batches=2, max_records=10)
+    q = InFlight(max_batches=3, max_records=10)
     b1 = batch(q, [(0, 1)], 4)
     assert not q.full and not q.settled()
     batch(q, [(0, 2)], 4)
     assert not q.full
-    batch(q, [(0, 3)], 4)  # 12 records > 10, 3 batches > 2
+    batch(q, [(0, 3)], 1)  # 3 batches: the bound
     assert q.full
     ack(b1, 4)
     q.release()
-    assert not q.full and q.records == 8
+    assert not q.full and q.records == 5
+    batch(q, [(0, 4)], 5)  # 10 records: the bound
+    assert q.full
+    one = InFlight(max_batches=1)
+    batch(one, [(0, 1)], 1)
+    assert one.full  # 1 = wait for each batch's own acks (the former serial loop)
     assert InFlight.wait(lambda t: None, lambda: True, 0.1)
     assert not InFlight.wait(lambda t: None, lambda: False, 0.05)

@@ -548,8 +548,8 @@ def test_rebalance_mid_backlog_commits_in_flight_batches_first(env, unique_name)
 
 
 def test_in_flight_bound_waits_for_acks_and_loses_nothing(env, unique_name):
-    # One batch in flight at most: every batch waits for the previous one's acks (the
-    # backpressure path), and the run still ends with every event decided once.
+    # One batch in flight at most: every batch waits for its own acks before the next
+    # consume() (the backpressure path), and every event is still decided exactly once.
     path = write_pipeline(env, unique_name, batch={"max_messages": 32, "adaptive": False})
     produce(path, 1200, seed=61)
     tw = ThreadWorker(path, max_inflight_batches=1)
