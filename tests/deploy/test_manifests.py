@@ -371,7 +371,7 @@ def _streamscore_argvs() -> list[tuple[str, list[str]]]:
             found.append((f"compose {name}", [defaults(str(w)) for w in cmd]))
     for r in _kustomize_or_files():
         spec = r.get("spec", {}).get("template", {}).get("spec", {})
-        for c in spec.get("containers", []):
+        for c in spec.get("initContainers", []) + spec.get("containers", []):
             if c.get("command"):
                 found += from_script(f"k8s {r['metadata']['name']}", c["args"][0])
             elif c.get("args"):
