@@ -130,3 +130,38 @@ def test_window_names_and_bad_views(feast_repo: Any) -> None:
     with pytest.raises(ValueError):
         updater.update([1, 2], [1.0], [0.0])
     updater.close()
+
+
+def test_script_missing_on_the_server_is_loaded_and_the_batch_applied(feast_repo: Any) -> None:
+    """A fresh (or flushed, or failed-over) Redis has no script: NOSCRIPT loads it and the
+    same batch goes through once; a wrong-type key is an ``error`` result, not a raise."""
+    import redis
+
+    from features import layout
+    from features.online import OnlineReader
+    from stream.embedded import start_redis_server
+
+    server = start_redis_server()  # private: SCRIPT FLUSH must not touch the shared one
+    try:
+        updater = VelocityUpdater(feast_repo.path, redis_url=server.url, cards_per_script=50)
+        cards, amounts, times = _events(600, 120, seed=8)
+        assert updater.update(cards[:300], amounts[:300], times[:300]).status == "ok"
+        client = redis.Redis.from_url(server.url)
+        client.script_flush()
+        assert updater.update(cards[300:], amounts[300:], times[300:]).status == "ok"
+        expected = _expected(cards, amounts, times)
+        reader = OnlineReader(feast_repo.path, REFS, server.url, timeout_ms=5000)
+        ids = np.array(sorted(c for c in expected if time.time() - expected[c]["ts"] < 7000))
+        res = reader.read({"card_id": ids})
+        want = [expected[c]["velocity_count_1h"] for c in ids]
+        np.testing.assert_array_equal(res.values[:, 2], want)  # each event counted once
+        reader.close()
+        bad = layout.redis_key(feast_repo.project, ["card_id"], [layout.KIND_INT64], [5])
+        client.set(bad, b"not a hash")
+        got = updater.update(np.array([5, 7]), np.array([1.0, 2.0]), np.array([times[0]] * 2))
+        assert got.status == "error" and "WRONGTYPE" in (got.error or "")
+        assert updater.update(cards[:5], amounts[:5], times[:5]).status == "ok"  # in step
+        client.close()
+        updater.close()
+    finally:
+        server.stop()
