@@ -32,7 +32,7 @@ __all__ = ["Batch", "InFlight"]
 class Batch:
     """One consumed batch: its input offsets and how many of its outputs are unacknowledged."""
 
-    __slots__ = ("error", "fetched_at", "n_out", "offsets", "pending", "sealed")
+    __slots__ = ("acked_at", "error", "fetched_at", "n_out", "offsets", "pending", "sealed")
 
     def __init__(self, offsets: list[Any], fetched_at: float) -> None:
         self.offsets = offsets  # next offsets per input partition (TopicPartition)
@@ -41,12 +41,15 @@ class Batch:
         self.n_out = 0  # records produced for this batch
         self.sealed = False  # every output produced: pending == 0 now means "all acked"
         self.error: str | None = None
+        self.acked_at: float | None = None  # perf_counter() when its last ack was served
 
     def delivered(self, err: Any, msg: Any) -> None:
         """The producer's delivery callback for this batch's records (served by poll())."""
         self.pending -= 1
         if err is not None and self.error is None:
             self.error = f"{msg.topic()}: {err.str()}"
+        if self.pending <= 0 and self.sealed:
+            self.acked_at = time.perf_counter()
 
     def add(self, n: int) -> None:
         """Count ``n`` more records produced for this batch."""
@@ -81,6 +84,8 @@ class InFlight:
         """Every output of ``batch`` is produced."""
         batch.sealed = True
         self.records += batch.n_out
+        if batch.pending <= 0:  # acknowledged while it was still being produced (or empty)
+            batch.acked_at = time.perf_counter()
 
     @property
     def full(self) -> bool:

@@ -229,7 +229,8 @@ class Worker:
                 msgs = consume(self.batch_n, timeout_s)
                 t_fetch = time.perf_counter()
                 if not eos:
-                    self._settle()  # acks served since the last turn -> commit the prefix
+                    self.producer.poll()  # serve the acks that arrived meanwhile
+                    self._settle()  # -> commit the acknowledged prefix
                 now_m = time.monotonic()
                 if now_m >= next_reload:
                     self._maybe_reload()
@@ -331,10 +332,7 @@ class Worker:
         if done:
             if offsets:
                 self.consumer.commit(offsets)
-            now = time.perf_counter()
-            for b in done:
-                if b.offsets:  # drift-only records have no input batch
-                    self.metrics.observe_ack(now - b.fetched_at)
+            self._observe_acks(done)
             self._busy_until_now()
         err = self.inflight.error()
         if err is not None:
@@ -357,12 +355,17 @@ class Worker:
         done, offsets = inflight.release()
         if offsets:
             self.consumer.commit(offsets)
-        now = time.perf_counter()
-        for b in done:
-            if b.offsets:
-                self.metrics.observe_ack(now - b.fetched_at)
+        self._observe_acks(done)
         if done:
             self._busy_until_now()
+
+    def _observe_acks(self, done: list[Any]) -> None:
+        # fetch -> the moment the batch's last delivery report was served (poll()), not
+        # the later moment the loop got round to releasing it.
+        now = time.perf_counter()
+        for b in done:
+            if b.offsets:  # drift-only records have no input batch
+                self.metrics.observe_ack((b.acked_at or now) - b.fetched_at)
 
     def _busy_until_now(self) -> None:
         # The run's rate and CPU per event count until the last acknowledgement seen.

@@ -57,7 +57,7 @@ def _run_one(path: str, index: int, options: dict[str, Any]) -> int:
     worker = Worker(
         config, worker_id=options.get("worker_id") or None, metrics_port=port,
         exactly_once=options.get("exactly_once"), batch_max=options.get("batch"),
-        consumer_settings=settings,
+        consumer_settings=settings, max_inflight_batches=options.get("max_inflight") or 16,
     )
     _install_signals(worker.request_stop)
     worker.run(idle_exit_s=options.get("idle_exit"))
@@ -107,7 +107,7 @@ def run_workers(path: str, workers: int, options: dict[str, Any]) -> int:
 def _handle_run(args: argparse.Namespace) -> int:
     options = {"metrics_port": args.metrics_port, "exactly_once": args.exactly_once or None,
                "batch": args.batch, "worker_id": args.worker_id, "idle_exit": args.idle_exit,
-               "instance_id": args.instance_id,
+               "instance_id": args.instance_id, "max_inflight": args.max_inflight,
                "log_level": args.log_level}
     return run_workers(args.pipeline, args.workers, options)
 
@@ -256,6 +256,16 @@ def _handle_produce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``run`` and ``produce``."""
     p = sub.add_parser(
@@ -278,6 +288,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--instance-id", default="", metavar="ID",
                    help="static group membership: worker i uses ID-i, so a restarted "
                    "worker gets its partitions back without waiting for a session timeout")
+    p.add_argument("--max-inflight", type=_positive_int,
+                   default=os.environ.get("STREAMSCORE_MAX_INFLIGHT") or 16, metavar="N",
+                   help="batches whose outputs may await the broker's acks while later "
+                   "batches are scored (offsets are still committed only after them); 1 = "
+                   "wait for every batch's acks before the next (default "
+                   "$STREAMSCORE_MAX_INFLIGHT, else 16)")
     p.add_argument("--idle-exit", type=float, default=None, metavar="S",
                    help="stop after S seconds without input (benchmarks, tests)")
     p.set_defaults(func=_handle_run)

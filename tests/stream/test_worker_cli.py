@@ -33,6 +33,13 @@ def test_help_names_the_options(capsys):
         main(["run", "--help"])
     out = capsys.readouterr().out
     assert "--workers" in out and "--exactly-once" in out and "--instance-id" in out
+    assert "--max-inflight" in out
+
+
+def test_max_inflight_must_be_positive(tmp_path):
+    proc = cli("run", "--pipeline", "pipelines/fraud.yaml", "--max-inflight", "0")
+    assert proc.returncode == 2 and "--max-inflight: must be >= 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("schema", ["fraud_transaction", "pricing_request"])
