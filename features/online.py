@@ -86,7 +86,6 @@ class _View:
     kinds: tuple[int, ...]
     features: tuple[str, ...]  # requested features, in first-appearance order
     cols: np.ndarray  # their columns in the output matrix
-    out: Any  # the same as a slice when contiguous (cheaper to assign through)
     strings: list[tuple[int, dict[bytes, float]]]  # (feature index, vocabulary lookup)
     ttl: float  # seconds; 0 = no TTL
     fields: list[bytes]  # its hash fields: features then the _ts field
@@ -151,6 +150,7 @@ class OnlineReader:
         self._views = self._plan(store, vocab, strict)
         self._groups = self._group_views()
         self._tables = self._slot_tables()
+        self._spread = self._spread_tables()
         self.views = tuple(v.name for v in self._views)
         self.join_keys = tuple(dict.fromkeys(k for v in self._views for k in v.join_keys))
         self._suffix = self.project.encode("utf-8")
@@ -215,11 +215,6 @@ class OnlineReader:
                     kinds=tuple(kinds),
                     features=tuple(features),
                     cols=np.array(cols, dtype=np.int64),
-                    out=(
-                        slice(cols[0], cols[-1] + 1)
-                        if cols == list(range(cols[0], cols[0] + len(cols)))
-                        else np.array(cols, dtype=np.int64)
-                    ),
                     strings=strings,
                     ttl=ttl,
                     fields=field_names,
@@ -295,6 +290,27 @@ class OnlineReader:
             np.array(kinds, dtype=np.int8),
             np.array(vocab_of, dtype=np.int64),
             *(v.buf, v.start, v.length, v.code, v.lo, v.hi),
+        )
+
+    def _spread_tables(self) -> tuple[np.ndarray, ...]:
+        """Where each view's values and timestamp sit in its group's replies (``spread``)."""
+        place = {
+            j: (g, off)
+            for g, grp in enumerate(self._groups)
+            for j, off in zip(grp.views, grp.offsets, strict=True)
+        }
+        views = self._views
+        nfeat = [len(v.features) for v in views]
+        columns: list[Any] = [
+            [place[j][0] for j in range(len(views))],  # group
+            [place[j][1] for j in range(len(views))],  # offset in the group's reply
+            nfeat,
+            [v.ttl for v in views],
+            np.cumsum([0, *nfeat[:-1]]),  # where its output columns start in ``cols``
+            [c for v in views for c in v.cols.tolist()],
+        ]
+        return tuple(
+            np.asarray(c, dtype=np.float64 if k == 3 else np.int64) for k, c in enumerate(columns)
         )
 
     # ---- the hot path -----------------------------------------------------------------------
@@ -407,33 +423,34 @@ class OnlineReader:
         now: float,
     ) -> ReadResult:
         """Per-view TTL checks and fan-out of the decoded unique rows to the batch's rows."""
-        result = self._empty(n)
+        nv = len(self._views)
+        result = ReadResult(
+            values=np.empty((n, len(self.feature_refs))),
+            present=np.empty((n, nv), bool),
+            stale=np.empty((n, nv), bool),
+            age=np.empty((n, nv)),
+            views=self.views,
+        )
+        inverse = np.empty((len(plans), n), dtype=np.int64)
+        starts = []
         start = 0
-        for group, (_, count, inverse) in zip(self._groups, plans, strict=True):
-            stop = start + count * group.width
-            rows = numbers[start:stop].reshape(count, group.width)
-            start = stop
-            for j, offset in zip(group.views, group.offsets, strict=True):
-                view = self._views[j]
-                width = len(view.features)
-                ts = rows[:, offset + width]
-                age = now - ts
-                stale = age > view.ttl if view.ttl > 0 else np.zeros(count, bool)
-                block = rows[:, offset : offset + width]
-                if stale.any():
-                    block[stale] = np.nan
-                present = ~np.isnan(ts) & ~stale
-                if inverse is not None:  # fan unique rows out to the batch's rows
-                    block, present, stale, age = (
-                        block[inverse],
-                        present[inverse],
-                        stale[inverse],
-                        age[inverse],
-                    )
-                result.values[:, view.out] = block
-                result.present[:, j] = present
-                result.stale[:, j] = stale
-                result.age[:, j] = age
+        for g, ((_, count, inv), group) in enumerate(zip(plans, self._groups, strict=True)):
+            inverse[g] = np.arange(n) if inv is None else inv
+            starts.append(start)
+            start += count * group.width
+        spread: Any = resp.spread  # numba dispatcher: mypy cannot see its signature
+        spread(
+            numbers,
+            np.array(starts, dtype=np.int64),
+            self._tables[0],
+            inverse,
+            *self._spread,
+            now,
+            result.values,
+            result.present,
+            result.stale,
+            result.age,
+        )
         return result
 
     # ---- the SDK-shaped read (tests and checks) ------------------------------------------------
