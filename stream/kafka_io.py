@@ -131,6 +131,8 @@ class BatchConsumer:
             self._before_revoke()
         gone = {(p.topic, p.partition) for p in parts}
         self._commit_acked(gone)
+        for key in gone:  # the next owner commits these now: never send ours again
+            self._acked.pop(key, None)
         self.assignment -= gone
         if self._on_revoke:
             self._on_revoke(parts)
@@ -228,6 +230,10 @@ class BatchConsumer:
             if high >= 0 and tp.offset >= 0:
                 out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
         return out
+
+    def acked_partitions(self) -> set[tuple[str, int]]:
+        """Partitions whose acknowledged offsets this consumer would still commit."""
+        return set(self._acked)
 
     def close(self) -> None:
         """Commit what is acknowledged (synchronously), then leave the group."""
