@@ -208,7 +208,7 @@ def string_lookup(vocabulary: Iterable[str]) -> dict[bytes, float]:
     return {encode_string(v): float(i) for i, v in enumerate(vocabulary)}
 
 
-# ---- vectorized decoders (the hot path) ---------------------------------------------------
+# ---- decoders (the reference semantics of the reader's compiled pass in features.resp) ----
 
 
 def _varints(buf: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

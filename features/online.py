@@ -2,10 +2,12 @@
 
 ``OnlineReader`` reads the Feast repo once at start-up (project, views, join keys and
 their types, feature value types, TTLs, the string vocabulary) and prebuilds every byte it
-can: the RESP encoding of each view's HMGET field list, key prefixes and suffixes. A
-``read`` then deduplicates the batch's entities per view, writes all HMGETs into one
-buffer, sends it on one connection and reads the replies, and decodes the Value protobufs
-straight into a float64 matrix in ``feature_refs`` order (``features.layout``).
+can: views with the same join keys share one Feast hash, so they form one group read by
+one HMGET per entity, whose field list, key prefix and suffix are RESP-encoded once. A
+``read`` then deduplicates the batch's entities per group, writes all HMGETs into one
+buffer, sends it on one connection, and two compiled passes (``features.resp``) decode
+the replies straight from the socket buffer and spread them into a float64 matrix in
+``feature_refs`` order with per-view presence, staleness and age.
 
 Faults never reach the caller: a Redis timeout (``timeout_ms``), a lost connection or an
 open circuit breaker gives an all-NaN matrix with ``status`` saying why; an unknown entity
