@@ -2,7 +2,7 @@
 
 ``run --pipeline FILE --workers N`` starts N worker processes in one consumer group; two
 machines running it share the partitions through Kafka's group protocol, nothing else.
-SIGTERM/SIGINT drain the in-flight batch, flush, commit and close.
+SIGTERM/SIGINT finish the current batch, wait for every ack in flight, commit and close.
 
 ``produce --pipeline FILE --events N --rate R`` writes input events at a steady rate
 (replaying ``$STREAMSCORE_HOME/data/<P>/events.parquet`` when generated, else random
@@ -32,7 +32,8 @@ _BAD_KINDS = ("not_json", "missing_field", "wrong_type", "out_of_range", "unknow
 
 def _install_signals(stop: Any) -> None:
     def handler(signum: int, _frame: Any) -> None:
-        log.info("signal %d: draining the in-flight batch, then stopping", signum)
+        log.info("signal %d: finishing the current batch, waiting for the acks of all in "
+                 "flight, then stopping", signum)
         stop()
 
     signal.signal(signal.SIGTERM, handler)
