@@ -164,7 +164,7 @@ class Worker:
         self.metrics.assigned.labels(self.config.name).set(len(self.consumer.assignment))
 
     def request_stop(self) -> None:
-        """Finish the in-flight batch, then shut down cleanly."""
+        """Finish the current batch, wait for the acks of all in flight, then shut down."""
         self._stop.set()
 
     @property
