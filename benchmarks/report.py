@@ -171,12 +171,17 @@ def markdown(result: dict[str, Any]) -> str:
               "every event of the batch waits for before its decision is produced.", ""]
     lines += _stage_table(result)
     lines += ["## Drain (backlog built while the stack was paused)", "",
-              "| stack | events | seconds | events/s |", "|---|---|---|---|"]
+              "| stack | events | seconds | events/s | score ms/batch | drift ms/batch "
+              "| drift / score |", "|---|---|---|---|---|---|---|"]
     for name, stack in result["stacks"].items():
         d = stack.get("drain")
         if d:
+            per = d.get("stage_per_batch_ms") or {}
+            ratio = d.get("drift_over_score")
             lines.append(f"| {name} | {d['events']} | {_fmt(d['seconds'], 2)} | "
-                         f"{_fmt(d['rate'], 0)} |")
+                         f"{_fmt(d['rate'], 0)} | {_fmt(per.get('score'), 3)} | "
+                         f"{_fmt(per.get('drift'), 3)} | "
+                         f"{'-' if ratio is None else f'{ratio:.1%}'} |")
     for name, stack in result["stacks"].items():
         prof = stack.get("profile")
         if prof and prof.get("samples"):

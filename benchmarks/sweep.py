@@ -114,6 +114,9 @@ def _drain(
     """Backlog of ``n`` events built while the stack is stopped, then timed to empty."""
     batch = factory.make(n, prefix)
     exp = collector.expect(prefix, n)
+    # Scraped before the pause (a stopped process answers no scrape): the drain's large
+    # batches are where drift / score means what issue #6 asks (512+ events a batch).
+    stages_before = stage_totals(stack)
     stack.pause()
     try:
         for key, payload in zip(batch.keys, batch.payloads, strict=True):
@@ -135,7 +138,8 @@ def _drain(
     last = float(np.nanmax(exp.recv)) if exp.count else resumed
     seconds = max(last - resumed, 1e-9)
     return {"events": n, "accounted": exp.count, "complete": complete,
-            "seconds": round(seconds, 3), "rate": round(exp.count / seconds, 1)}
+            "seconds": round(seconds, 3), "rate": round(exp.count / seconds, 1),
+            **stage_means(stages_before, stage_totals(stack))}
 
 
 def _step(
@@ -311,6 +315,8 @@ def summarize(result: dict[str, Any], budget_ms: float) -> None:
         summary[f"{name}_sustainable_eps"] = _sustainable(st)
         if st.get("drain"):
             summary[f"{name}_drain_eps"] = st["drain"]["rate"]
+            if st["drain"].get("drift_over_score") is not None:
+                summary[f"{name}_drift_over_score_in_drain"] = st["drain"]["drift_over_score"]
         if st.get("error"):
             result["notes"].append(f"{name}: {st['error'].splitlines()[0]}")
     # One rate for the CDF and breakdown: the highest every stack reached, preferring one

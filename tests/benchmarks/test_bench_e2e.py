@@ -143,6 +143,11 @@ def test_tiny_sweep_accounts_for_every_event_and_writes_reports(
         stages["drift"] / stages["score"], rel=1e-2, abs=1e-4)
     assert result["stacks"]["worker"]["breakdown"]["mean_ms"]["drift"] >= 0
     assert any(k.startswith("worker_drift_over_score_at_") for k in result["summary"])
+    # ... also over the drain, whose large batches are what the 5% target is about
+    drain = result["stacks"]["worker"]["drain"]
+    assert drain["stage_per_batch_ms"]["score"] > 0 and drain["stage_per_batch_ms"]["drift"] > 0
+    assert result["summary"]["worker_drift_over_score_in_drain"] == drain["drift_over_score"]
+    assert "naive_drift_over_score_in_drain" not in result["summary"]
     for name in ("hop", "naive"):  # no metrics: nothing invented
         assert "stage_per_batch_ms" not in result["stacks"][name]["steps"][0] or \
             result["stacks"][name]["steps"][0]["stage_per_batch_ms"] == {}
