@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,6 @@ import msgspec
 import pytest
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Any]:
-    from benchmarks.workspace import cleanup_online, prepare_workspace
-
-    root = tmp_path_factory.mktemp("core-ws")
-    ws = prepare_workspace("fraud", root, redis_url, size="tiny", progress=False, num_trees=20)
-    yield ws
-    cleanup_online(ws)
 
 
 def test_core_bench_times_a_correct_core(workspace: Any, redis_url: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,6 @@ from benchmarks.loadgen import EventFactory, event_id_of, send_open_loop
 from benchmarks.measure import Collector, _split, latency_stats
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Any]:
-    """A tiny benchmark workspace (data, online rows, a 20-tree model), keys removed after."""
-    from benchmarks.workspace import cleanup_online, prepare_workspace
-
-    root = tmp_path_factory.mktemp("bench-ws")
-    ws = prepare_workspace("fraud", root, redis_url, size="tiny", progress=False, num_trees=20)
-    yield ws
-    cleanup_online(ws)
 
 
 def _factory(ws: Any, **kw: Any) -> EventFactory:

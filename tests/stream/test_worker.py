@@ -223,6 +223,25 @@ def test_two_workers_split_partitions(env, unique_name):
     assert {d["event_id"] for d in decisions} == {f"3-{j}" for j in range(2000)}
 
 
+def _run_across_alias_move(env, unique_name, path, registry, alias, n, seeds):
+    """Score ``n`` events, register a copy of the champion and move ``alias`` to it, score
+    ``n`` more; returns (first decisions, all decisions, the new version, reloads)."""
+    v1 = registry.resolve("fraud@champion")
+    tw = ThreadWorker(path)
+    try:
+        produce(path, n, seed=seeds[0])
+        first = read_topic(env.bootstrap, f"{unique_name}.dec", want=n)
+        new = registry.register(v1.read_text(), "fraud", dict(v1.metadata))
+        registry.promote("fraud", new.version, alias)
+        time.sleep(1.0)
+        produce(path, n, seed=seeds[1])
+        both = read_topic(env.bootstrap, f"{unique_name}.dec", want=2 * n)
+        reloads = tw.worker.stats.reloads
+    finally:
+        tw.stop()
+    return first, both, new, reloads
+
+
 def test_hot_reload_switches_versions_without_restart(env, unique_name):
     from scorers.registry import Registry
 
@@ -231,18 +250,10 @@ def test_hot_reload_switches_versions_without_restart(env, unique_name):
                                                    "reload_check_s": 0.2})
     registry = Registry(env.registry)
     v1 = registry.resolve("fraud@champion")
-    tw = ThreadWorker(path)
     try:
-        produce(path, 300, seed=5)
-        first = read_topic(env.bootstrap, f"{unique_name}.dec", want=300)
-        v2 = registry.register(v1.read_text(), "fraud", dict(v1.metadata))
-        registry.promote("fraud", v2.version, "champion")
-        time.sleep(1.0)
-        produce(path, 300, seed=6)
-        both = read_topic(env.bootstrap, f"{unique_name}.dec", want=600)
-        reloads = tw.worker.stats.reloads
+        first, both, v2, reloads = _run_across_alias_move(
+            env, unique_name, path, registry, "champion", 300, (5, 6))
     finally:
-        tw.stop()
         registry.promote("fraud", v1.version, "champion")
     assert {d["model_version"] for d in first} == {str(v1.version)}
     later = [d for d in both if d["event_id"].startswith("6-")]
@@ -495,18 +506,8 @@ def test_challenger_hot_reload_follows_its_alias(env, unique_name):
     path = write_pipeline(env, unique_name, model={
         "ref": "fraud@champion", "challenger": "fraud@challenger",
         "registry": str(env.registry), "reload_check_s": 0.2})
-    tw = ThreadWorker(path)
-    try:
-        produce(path, 200, seed=41)
-        first = read_topic(env.bootstrap, f"{unique_name}.dec", want=200)
-        c2 = registry.register(v1.read_text(), "fraud", dict(v1.metadata))
-        registry.promote("fraud", c2.version, "challenger")
-        time.sleep(1.0)
-        produce(path, 200, seed=42)
-        both = read_topic(env.bootstrap, f"{unique_name}.dec", want=400)
-        reloads = tw.worker.stats.reloads
-    finally:
-        tw.stop()
+    first, both, c2, reloads = _run_across_alias_move(
+        env, unique_name, path, registry, "challenger", 200, (41, 42))
     assert {d["challenger_version"] for d in first} == {f"fraud@{c1.version}"}
     later = [d for d in both if d["event_id"].startswith("42-")]
     assert len(later) == 200
