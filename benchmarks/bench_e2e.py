@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain-events", type=int, default=None,
                         help="backlog size of the drain measurement (default 50000; "
                              "--quick 10000; the naive stack gets 1/20 of it, 200..2000)")
+    parser.add_argument("--drain-batch", type=int, default=None, metavar="N",
+                        help="the worker's max events per micro-batch ('streamscore run --batch "
+                             "N') for the whole run (default: the pipeline file's); the drain's "
+                             "backlog fills every batch, so --drain-batch 512 gives the drain's "
+                             "drift / score at issue #6's 512-event batch")
     parser.add_argument("--reason-codes", type=int, default=None,
                         help="reason codes per decision in the worker (default: the pipeline "
                              "file's; 0 = none, the same work as the naive stack)")
@@ -102,6 +107,10 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
         from schemas.errors import ConfigError
 
         raise ConfigError("--rates must be positive numbers")
+    if args.drain_batch is not None and args.drain_batch < 1:
+        from schemas.errors import ConfigError
+
+        raise ConfigError("--drain-batch must be a positive number of events")
     return {
         "rates": sorted(rates), "stacks": stacks,
         "duration": float(args.duration or (3.0 if quick else 10.0)),
@@ -201,6 +210,7 @@ def run_sweep(
                      "malformed_share": args.malformed_share, "model": str(ws.model_path),
                      "reason_codes": args.reason_codes if args.reason_codes is not None
                      else "pipeline default",
+                     "worker_batch": args.drain_batch or "pipeline default",
                      "workspace_timings": ws.timings},
         "stacks": {}, "notes": [],
     }
@@ -253,9 +263,9 @@ def _run_stacks(
                     group=group, metrics_port=free_port(), budget_ms=budget,
                     partitions=args.partitions, reason_codes=args.reason_codes,
                     features_timeout_ms=args.features_timeout_ms)
+                home = str(os.environ.get("STREAMSCORE_HOME", home_dir()))
                 stack = worker_stack(pfile, topics, log_dir, copies=args.workers,
-                                     env={"STREAMSCORE_HOME": str(os.environ.get(
-                                         "STREAMSCORE_HOME", home_dir()))})
+                                     batch=args.drain_batch, env={"STREAMSCORE_HOME": home})
             else:
                 stack = naive_stack(bootstrap=bootstrap, topics=topics, group=group,
                                     pipeline=args.pipeline, repo=ws.repo, model=ws.model_path,

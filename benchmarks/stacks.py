@@ -191,17 +191,22 @@ def _streamscore_cmd() -> list[str]:
 
 def worker_stack(
     pipeline_file: Path, topics: dict[str, str], log_dir: Path, *, copies: int = 1,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, batch: int | None = None,
 ) -> SubprocessStack:
-    """``streamscore run --pipeline FILE``, ``copies`` times in one consumer group.
+    """``streamscore run --pipeline FILE [--batch N]``, ``copies`` times in one consumer
+    group.
 
     Each copy serves /metrics on its own free port, scraped for the worker's own
-    batch latency (consumed -> every output acknowledged and committed).
+    batch latency (consumed -> every output acknowledged and committed). ``batch`` caps
+    its micro-batches (default: the pipeline file's ``batch.max_messages``).
     """
     from stream.embedded import free_port
 
+    cmd = [*_streamscore_cmd(), "run", "--pipeline", str(pipeline_file)]
+    if batch is not None:
+        cmd += ["--batch", str(int(batch))]
     return SubprocessStack(
-        "worker", [*_streamscore_cmd(), "run", "--pipeline", str(pipeline_file)],
+        "worker", cmd,
         input_topic=topics["input"], decisions_topic=topics["decisions"],
         dead_letter_topic=topics["dead_letter"], log_dir=log_dir, copies=copies, env=env,
         metrics_ports=[free_port() for _ in range(copies)],

@@ -137,9 +137,14 @@ def _drain(
         raise StackFailed(f"{stack.name} died while draining:\n{stack.log_tail()}")
     last = float(np.nanmax(exp.recv)) if exp.count else resumed
     seconds = max(last - resumed, 1e-9)
+    stages_after = stage_totals(stack)
+    # Batches the worker scored meanwhile: the drain's events per batch, so a drift /
+    # score ratio can be read against the batch size it was measured at.
+    scored = stages_after.get("score", (0.0, 0.0))[1] - stages_before.get("score", (0.0, 0.0))[1]
     return {"events": n, "accounted": exp.count, "complete": complete,
             "seconds": round(seconds, 3), "rate": round(exp.count / seconds, 1),
-            **stage_means(stages_before, stage_totals(stack))}
+            "events_per_batch": round(n / scored, 1) if scored > 0 else None,
+            **stage_means(stages_before, stages_after)}
 
 
 def _step(
@@ -317,6 +322,8 @@ def summarize(result: dict[str, Any], budget_ms: float) -> None:
             summary[f"{name}_drain_eps"] = st["drain"]["rate"]
             if st["drain"].get("drift_over_score") is not None:
                 summary[f"{name}_drift_over_score_in_drain"] = st["drain"]["drift_over_score"]
+            if st["drain"].get("events_per_batch") is not None:
+                summary[f"{name}_drain_events_per_batch"] = st["drain"]["events_per_batch"]
         if st.get("error"):
             result["notes"].append(f"{name}: {st['error'].splitlines()[0]}")
     # One rate for the CDF and breakdown: the highest every stack reached, preferring one

@@ -96,7 +96,8 @@ def test_tiny_sweep_accounts_for_every_event_and_writes_reports(
     add_arguments(parser)
     args = parser.parse_args([
         "--stacks", "hop,worker,naive", "--rates", "40", "--duration", "1",
-        "--drain-events", "200", "--workspace", str(workspace.root), "--size", "tiny",
+        "--drain-events", "200", "--drain-batch", "16",
+        "--workspace", str(workspace.root), "--size", "tiny",
         "--unknown-share", "0.3", "--malformed-share", "0.2", "--budget-ms", "60000",
         "--out", str(tmp_path / "out"), "--startup-timeout", "60",
     ])
@@ -136,6 +137,11 @@ def test_tiny_sweep_accounts_for_every_event_and_writes_reports(
     drain = result["stacks"]["worker"]["drain"]
     assert drain["stage_per_batch_ms"]["score"] > 0 and drain["stage_per_batch_ms"]["drift"] > 0
     assert result["summary"]["worker_drift_over_score_in_drain"] == drain["drift_over_score"]
+    # ... at the batch size asked for (--drain-batch 16: 200 events in >= 13 batches; the
+    # pipeline file's 1,024 would give ~4 batches of ~50, adaptive from 64)
+    assert drain["events_per_batch"] is not None and drain["events_per_batch"] <= 16.0, drain
+    assert result["summary"]["worker_drain_events_per_batch"] == drain["events_per_batch"]
+    assert result["settings"]["worker_batch"] == 16
     assert "naive_drift_over_score_in_drain" not in result["summary"]
     for name in ("hop", "naive"):  # no metrics: nothing invented
         assert "stage_per_batch_ms" not in result["stacks"][name]["steps"][0] or \
@@ -169,3 +175,13 @@ def test_stage_means_without_a_drift_stage() -> None:
     got = stage_means(after, {**after, "drift": (0.01, 2.0), "score": (2.0, 30.0)})
     assert got["stage_per_batch_ms"]["drift"] == 5.0 and got["drift_over_score"] == 0.1
     assert stage_totals(object()) == {}  # a stack without metrics ports
+
+
+def test_worker_stack_passes_the_batch_size(tmp_path: Path) -> None:
+    """--drain-batch reaches the worker's command line (and nothing when not given)."""
+    from benchmarks.stacks import worker_stack
+
+    topics = {"input": "i", "decisions": "d", "dead_letter": "x"}
+    stack = worker_stack(tmp_path / "p.yaml", topics, tmp_path, batch=512)
+    assert stack.cmd[-4:] == ["--pipeline", str(tmp_path / "p.yaml"), "--batch", "512"]
+    assert "--batch" not in worker_stack(tmp_path / "p.yaml", topics, tmp_path).cmd
