@@ -4,7 +4,10 @@ The worker calls ``DriftMonitor.update(X, scores, decisions, now)`` once per sco
 batch; the monitor adds the batch to the current sub-window's bin counts and computes
 the statistics of every sub-window the batch fills in one compiled call (see
 ``stream.drift_ring``; binning in ``stream.drift_stats``, statistics in
-``stream.drift_window``), and returns a ``DriftRecord`` for each. A window is the ring
+``stream.drift_window``), and returns each one's record as the JSON bytes the drift topic
+carries (written column by column from the statistics table by
+``schemas.drift.DriftRecordEncoder``; ``schemas.drift.decode_drift`` gives the typed
+``DriftRecord``). A window is the ring
 of the last ``sub_windows`` sub-windows, so records slide by one sub-window
 (``sub_windows: 1`` gives tumbling windows). A sub-window closes when it holds
 ``window_events / sub_windows`` events or spans ``window_seconds / sub_windows``
@@ -15,8 +18,7 @@ Each record is also exposed to Prometheus (``streamscore_drift_psi{pipeline,feat
 ``..._threshold``, ``..._alarm``... see ``stream.drift_metrics``; read at scrape time, the
 score as ``feature="__score__"``) and, if a JSONL path is given, appended to that file for
 ``streamscore drift report``.
-Publishing records on the drift topic is the worker's job (``encode_drift`` gives the
-bytes, the pipeline name is the key).
+Publishing records on the drift topic is the worker's job (the pipeline name is the key).
 
 The optional Page-Hinkley detector runs on every score, standardised by the training
 score distribution: drift ``delta`` = 0.1 sigma per event and threshold 100 sigma. By
@@ -36,12 +38,12 @@ from typing import Any
 import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from schemas.drift import DecisionMix, DriftRecord, FeatureDrift, encode_drift
+from schemas.drift import DecisionMix, DriftRecordEncoder
 from schemas.errors import ConfigError
 from scorers.refstats import validate_reference
 from stream.config import DriftConfig
 from stream.drift_metrics import collector_for
-from stream.drift_ring import CUR, CUR_N, MAX_CLOSES, ring_stepper, window_closer
+from stream.drift_ring import CUR, CUR_N, SUB, ring_arrays, ring_stepper, window_closer
 from stream.drift_stats import CATEGORICAL, BinLayout, build_layout
 from stream.drift_window import chi2_quantiles
 
@@ -124,29 +126,25 @@ class DriftMonitor:
         # its last row is the window (the running sum of the others). Float columns per
         # sub-window: first event time, sum and count of price multipliers. Written by
         # one compiled call per batch, which also closes the sub-windows the batch fills.
-        tb, k = self.layout.total_bins, len(outcomes) + 1
-        self._ring = np.zeros((s + 1, tb + k + 2), dtype=np.int64)
-        self._ringf = np.zeros((s, 3))
-        self._state = np.array([0, 0, self._sub_events, k], dtype=np.int64)
+        k = len(outcomes) + 1
+        arrays = ring_arrays(self.layout, s, k, self._quantiles)
+        self._ring, self._ringf, self._state = arrays.ring, arrays.ringf, arrays.state
+        self._state[SUB] = self._sub_events
         self._sub_start: float | None = None
         self.outcomes = tuple(outcomes)
         self._outcome_index = {name: i for i, name in enumerate(self.outcomes)}
         self._score_mu, self._score_sigma = self._score_moments()
         # Page-Hinkley: parameters, then its six state values (carried across batches).
-        self._ph = np.zeros(12)
+        self._ph = arrays.ph
         self._ph[:6] = [self._score_mu, self._score_sigma, PH_DELTA, PH_THRESHOLD,
                         PH_MIN_INSTANCES, 1.0 if config.page_hinkley else 0.0]
         # Each close writes a statistics table and the record's other numbers (window
         # start, multiplier sum and count, Page-Hinkley detections of the sub-window,
         # the window's decision counts, events, detections); preallocated.
-        f = self.layout.n_features
-        self._tables = np.zeros((MAX_CLOSES, 8, f))
-        self._extras = np.zeros((MAX_CLOSES, 4 + k + 2))
+        self._tables, self._extras = arrays.tables, arrays.extras
         # The compiled passes, bound to the ring once (built once, called per batch).
-        self._step = ring_stepper(self.layout, self._ring, self._ringf, self._state,
-                                  self._ph, self._quantiles, self._tables, self._extras)
-        self._close_window = window_closer(self.layout, self._ring, self._ringf, k,
-                                           self._quantiles, self._tables[0], self._extras[0])
+        self._step = ring_stepper(self.layout, arrays)
+        self._close_window = window_closer(self.layout, arrays)
         # Compile (or load from numba's cache) the step for the decision types it takes
         # (int8 outcome codes, int64 codes or none, float multipliers) now, not on the
         # first batch: an empty batch changes nothing.
@@ -154,13 +152,16 @@ class DriftMonitor:
         for codes, mult in ((np.zeros(0, dtype=np.int8), None), (None, None)):
             self._step(empty, np.zeros(0), 0, codes, mult, 0.0)
         self._close_window(0, -1)  # statistics of the empty window, into scratch
-        # What every record repeats, computed once.
+        # What every record repeats, encoded once.
         lay = self.layout
-        self._rec_names = [*lay.names[: self._n_feat], "score"]
-        self._rec_kinds: list[Any] = [
-            "categorical" if k == CATEGORICAL else "numeric" for k in lay.kinds.tolist()]
-        self._rec_kinds[self._n_feat] = "score"
-        self._rec_bins = (lay.df + 1).tolist()
+        kinds = ["categorical" if k == CATEGORICAL else "numeric" for k in lay.kinds.tolist()]
+        kinds[self._n_feat] = "score"
+        self._encoder = DriftRecordEncoder(
+            pipeline=pipeline, model_name=self._model[0], model_version=self._model[1],
+            model_sha256=self._model[2], reference_n=self.reference_n,
+            false_alarm_rate=config.false_alarm_rate,
+            names=[*lay.names[: self._n_feat], "score"], kinds=kinds,
+            bins=(lay.df + 1).tolist())
         self._dec_names = [*self.outcomes, "other"]
         self._jsonl = Path(jsonl_path) if jsonl_path else None
         if self._jsonl is not None:
@@ -172,8 +173,9 @@ class DriftMonitor:
 
     def update(
         self, X: Any, scores: Any, decisions: Any = None, now: float | None = None
-    ) -> list[DriftRecord]:
-        """Add one scored batch; return the records of the windows it closed.
+    ) -> list[bytes]:
+        """Add one scored batch; return the records (JSON bytes of ``DriftRecord``) of the
+        windows it closed.
 
         ``X``: float64 rows x features in model order (categorical columns hold integer
         codes, NaN for missing). ``scores``: one score per row (rows x classes is reduced
@@ -223,11 +225,11 @@ class DriftMonitor:
                     records.append(self._emit(i, now, "count"))
         return records
 
-    def tick(self, now: float | None = None) -> list[DriftRecord]:
+    def tick(self, now: float | None = None) -> list[bytes]:
         """Close sub-windows whose time span has passed (call when no batch arrives)."""
         return self._close_by_time(time.time() if now is None else float(now))
 
-    def flush(self, now: float | None = None) -> list[DriftRecord]:
+    def flush(self, now: float | None = None) -> list[bytes]:
         """Close the current sub-window if it holds events (at shutdown)."""
         if self._state[CUR_N] == 0:
             return []
@@ -272,14 +274,14 @@ class DriftMonitor:
         index, other = self._outcome_index, len(self.outcomes)
         return np.fromiter((index.get(x, other) for x in labels), np.int64, rows), None
 
-    def _close_by_time(self, now: float) -> list[DriftRecord]:
+    def _close_by_time(self, now: float) -> list[bytes]:
         if not self._sub_seconds or self._sub_start is None:
             return []
         elapsed = now - self._sub_start
         if elapsed < self._sub_seconds:
             return []
         periods = int(elapsed // self._sub_seconds)
-        records = []
+        records: list[bytes] = []
         if self._state[CUR_N] > 0:
             records.append(self._close(now, "time"))
         else:
@@ -297,7 +299,7 @@ class DriftMonitor:
         self._ringf[cur] = 0.0
         self._state[CUR], self._state[CUR_N] = cur, 0
 
-    def _close(self, now: float, closed_by: str) -> DriftRecord:
+    def _close(self, now: float, closed_by: str) -> bytes:
         """Close the current sub-window outside a batch (time rule, flush)."""
         cur = int(self._state[CUR])
         nxt = (cur + 1) % self.config.sub_windows
@@ -306,70 +308,36 @@ class DriftMonitor:
         self._sub_start = now
         return self._emit(0, now, closed_by)
 
-    def _emit(self, i: int, now: float, closed_by: str) -> DriftRecord:
+    def _emit(self, i: int, now: float, closed_by: str) -> bytes:
         """The record of close ``i`` (its table and extras), handed to the metrics
         collector and the JSONL file."""
         rows = self._tables[i].tolist()  # the next close reuses the table; lists stay
-        record = self._record(rows, self._extras[i].tolist(), now, closed_by)
+        psi, js, ks, w, miss, ref_miss, _n, thr = rows  # WindowStats.from_table's order
+        start, msum, mcount, ph_f, *tail = self._extras[i].tolist()
+        ph, n = int(ph_f), int(tail[-2])
+        shares = self._shares(tail[:-2])
+        data, alarms = self._encoder.encode(
+            window_start=start if start != np.inf else now, window_end=now,
+            closed_by=closed_by, n=n, psi=psi, threshold=thr, js=js, ks=ks, wasserstein=w,
+            missing_rate=miss, reference_missing_rate=ref_miss,
+            decisions=DecisionMix(counts=shares[0], shares=shares[1],
+                                  mean_multiplier=msum / mcount if mcount else None),
+            page_hinkley_alarms=ph)
         if self._collector is not None:
-            self._collector.publish(self.pipeline, self._metric_names, rows, record)
+            self._collector.publish(self.pipeline, self._metric_names, rows, n=n,
+                                    alarms=alarms, page_hinkley=ph, shares=shares[1])
         if self._jsonl is not None:
             with self._jsonl.open("ab") as fh:
-                fh.write(encode_drift(record) + b"\n")
-        return record
+                fh.write(data + b"\n")
+        return data
 
-    def _features(self, rows: list[list[float]]) -> list[FeatureDrift]:
-        # rows: the statistics as lists (stream.drift_window.WindowStats.from_table's order).
-        psi_, js_, ks_, w_, miss_, ref_miss_, _n, thr_ = rows
-        columns = zip(self._rec_names, self._rec_kinds, psi_, thr_, js_, ks_, w_, miss_,
-                      ref_miss_, self._rec_bins, strict=True)
-        return [
-            FeatureDrift(
-                name=name, kind=kind, psi=psi, threshold=thr, alarm=psi > thr,
-                # drift_stats.psi_level, inlined: this runs for every feature of every window
-                level="stable" if psi < 0.1 else "moderate" if psi < 0.25 else "significant",
-                js=js, ks=None if ks != ks else ks, wasserstein=None if w != w else w,
-                missing_rate=miss, reference_missing_rate=ref_miss, bins=bins,
-            )
-            for name, kind, psi, thr, js, ks, w, miss, ref_miss, bins in columns
-        ]
-
-    def _decision_mix(self, totals: list[int], msum: float, mcount: float) -> DecisionMix:
-        labelled = sum(totals)
+    def _shares(self, totals: list[float]) -> tuple[dict[str, int], dict[str, float]]:
+        """Counts and shares of the decisions in the window (the "other" slot only when
+        it counted something; nothing at all without decisions)."""
+        counts = [int(c) for c in totals]
+        labelled = sum(counts)
         if not labelled:
-            counts: dict[str, int] = {}
-            shares: dict[str, float] = {}
-        else:
-            counts = {name: c for name, c in zip(self._dec_names, totals, strict=True)
-                      if c or name != "other"}
-            shares = {k: v / labelled for k, v in counts.items()}
-        mean = msum / mcount if mcount else None
-        return DecisionMix(counts=counts, shares=shares, mean_multiplier=mean)
-
-    def _record(self, rows: list[list[float]], extra: list[float], now: float,
-                closed_by: str) -> DriftRecord:
-        *features, score = self._features(rows)
-        alarms = [f.name for f in features if f.alarm]
-        if score.alarm:
-            alarms.append("score")
-        start, msum, mcount, ph_f, *tail = extra
-        ph = int(ph_f)
-        if ph:
-            alarms.append("page_hinkley")
-        return DriftRecord(
-            pipeline=self.pipeline,
-            model_name=self._model[0],
-            model_version=self._model[1],
-            model_sha256=self._model[2],
-            window_start=start if start != np.inf else now,
-            window_end=now,
-            closed_by=closed_by,  # type: ignore[arg-type]
-            n=int(tail[-2]),
-            reference_n=self.reference_n,
-            false_alarm_rate=self.config.false_alarm_rate,
-            features=features,
-            score=score,
-            decisions=self._decision_mix([int(c) for c in tail[:-2]], msum, mcount),
-            page_hinkley_alarms=ph,
-            alarms=alarms,
-        )
+            return {}, {}
+        mix = {name: c for name, c in zip(self._dec_names, counts, strict=True)
+               if c or name != "other"}
+        return mix, {k: v / labelled for k, v in mix.items()}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,25 +39,30 @@ class DriftCollector(Collector):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._latest: dict[str, tuple[Sequence[str], Any, Any]] = {}
+        # pipeline -> (feature labels, statistics table, events, decision shares)
+        self._latest: dict[str, tuple[Sequence[str], Any, int, Mapping[str, float]]] = {}
         self._windows: dict[str, int] = {}
         self._ph: dict[str, int] = {}
         self._alarms: dict[tuple[str, str], int] = {}
 
-    def publish(self, pipeline: str, names: Sequence[str], table: Any, record: Any) -> None:
+    def publish(self, pipeline: str, names: Sequence[str], table: Any, *, n: int,
+                alarms: Sequence[str], page_hinkley: int,
+                shares: Mapping[str, float]) -> None:
         """Record a closed window (called by the monitor; O(alarms), no gauge updates).
 
         ``names`` are the metric's feature labels in ``table`` order, the score last;
         ``table`` is the window's statistics table (``WindowStats.from_table``; an array
-        or its rows as lists), turned into gauges only when Prometheus scrapes.
+        or its rows as lists), turned into gauges only when Prometheus scrapes. ``n``:
+        the window's events; ``alarms``: the record's (alarming features, then "score"
+        and "page_hinkley" when they fired); ``page_hinkley``: detections; ``shares``:
+        the decision mix.
         """
         with self._lock:
-            self._latest[pipeline] = (names, table, record)
+            self._latest[pipeline] = (names, table, n, shares)
             self._windows[pipeline] = self._windows.get(pipeline, 0) + 1
-            if record.page_hinkley_alarms:
-                self._ph[pipeline] = self._ph.get(pipeline, 0) + record.page_hinkley_alarms
-            # record.alarms names the alarming features, then "score", "page_hinkley".
-            for name in record.alarms:
+            if page_hinkley:
+                self._ph[pipeline] = self._ph.get(pipeline, 0) + page_hinkley
+            for name in alarms:
                 if name == "page_hinkley":
                     continue
                 key = (pipeline, names[-1] if name == "score" else name)
@@ -88,7 +93,7 @@ class DriftCollector(Collector):
         share = GaugeMetricFamily("streamscore_drift_decision_share",
                                   "share of each decision in the latest window",
                                   labels=["pipeline", "decision"])
-        for pipeline, (names, table, record) in latest:
+        for pipeline, (names, table, n, shares) in latest:
             stats = WindowStats.from_table(np.asarray(table, dtype=np.float64))
             columns = {
                 "psi": stats.psi.tolist(), "threshold": stats.threshold.tolist(),
@@ -98,8 +103,8 @@ class DriftCollector(Collector):
             for key, fam in fams.items():
                 for name, value in zip(names, columns[key], strict=True):
                     fam.add_metric([pipeline, name], value)
-            events.add_metric([pipeline], record.n)
-            for decision, value in record.decisions.shares.items():
+            events.add_metric([pipeline], n)
+            for decision, value in shares.items():
                 share.add_metric([pipeline, decision], value)
         yield from fams.values()
         yield events

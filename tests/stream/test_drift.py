@@ -12,13 +12,21 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import binom, chi2, entropy, ks_2samp, wasserstein_distance
 
-from schemas.drift import decode_drift, drift_json_schema, encode_drift
+from schemas.drift import (
+    DecisionMix,
+    DriftRecord,
+    DriftRecordEncoder,
+    FeatureDrift,
+    decode_drift,
+    drift_json_schema,
+    encode_drift,
+)
 from scorers.refstats import bin_counts, categorical_codes, reference_stats
 from stream import drift_stats
 from stream.config import DriftConfig
 from stream.drift import SCORE_LABEL, DriftMonitor
 from stream.drift_stats import LUT_MAX_CODE, accumulate, build_layout, page_hinkley
-from stream.drift_window import PSEUDO_COUNT, window_stats
+from stream.drift_window import PSEUDO_COUNT, psi_level, window_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 N_NUM, N_CAT = 8, 2
@@ -47,11 +55,41 @@ def reference():
                            categorical=["country", "channel"])
 
 
+class Decoded:
+    """A monitor whose records come back decoded (``DriftRecord``), after checking that
+    its bytes are exactly the Struct's encoding of that record."""
+
+    def __init__(self, mon):
+        self.mon = mon
+
+    @staticmethod
+    def _decode(records):
+        out = []
+        for data in records:
+            assert type(data) is bytes
+            record = decode_drift(data)
+            assert encode_drift(record) == data  # byte for byte
+            out.append(record)
+        return out
+
+    def update(self, *args, **kw):
+        return self._decode(self.mon.update(*args, **kw))
+
+    def tick(self, *args, **kw):
+        return self._decode(self.mon.tick(*args, **kw))
+
+    def flush(self, *args, **kw):
+        return self._decode(self.mon.flush(*args, **kw))
+
+    def __getattr__(self, name):
+        return getattr(self.mon, name)
+
+
 def monitor(reference, registry=None, **cfg):
     config = DriftConfig(**{"window_events": 1000, "window_seconds": 0, "sub_windows": 1,
                             **cfg})
     info = {"name": "fraud", "version": 3, "sha256": "ab" * 32}
-    return DriftMonitor(reference, NAMES, config, "fraud", info, registry=registry)
+    return Decoded(DriftMonitor(reference, NAMES, config, "fraud", info, registry=registry))
 
 
 def feed(mon, rng, events, batch=512, **kw):
@@ -353,7 +391,74 @@ def test_binning_without_lookup_tables_and_blocks_of_any_size(reference, monkeyp
 def test_default_registry_is_the_global_one(reference, unique_name):
     rng = np.random.default_rng(12)
     config = DriftConfig(window_events=500, window_seconds=0, sub_windows=1)
-    mon = DriftMonitor(reference, NAMES, config, unique_name)
+    mon = Decoded(DriftMonitor(reference, NAMES, config, unique_name))
     (r,) = mon.update(draw(rng, 500), rng.random(500), now=1.0)
     labels = {"pipeline": unique_name, "feature": "f0"}
     assert REGISTRY.get_sample_value("streamscore_drift_psi", labels) == r.features[0].psi
+
+
+def _struct_record(names, kinds, bins, cols, **fields):
+    """The record as the Struct path writes it: a FeatureDrift per feature."""
+    feats = [
+        FeatureDrift(name=n, kind=k, psi=p, threshold=t, alarm=p > t,
+                     level=psi_level(p), js=j, ks=None if ks != ks else ks,
+                     wasserstein=None if w != w else w, missing_rate=m,
+                     reference_missing_rate=rm, bins=b)
+        for n, k, b, p, t, j, ks, w, m, rm in zip(names, kinds, bins, *cols, strict=True)]
+    alarms = [f.name for f in feats[:-1] if f.alarm] + ["score"] * feats[-1].alarm
+    if fields.get("page_hinkley_alarms"):
+        alarms.append("page_hinkley")
+    return DriftRecord(features=feats[:-1], score=feats[-1], alarms=alarms, **fields)
+
+
+@pytest.mark.parametrize("case", ["plain", "nan_ks", "alarms", "pricing", "empty_mix"])
+def test_column_encoder_writes_the_struct_encoding_byte_for_byte(case):
+    """DriftRecordEncoder == encode_drift(DriftRecord(...)) on the same numbers: null
+    KS/Wasserstein, alarms on features and score, Page-Hinkley, level boundaries, a
+    price multiplier, no decisions, names that need escaping."""
+    rng = np.random.default_rng(13)
+    names = ['amount', 'h"our', "pa\u00efs", "x\\y", "%s", "score"]
+    kinds = ["numeric", "numeric", "categorical", "numeric", "numeric", "score"]
+    bins = [11, 7, 4, 2, 1, 21]
+    f = len(names)
+    psi = rng.random(f) * 0.02  # below the thresholds
+    thr = np.full(f, 0.03)
+    js, ks, w = rng.random(f), rng.random(f), rng.random(f) * 3
+    miss, ref_miss = rng.random(f) * 0.1, rng.random(f) * 0.1
+    ks[2] = w[2] = np.nan  # categorical: not defined
+    mix = DecisionMix(counts={"approve": 3, "review": 1, "decline": 0},
+                      shares={"approve": 0.75, "review": 0.25, "decline": 0.0})
+    ph = 0
+    if case == "nan_ks":
+        ks[:] = np.nan
+        w[:] = np.nan
+    if case == "alarms":
+        psi[[0, 3, 4, 5]] = [0.1, 0.25, 0.05, 3.0]  # level boundaries, score alarm
+        thr[3] = 0.25  # psi == threshold: no alarm
+        ph = 2
+    if case == "pricing":
+        mix = DecisionMix(mean_multiplier=1.0374999999999999)
+    if case == "empty_mix":
+        mix = DecisionMix()
+    cols = [c.tolist() for c in (psi, thr, js, ks, w, miss, ref_miss)]
+    fields = {"pipeline": "fr\u00e4ud \"x\"", "model_name": "m", "model_version": "7",
+              "model_sha256": "ab" * 32, "window_start": 1_790_000_000.125,
+              "window_end": 1_790_000_060.5, "closed_by": "count", "n": 5000,
+              "reference_n": 100_000, "false_alarm_rate": 0.01, "decisions": mix,
+              "page_hinkley_alarms": ph}
+    expected = _struct_record(names, kinds, bins, cols, **fields)
+    enc = DriftRecordEncoder(
+        pipeline=fields["pipeline"], model_name="m", model_version="7",
+        model_sha256="ab" * 32, reference_n=100_000, false_alarm_rate=0.01, names=names,
+        kinds=kinds, bins=bins)
+    data, alarms = enc.encode(
+        window_start=fields["window_start"], window_end=fields["window_end"],
+        closed_by="count", n=5000, psi=cols[0], threshold=cols[1], js=cols[2], ks=cols[3],
+        wasserstein=cols[4], missing_rate=cols[5], reference_missing_rate=cols[6],
+        decisions=mix, page_hinkley_alarms=ph)
+    assert data == encode_drift(expected)
+    assert decode_drift(data) == expected and alarms == expected.alarms
+    if case == "alarms":
+        assert alarms == ["amount", "%s", "score", "page_hinkley"]
+        assert [x.level for x in expected.features[:4]] == [
+            "moderate", "stable", "stable", "significant"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from schemas.drift import encode_drift
+from schemas.drift import decode_drift, encode_drift
 from scorers.refstats import reference_stats
 from stream.cli import main
 from stream.config import DriftConfig
@@ -35,8 +35,9 @@ def _records(tmp_path: Path, windows: int = 4, jsonl: Path | None = None):
                        registry=None, jsonl_path=jsonl)
     out = []
     for i in range(windows):
-        out += mon.update(draw(500, shift=0.5 * (i == windows - 1)), rng.random(500),
-                          np.zeros(500, dtype=np.int8), now=1_790_000_000.0 + 60 * i)
+        out += map(decode_drift, mon.update(
+            draw(500, shift=0.5 * (i == windows - 1)), rng.random(500),
+            np.zeros(500, dtype=np.int8), now=1_790_000_000.0 + 60 * i))
     return out
 
 
