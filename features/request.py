@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -105,13 +106,20 @@ def request_spec(pipeline: str) -> RequestFeatureSpec:
 
 def encode_strings(values: Any, lookup: Mapping[str, int]) -> F64:
     """Vocabulary codes of a string column as float64; unknown or missing -> NaN."""
-    arr = np.asarray(values, dtype=object)
+    arr = np.asarray(values, dtype=object).ravel()
     nan = float("nan")
-    return np.fromiter(
-        (lookup.get(v, nan) if isinstance(v, str) else nan for v in arr.ravel()),
-        dtype=np.float64,
-        count=arr.size,
-    )
+    try:
+        # C-level: a dict lookup per value, no Python frame per event (the generator
+        # below cost ~0.1 us per value). Vocabulary keys are str, so a non-str value
+        # (None, NaN, a number) finds nothing and gets NaN, as below.
+        return np.fromiter(map(lookup.get, arr, repeat(nan)), dtype=np.float64,
+                           count=arr.size)
+    except TypeError:  # an unhashable value: the careful way
+        return np.fromiter(
+            (lookup.get(v, nan) if isinstance(v, str) else nan for v in arr),
+            dtype=np.float64,
+            count=arr.size,
+        )
 
 
 class RequestFeatures:

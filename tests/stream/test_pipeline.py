@@ -171,6 +171,26 @@ def test_a_failing_model_still_decides_every_event_by_rules(fraud_booster):
     assert [r["outcome"] for r in records] == ["approve", "approve", "approve", "review"]
     assert all(r["degraded_reasons"] == ["model_error"] and r["score"] is None
                for r in records)
+    # Counts per reason over mixed bit masks (model error alone, with over budget).
+    old = json.dumps(fraud_event(9, event_time=NOW - 5)).encode()
+    res = core.process([old, old, *[json.dumps(fraud_event(i)).encode() for i in range(3)]],
+                       now=NOW)
+    assert res.degraded_reasons == {"model_error": 5, "over_budget": 2}
+    assert res.n_degraded == 5 and res.budget_misses == 2
+    assert [json.loads(v)["degraded_reasons"] for _, v in res.decisions][:3] == [
+        ["over_budget", "model_error"], ["over_budget", "model_error"], ["model_error"]]
+
+
+def test_blocked_countries_are_matched_exactly(fraud_booster):
+    cfg = config("fraud", policy={"kind": "fraud", "review_above": 0.3, "decline_above": 0.7,
+                                  "blocked_countries": ["KP", "IR"], "max_amount": 5000,
+                                  "fallback_review_above_amount": 300})
+    core = fraud_core(fraud_booster, cfg=cfg)
+    countries = ["KP", "US", "IR", "DE", "KP"]
+    res = core.process([json.dumps(fraud_event(i, country=c, amount=10.0)).encode()
+                        for i, c in enumerate(countries)], now=NOW)
+    rules = [json.loads(v)["rule"] for _, v in res.decisions]
+    assert rules == ["blocked_country", None, "blocked_country", None, "blocked_country"]
 
 
 def test_model_needing_unknown_features_is_a_config_error(fraud_booster):
