@@ -1,8 +1,9 @@
 """Streaming card velocity updates (count and sum over sliding windows) in Feast's layout.
 
-Choice and why: the window state (per-minute buckets of count and sum, one small msgpack
-string per card) lives in Redis, and a Lua script, run server side, folds each batch into
-it, computes the windows and writes the view's features into the card's
+Choice and why: the window state (per-minute buckets of count and sum plus the running
+window totals, one small struct-packed string per card, layout next to ``_SCRIPT``) lives
+in Redis, and a Lua script, run server side, folds each batch into it, computes the
+windows and writes the view's features into the card's
 Feast hash (murmur3 field names, Feast ``Value`` protobufs, ``_ts:view``), so
 ``get_online_features`` and ``OnlineReader`` read them like any pushed row. One pipelined
 round trip per batch, no read-modify-write race between workers (each script runs
@@ -15,8 +16,11 @@ Windows: a feature named ``<anything>count_<N><s|m|h|d>`` or ``<anything>sum_<N>
 is the count or sum of the card's events whose bucket (``bucket_s`` seconds, default 60)
 lies within the last ``N<unit>`` before the card's latest event bucket, inclusive; so a
 window is exact up to the bucket granularity. State keys are ``ssvel:`` + the Feast key
-and expire after the longest window. Scripts are chunked (``cards_per_script``) so no
-single one blocks Redis for more than a few milliseconds.
+and expire after the longest window. Scripts are chunked (``cards_per_script``, default
+32: ~0.3-0.6 ms of Redis each) so no single one blocks the online reads that share Redis
+(their timeout is ~20 ms); Redis runs the pipelined scripts of one update a read buffer
+(16 KB, 2-3 scripts) at a time, serving other clients in between, and a script's fixed
+cost is too small to measure against its cards (``bench features``, RESULTS.md).
 """
 
 from __future__ import annotations
@@ -50,84 +54,190 @@ _TYPE_TAGS = {"INT64": 0x20, "INT32": 0x18, "DOUBLE": 0x29, "FLOAT": 0x35}
 
 # KEYS: per card [feast key, state key]. ARGV: header, then two packed little-endian
 # float64 blobs (built by numpy, no per-event Python): per card [seconds, nanos, n_pairs],
-# then all cards' pairs in card order, each [bucket, count, sum].
+# then all cards' pairs in card order, each [bucket, count, sum], buckets ascending.
 # Header: n_windows, ts_field, state_ttl, feast_key_ttl, then per window
 # [buckets, count_field, count_tag, sum_field, sum_tag] (empty field = not requested).
+#
+# State (``ssvel:`` key), format 2, struct-packed little-endian: a header
+#   'V', n_windows (B), window signature (H), latest seconds (d), latest nanos (I),
+#   newest bucket N (d), N's count (I) and sum (d), then per window its count (I), sum (d)
+# followed by the older buckets still inside the longest window, oldest first, each
+#   [N - bucket (I), count (I), sum (d)].
+# Why this shape (measured, see benchmarks/RESULTS.md): Redis' cost per card was mostly
+# Lua work on the former cmsgpack table (a Lua table per bucket, a pairs() walk, cmsgpack
+# pack of ~180 numbers) and Lua strings of ~1 KB made per card. Here the running window
+# totals sit in the header, so a batch whose events all fall in the card's newest bucket
+# (the usual case of a live stream: a busy card gets many events a minute) only rewrites
+# the header in place (SETRANGE + EXPIRE); any other batch merges its sorted buckets with
+# the sorted state in one pass, recomputing the totals from the buckets (no running
+# subtraction, so no rounding drift). A format-1 state (cmsgpack array [sec, nanos,
+# bucket, count, sum, ...], any bucket order) is read and rewritten as format 2, so a
+# deployment's existing keys upgrade in place; a format-1 script cannot read format 2
+# (its script fails with an error, counted as a failed update), so do not run workers of
+# both versions on one Redis at once.
 _SCRIPT = r"""
+local floor, char, byte, rep = math.floor, string.char, string.byte, string.rep
+local sunpack, spack, munpack, call = struct.unpack, struct.pack, cmsgpack.unpack, redis.call
+-- protobuf varint, unrolled: a table and table.concat per value cost ~2 us per card
 local function varint(v)
-  local out = {}
+  if v < 128 then return char(v) end
+  local b1 = v % 128 + 128
+  v = floor(v / 128)
+  if v < 128 then return char(b1, v) end
+  local b2 = v % 128 + 128
+  v = floor(v / 128)
+  if v < 128 then return char(b1, b2, v) end
+  local b3 = v % 128 + 128
+  v = floor(v / 128)
+  if v < 128 then return char(b1, b2, b3, v) end
+  local b4 = v % 128 + 128
+  v = floor(v / 128)
+  if v < 128 then return char(b1, b2, b3, b4, v) end
+  local out = {char(b1, b2, b3, b4)}
   while v >= 128 do
-    out[#out + 1] = string.char(v % 128 + 128)
-    v = math.floor(v / 128)
+    out[#out + 1] = char(v % 128 + 128)
+    v = floor(v / 128)
   end
-  out[#out + 1] = string.char(v)
+  out[#out + 1] = char(v)
   return table.concat(out)
 end
 local function encode(tag, v)
-  tag = tonumber(tag)
-  if tag == 41 then return '\41' .. struct.pack('<d', v) end
-  if tag == 53 then return '\53' .. struct.pack('<f', v) end
-  return string.char(tag) .. varint(v)
+  if tag == 41 then return '\41' .. spack('<d', v) end
+  if tag == 53 then return '\53' .. spack('<f', v) end
+  return char(tag) .. varint(v)
 end
 local n_cards, n_win = #KEYS / 2, tonumber(ARGV[1])
-local ts_field, state_ttl, key_ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local win = {}
-local a = 5
-local longest = 0
+-- TTLs stay strings: a Lua number argument is formatted with sprintf on every call
+local state_ttl, key_ttl = ARGV[3], ARGV[4]
+local expire_key = tonumber(key_ttl) > 0
+local wb, ctag, stag, cpos, spos = {}, {}, {}, {}, {}
+local args = {false, ARGV[2], false}
+local a, longest, sig = 5, 0, 0
 for w = 1, n_win do
-  win[w] = {tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]}
-  if win[w][1] > longest then longest = win[w][1] end
+  wb[w] = tonumber(ARGV[a])
+  if wb[w] > longest then longest = wb[w] end
+  sig = (sig * 8191 + wb[w]) % 65536
+  if ARGV[a + 1] ~= '' then
+    args[#args + 1] = ARGV[a + 1]; ctag[w] = tonumber(ARGV[a + 2]); cpos[w] = #args + 1
+    args[#args + 1] = false
+  end
+  if ARGV[a + 3] ~= '' then
+    args[#args + 1] = ARGV[a + 3]; stag[w] = tonumber(ARGV[a + 4]); spos[w] = #args + 1
+    args[#args + 1] = false
+  end
   a = a + 5
 end
 local card_blob, pair_blob = ARGV[a], ARGV[a + 1]
+local FIXED = '<BBHdIdId'
+local HFMT = FIXED .. rep('Id', n_win)
+local H = struct.size(HFMT)
+local fmts = {}
+local function efmt(k)
+  local f = fmts[k]
+  if not f then f = '<' .. rep('IId', k); fmts[k] = f end
+  return f
+end
 local cp, pp = 1, 1
+local pb, tot, out = {}, {}, {}
 for c = 1, n_cards do
   local fkey, skey = KEYS[2 * c - 1], KEYS[2 * c]
-  local sec, nanos, n_pairs
-  sec, nanos, n_pairs, cp = struct.unpack("<ddd", card_blob, cp)
-  -- state: msgpack {latest seconds, latest nanos, bucket, count, sum, bucket, count, sum...}
-  local raw = redis.call('GET', skey)
-  local st = raw and {cmsgpack.unpack(raw)} or {}
-  st = st[1] or {0, 0}
-  if st[1] > sec or (st[1] == sec and st[2] > nanos) then sec, nanos = st[1], st[2] end
-  local bk = {}
-  local newest = -math.huge
-  for i = 3, #st, 3 do
-    bk[st[i]] = {st[i + 1], st[i + 2]}
-    if st[i] > newest then newest = st[i] end
+  local sec, nanos, np_
+  sec, nanos, np_, cp = sunpack('<ddd', card_blob, cp)
+  for p = 3, 3 * np_, 3 do
+    pb[p - 2], pb[p - 1], pb[p], pp = sunpack('<ddd', pair_blob, pp)
   end
-  for p = 1, n_pairs do
-    local b, n, s
-    b, n, s, pp = struct.unpack("<ddd", pair_blob, pp)
-    local e = bk[b]
-    if e then e[1] = e[1] + n; e[2] = e[2] + s else bk[b] = {n, s} end
-    if b > newest then newest = b end
-  end
-  local cnt, sum = {}, {}
-  for w = 1, n_win do cnt[w] = 0; sum[w] = 0 end
-  local keep = {sec, nanos}
-  for b, e in pairs(bk) do
-    if b > newest - longest then
-      keep[#keep + 1] = b; keep[#keep + 1] = e[1]; keep[#keep + 1] = e[2]
-      for w = 1, n_win do
-        if b > newest - win[w][1] then cnt[w] = cnt[w] + e[1]; sum[w] = sum[w] + e[2] end
+  local raw = call('GET', skey)
+  local v2 = raw and byte(raw, 1) == 86
+  local fast, N, nN, sN, hn, hsig, pos = false, 0, 0, 0, 0, 0, 1
+  if v2 then
+    local _, hsec, hnan
+    _, hn, hsig, hsec, hnan, N, nN, sN, pos = sunpack(FIXED, raw)
+    if hsec > sec or (hsec == sec and hnan > nanos) then sec, nanos = hsec, hnan end
+    if hn == n_win and hsig == sig then
+      -- fast when every event lands in bucket N or before every window (dropped)
+      fast = true
+      for p = 3, 3 * np_, 3 do
+        local b = pb[p - 2]
+        if b ~= N and b > N - longest then fast = false; break end
       end
     end
   end
-  redis.call('SET', skey, cmsgpack.pack(keep), 'EX', state_ttl)
+  if fast then
+    for w = 1, n_win do tot[2 * w - 1], tot[2 * w], pos = sunpack('<Id', raw, pos) end
+    for p = 3, 3 * np_, 3 do
+      if pb[p - 2] == N then
+        local n, s = pb[p - 1], pb[p]
+        nN = nN + n; sN = sN + s
+        for w = 1, 2 * n_win, 2 do tot[w] = tot[w] + n; tot[w + 1] = tot[w + 1] + s end
+      end
+    end
+    call('SETRANGE', skey, 0, spack(HFMT, 86, n_win, sig, sec, nanos, N, nN, sN,
+      unpack(tot, 1, 2 * n_win)))
+    call('EXPIRE', skey, state_ttl)
+  else
+    -- the state's buckets as [N - bucket, count, sum] in t, oldest first, N itself last
+    local t, k = nil, 0
+    if v2 then
+      local h = hn == n_win and H or struct.size(FIXED .. rep('Id', hn))
+      k = (#raw - h) / 16
+      if k > 0 then t = {sunpack(efmt(k), raw, h + 1)} else t = {} end
+      t[3 * k + 1] = 0; t[3 * k + 2] = nN; t[3 * k + 3] = sN
+      k = k + 1
+    elseif raw then  -- format 1 (cmsgpack), buckets in any order
+      local st = munpack(raw)
+      if type(st) ~= 'table' then st = {0, 0} end
+      if st[1] > sec or (st[1] == sec and st[2] > nanos) then sec, nanos = st[1], st[2] end
+      local bs, at = {}, {}
+      for i = 3, #st, 3 do bs[#bs + 1] = st[i]; at[st[i]] = i end
+      table.sort(bs)
+      k = #bs
+      N = bs[k] or 0
+      t = {}
+      for i = 1, k do
+        local j = at[bs[i]]
+        t[3 * i - 2] = N - bs[i]; t[3 * i - 1] = st[j + 1]; t[3 * i] = st[j + 2]
+      end
+    end
+    -- merge the sorted state with the sorted pairs; keep what the longest window holds
+    local top = pb[3 * np_ - 2]
+    if k > 0 and N > top then top = N end
+    local lo = top - longest
+    for w = 1, 2 * n_win do tot[w] = 0 end
+    local q, i, p = 0, 1, 1
+    while i <= k or p <= np_ do
+      local eb = i <= k and N - t[3 * i - 2] or nil
+      local b = p <= np_ and pb[3 * p - 2] or nil
+      local n, s
+      if b == nil or (eb ~= nil and eb < b) then
+        b, n, s = eb, t[3 * i - 1], t[3 * i]; i = i + 1
+      elseif eb == nil or b < eb then
+        n, s = pb[3 * p - 1], pb[3 * p]; p = p + 1
+      else
+        n, s = t[3 * i - 1] + pb[3 * p - 1], t[3 * i] + pb[3 * p]; i = i + 1; p = p + 1
+      end
+      if b > lo then
+        local d = top - b
+        out[q + 1] = d; out[q + 2] = n; out[q + 3] = s; q = q + 3
+        for w = 1, n_win do
+          if d < wb[w] then tot[2 * w - 1] = tot[2 * w - 1] + n; tot[2 * w] = tot[2 * w] + s end
+        end
+      end
+    end
+    -- the newest bucket (top) is the last one kept: it goes into the header
+    local state = spack(HFMT, 86, n_win, sig, sec, nanos, top, out[q - 1], out[q],
+      unpack(tot, 1, 2 * n_win))
+    if q > 3 then state = state .. spack(efmt(q / 3 - 1), unpack(out, 1, q - 3)) end
+    call('SET', skey, state, 'EX', state_ttl)
+  end
   local ts = (sec > 0 and ('\8' .. varint(sec)) or '')
   if nanos > 0 then ts = ts .. '\16' .. varint(nanos) end
-  local args = {fkey, ts_field, ts}
+  args[1] = fkey; args[3] = ts
   for w = 1, n_win do
-    if win[w][2] ~= '' then
-      args[#args + 1] = win[w][2]; args[#args + 1] = encode(win[w][3], cnt[w])
-    end
-    if win[w][4] ~= '' then
-      args[#args + 1] = win[w][4]; args[#args + 1] = encode(win[w][5], sum[w])
-    end
+    if cpos[w] then args[cpos[w]] = encode(ctag[w], tot[2 * w - 1]) end
+    if spos[w] then args[spos[w]] = encode(stag[w], tot[2 * w]) end
   end
-  redis.call('HSET', unpack(args))
-  if key_ttl > 0 then redis.call('EXPIRE', fkey, key_ttl) end
+  call('HSET', unpack(args))
+  if expire_key then call('EXPIRE', fkey, key_ttl) end
 end
 return n_cards
 """
@@ -165,7 +275,7 @@ class VelocityUpdater:
         *,
         bucket_s: int = 60,
         timeout_ms: float = 1000.0,
-        cards_per_script: int = 256,
+        cards_per_script: int = 32,
         breaker: CircuitBreaker | None = None,
     ) -> None:
         from features.online import connection_pool
@@ -221,6 +331,7 @@ class VelocityUpdater:
         self._keys_template = np.frombuffer(
             first + bytes(8) + suffix + second + bytes(8) + suffix + b"\r\n", np.uint8
         )
+        self._script = _SCRIPT
         self._sha = hashlib.sha1(_SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
         self._pool = connection_pool(url, timeout_ms / 1000.0)
         # One connection of the updater's own, used under a lock (see OnlineReader).
@@ -342,7 +453,7 @@ class VelocityUpdater:
                         raise error
                     if not failed or attempt:
                         break
-                    conn.send_command("SCRIPT", "LOAD", _SCRIPT)
+                    conn.send_command("SCRIPT", "LOAD", self._script)
                     conn.read_response()
                     pending = failed
                 if failed:
