@@ -1,12 +1,13 @@
 """The fast online reader: Feast-managed features from Redis in one pipelined round trip.
 
 ``OnlineReader`` reads the Feast repo once at start-up (project, views, join keys and
-their types, feature value types, TTLs, the string vocabulary) and prebuilds every byte it
-can: views with the same join keys share one Feast hash, so they form one group read by
-one HMGET per entity, whose field list, key prefix and suffix are RESP-encoded once. A
-``read`` then deduplicates the batch's entities per group, writes all HMGETs into one
-buffer, sends it on one connection, and two compiled passes (``features.resp``) decode
-the replies straight from the socket buffer and spread them into a float64 matrix in
+their types, feature value types, TTLs, the string vocabulary; the plan is built by
+``features.readplan``) and prebuilds every byte it can: views with the same join keys
+share one Feast hash, so they form one group read by one HMGET per entity, whose field
+list, key prefix and suffix are RESP-encoded once. A ``read`` then deduplicates the
+batch's entities per group, writes all HMGETs into one buffer, sends it on one
+connection, and two compiled passes (``features.resp``) decode the replies straight from
+the socket buffer and spread them into a float64 matrix in
 ``feature_refs`` order with per-view presence, staleness and age.
 
 Faults never reach the caller: a Redis timeout (``timeout_ms``), a lost connection or an
@@ -25,14 +26,14 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
 
-from features import layout, resp
+from features import readplan, resp
 from features.breaker import CircuitBreaker
 from features.exceptions import FeatureRepoError
 
@@ -40,13 +41,6 @@ __all__ = ["OnlineReader", "ReadResult", "connection_pool"]
 
 log = logging.getLogger(__name__)
 
-_KINDS = {
-    "INT64": layout.KIND_INT64,
-    "INT32": layout.KIND_INT32,
-    "STRING": layout.KIND_STRING,
-    "BYTES": layout.KIND_BYTES,
-}
-_NUMERIC = {"INT32", "INT64", "FLOAT", "DOUBLE", "BOOL", "UNIX_TIMESTAMP"}
 # Below these sizes plain Python beats numpy's fixed cost per operation (measured with
 # benchmarks/bench_features.py): small batches dedupe with a dict and decode value by value.
 _SMALL_ROWS = 32
@@ -81,45 +75,11 @@ class ReadResult:
         return ~self.present & ~self.stale
 
 
-@dataclass
-class _View:
-    name: str  # the name used in Redis field names (versioned if enabled)
-    join_keys: tuple[str, ...]
-    kinds: tuple[int, ...]
-    features: tuple[str, ...]  # requested features, in first-appearance order
-    cols: np.ndarray  # their columns in the output matrix
-    strings: list[tuple[int, dict[bytes, float]]]  # (feature index, vocabulary lookup)
-    ttl: float  # seconds; 0 = no TTL
-    fields: list[bytes]  # its hash fields: features then the _ts field
-    types: dict[str, Any]  # feature name -> feast ValueType (read_dict only)
-
-
-@dataclass
-class _Group:
-    """Views with the same join keys: Feast keeps them in one hash, read by one HMGET."""
-
-    join_keys: tuple[str, ...]
-    kinds: tuple[int, ...]
-    views: list[int]  # indices into OnlineReader._views
-    offsets: list[int]  # where each view's fields start in the reply
-    width: int  # fields per reply
-    cmd_head: bytes  # RESP array header + HMGET
-    cmd_tail: bytes  # RESP of the field list
-    key_fn: Any  # entity value (or tuple of values) -> Redis key
-    template: np.ndarray | None  # one int64 entity's command with the id bytes zeroed
-    id_at: int  # where the 8 id bytes go in ``template``
-    commands: dict[Any, bytes] = field(default_factory=dict)  # entity -> its HMGET command
-
-
 def connection_pool(url: str, timeout_s: float) -> redis.ConnectionPool:
     """A redis-py pool whose connections time out after ``timeout_s`` (hiredis parser)."""
     return redis.ConnectionPool.from_url(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, max_connections=64
     )
-
-
-def _bulk(raw: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(raw), raw)
 
 
 class OnlineReader:
@@ -149,10 +109,10 @@ class OnlineReader:
         self._store = store
         vocab_file = self.repo_path / "vocab.json"
         vocab = load_vocab(repo_path) if vocab_file.exists() else {}
-        self._views = self._plan(store, vocab, strict)
-        self._groups = self._group_views()
-        self._tables = self._slot_tables()
-        self._spread = self._spread_tables()
+        self._views = readplan.plan_views(store, self.feature_refs, vocab, strict)
+        self._groups = readplan.group_views(self._views, self.project)
+        self._tables = readplan.slot_tables(self._views, self._groups)
+        self._spread = readplan.spread_tables(self._views, self._groups)
         self.views = tuple(v.name for v in self._views)
         self.join_keys = tuple(dict.fromkeys(k for v in self._views for k in v.join_keys))
         self._suffix = self.project.encode("utf-8")
@@ -165,160 +125,10 @@ class OnlineReader:
 
     # ---- start-up -------------------------------------------------------------------------
 
-    def _plan(self, store: Any, vocab: Mapping[str, list[str]], strict: bool) -> list[_View]:
-        from feast.infra.online_stores.helpers import compute_versioned_name
-
-        versioning = bool(
-            getattr(store.config.registry, "enable_online_feature_view_versioning", False)
-        )
-        by_name = {fv.name: fv for fv in store.list_feature_views()}
-        wanted: dict[str, list[tuple[str, int]]] = {}
-        for col, ref in enumerate(self.feature_refs):
-            view, sep, feature = ref.partition(":")
-            if not sep or view not in by_name:
-                raise FeatureRepoError(f"unknown feature reference {ref!r} (expected view:feature)")
-            wanted.setdefault(view, []).append((feature, col))
-        plans = []
-        for view_name, items in wanted.items():
-            fv = by_name[view_name]
-            fields = {f.name: f for f in fv.features}
-            entity_cols = list(fv.entity_columns)
-            join_keys = tuple(c.name for c in entity_cols)
-            kinds = []
-            for c in entity_cols:
-                kind = _KINDS.get(c.dtype.to_value_type().name)
-                if kind is None:
-                    raise FeatureRepoError(
-                        f"join key {c.name} of {view_name} has an unsupported type"
-                    )
-                kinds.append(kind)
-            features, cols, strings, types = [], [], [], {}
-            for i, (feature, col) in enumerate(items):
-                if feature not in fields:
-                    raise FeatureRepoError(f"view {view_name} has no feature {feature!r}")
-                vtype = fields[feature].dtype.to_value_type()
-                types[feature] = vtype
-                if vtype.name == "STRING" and feature in vocab:
-                    strings.append((i, layout.string_lookup(vocab[feature])))
-                elif vtype.name not in _NUMERIC and strict:
-                    raise FeatureRepoError(
-                        f"{view_name}:{feature} ({vtype.name}) cannot go into a float matrix"
-                        + (" (no vocabulary in vocab.json)" if vtype.name == "STRING" else "")
-                    )
-                features.append(feature)
-                cols.append(col)
-            name = compute_versioned_name(fv, versioning)
-            field_names = [layout.field_name(name, f) for f in features] + [layout.ts_field(name)]
-            ttl = fv.ttl.total_seconds() if fv.ttl else 0.0
-            plans.append(
-                _View(
-                    name=name,
-                    join_keys=join_keys,
-                    kinds=tuple(kinds),
-                    features=tuple(features),
-                    cols=np.array(cols, dtype=np.int64),
-                    strings=strings,
-                    ttl=ttl,
-                    fields=field_names,
-                    types=types,
-                )
-            )
-        return plans
-
-    def _group_views(self) -> list[_Group]:
-        """One HMGET per entity for all views keyed by the same join keys (one hash)."""
-        by_keys: dict[tuple[Any, ...], list[int]] = {}
-        for j, view in enumerate(self._views):
-            by_keys.setdefault((view.join_keys, view.kinds), []).append(j)
-        suffix = self.project.encode("utf-8")
-        groups = []
-        for (join_keys, kinds), members in by_keys.items():
-            offsets: list[int] = []
-            fields: list[bytes] = []
-            for j in members:
-                offsets.append(len(fields))
-                fields += self._views[j].fields
-            head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
-            tail = b"".join(_bulk(f) for f in fields)
-            template, id_at = None, 0
-            if len(join_keys) == 1 and kinds[0] == layout.KIND_INT64:
-                # every command has the same length: a template row, then the 8 id bytes
-                prefix = layout.entity_key(join_keys, kinds, [0])[:-8]
-                start = head + b"$%d\r\n" % (len(prefix) + 8 + len(suffix)) + prefix
-                id_at = len(start)
-                template = np.frombuffer(start + bytes(8) + suffix + b"\r\n" + tail, np.uint8)
-            groups.append(
-                _Group(
-                    join_keys=join_keys,
-                    kinds=kinds,
-                    views=members,
-                    offsets=offsets,
-                    width=len(fields),
-                    cmd_head=head,
-                    cmd_tail=tail,
-                    key_fn=layout.key_function(self.project, join_keys, kinds),
-                    template=template,
-                    id_at=id_at,
-                )
-            )
-        return groups
-
-    def _slot_tables(self) -> tuple[np.ndarray, ...]:
-        """What each HMGET reply slot holds, per group, for ``resp.parse_hmget``."""
-        kinds: list[int] = []
-        vocab_of: list[int] = []
-        lookups: list[dict[bytes, float]] = []
-        slot0, width = [], []
-        for group in self._groups:
-            slot0.append(len(kinds))
-            width.append(group.width)
-            for j in group.views:
-                view = self._views[j]
-                strings = dict(view.strings)
-                for i in range(len(view.features)):
-                    if i in strings:
-                        kinds.append(resp.SLOT_STRING)
-                        vocab_of.append(len(lookups))
-                        lookups.append(strings[i])
-                    else:
-                        kinds.append(resp.SLOT_NUMBER)
-                        vocab_of.append(0)
-                kinds.append(resp.SLOT_TIMESTAMP)
-                vocab_of.append(0)
-        v = resp.Vocabularies(lookups)
-        return (
-            np.array(width, dtype=np.int64),
-            np.array(slot0, dtype=np.int64),
-            np.array(kinds, dtype=np.int8),
-            np.array(vocab_of, dtype=np.int64),
-            *(v.buf, v.start, v.length, v.code, v.lo, v.hi),
-        )
-
-    def _spread_tables(self) -> tuple[np.ndarray, ...]:
-        """Where each view's values and timestamp sit in its group's replies (``spread``)."""
-        place = {
-            j: (g, off)
-            for g, grp in enumerate(self._groups)
-            for j, off in zip(grp.views, grp.offsets, strict=True)
-        }
-        views = self._views
-        nfeat = [len(v.features) for v in views]
-        columns: list[Any] = [
-            [place[j][0] for j in range(len(views))],  # group
-            [place[j][1] for j in range(len(views))],  # offset in the group's reply
-            nfeat,
-            [v.ttl for v in views],
-            np.cumsum([0, *nfeat[:-1]]),  # where its output columns start in ``cols``
-            [c for v in views for c in v.cols.tolist()],
-        ]
-        return tuple(
-            np.asarray(c, dtype=np.float64 if k == 3 else np.int64) for k, c in enumerate(columns)
-        )
-
     # ---- the hot path -----------------------------------------------------------------------
 
     def _group_keys(
-        self, group: _Group, entities: Mapping[str, Any], n: int
+        self, group: readplan.Group, entities: Mapping[str, Any], n: int
     ) -> tuple[bytes, int, np.ndarray | None]:
         """RESP bytes of the group's HMGETs for the unique entities, their count, and row ->
         unique index (None when every row is its own unique entity, in order)."""
@@ -349,7 +159,7 @@ class OnlineReader:
         return b"".join(parts), len(index), mapping
 
     @staticmethod
-    def _command(group: _Group, entity: Any) -> bytes:
+    def _command(group: readplan.Group, entity: Any) -> bytes:
         key = group.key_fn(entity)
         cmd = b"".join((group.cmd_head, b"$%d\r\n" % len(key), key, b"\r\n", group.cmd_tail))
         group.commands[entity] = cmd
