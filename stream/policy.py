@@ -87,22 +87,24 @@ def decide_fraud(
     """Outcomes and rules for a batch (see the module docstring for the order)."""
     outcome = _bands(policy, score)
     rule = np.zeros(score.shape[0], dtype=np.int8)
-
-    fallback = np.where(amount > policy.fallback_review_above_amount, REVIEW, APPROVE).astype(
-        np.int8
-    )
-    # The model's band where a score exists (stricter wins), the rule alone where not.
-    fallback = np.maximum(fallback, np.where(np.isfinite(score), outcome, APPROVE)).astype(
-        np.int8
-    )
-    outcome = np.where(degraded, fallback, outcome).astype(np.int8)
-    rule[degraded] = RULE_FALLBACK
+    # Each step is skipped when no event of the batch needs it (the common small batch:
+    # nothing degraded, over the limit or blocked); the outcome is the same either way.
+    if degraded.any():
+        fallback = np.where(amount > policy.fallback_review_above_amount, REVIEW,
+                            APPROVE).astype(np.int8)
+        # The model's band where a score exists (stricter wins), the rule alone where not.
+        fallback = np.maximum(fallback, np.where(np.isfinite(score), outcome, APPROVE)
+                              ).astype(np.int8)
+        outcome = np.where(degraded, fallback, outcome).astype(np.int8)
+        rule[degraded] = RULE_FALLBACK
 
     over = amount > policy.max_amount
-    outcome[over] = np.maximum(outcome[over], REVIEW)
-    rule[over] = RULE_AMOUNT
-    outcome[blocked] = DECLINE
-    rule[blocked] = RULE_BLOCKED
+    if over.any():
+        outcome[over] = np.maximum(outcome[over], REVIEW)
+        rule[over] = RULE_AMOUNT
+    if blocked.any():
+        outcome[blocked] = DECLINE
+        rule[blocked] = RULE_BLOCKED
     return FraudDecisions(outcome, rule)
 
 

@@ -90,18 +90,27 @@ _FRAUD_RULE_JSON = np.array([_encode(r or None) for r in FRAUD_RULES], dtype=obj
 _PRICE_RULE_JSON = np.array([_encode(r or None) for r in PRICE_RULES], dtype=object)
 
 
+def _coded(table: npt.NDArray[np.object_], codes: npt.NDArray[np.int8]) -> Column:
+    """Each code's JSON; one shared text when the batch holds a single code (common: an
+    all-approve batch, no rule), which also saves the records a per-event slot."""
+    first = int(codes[0]) if codes.size else 0
+    if codes.size and not (codes != first).any():
+        return bytes(table[first])
+    return table[codes].tolist()  # type: ignore[no-any-return]
+
+
 def fraud_columns(outcome: npt.NDArray[np.int8], rule: npt.NDArray[np.int8]
                   ) -> dict[str, Column]:
     """outcome / rule / price of fraud decisions (codes into FRAUD_OUTCOMES / _RULES)."""
-    return {"outcome": _FRAUD_OUTCOME_JSON[outcome].tolist(),
-            "rule": _FRAUD_RULE_JSON[rule].tolist(), "price": b"null"}
+    return {"outcome": _coded(_FRAUD_OUTCOME_JSON, outcome),
+            "rule": _coded(_FRAUD_RULE_JSON, rule), "price": b"null"}
 
 
 def pricing_columns(price: npt.NDArray[np.float64], rule: npt.NDArray[np.int8]
                     ) -> dict[str, Column]:
     """outcome / rule / price of pricing decisions (rule codes into PRICE_RULES)."""
     return {"outcome": b'"price"', "price": json_pieces(price.tolist()),
-            "rule": _PRICE_RULE_JSON[rule].tolist()}
+            "rule": _coded(_PRICE_RULE_JSON, rule)}
 
 
 def degraded_columns(mask: npt.NDArray[np.int64]) -> dict[str, Column]:
@@ -132,7 +141,7 @@ def age_columns(ages: npt.NDArray[np.float64]) -> list[list[bytes]] | None:
     n, k = ages.shape
     if not k:
         return None
-    flat = json_pieces(np.round(ages, 3).T.ravel().tolist())
+    flat = json_pieces(ages.round(3).T.ravel().tolist())
     return [flat[v * n: (v + 1) * n] for v in range(k)]
 
 

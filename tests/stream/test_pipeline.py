@@ -453,3 +453,51 @@ def test_unknown_reason_method_is_a_config_error(tmp_path):
     path.write_text(text)
     with pytest.raises(ConfigError, match="reason_method"):
         load_pipeline(path)
+
+
+class TableReader:
+    """An online reader over a fixed table (presence and staleness per row and view):
+    the core's flags logic with plain values (the real reader is tested on Redis)."""
+
+    views = ("card", "merchant", "velocity")
+    join_keys = ("card_id",)
+
+    def __init__(self, present, stale) -> None:
+        self.present, self.stale = np.array(present, bool), np.array(stale, bool)
+
+    def read(self, entities, now=None):
+        from features.online import ReadResult
+
+        n = len(entities["card_id"])
+        age = np.where(self.present[:n] | self.stale[:n], 5.0, np.nan)
+        return ReadResult(values=np.full((n, 1), np.nan), present=self.present[:n],
+                          stale=self.stale[:n], age=age, views=self.views)
+
+
+@pytest.mark.parametrize("rows", [
+    # (present, stale) per view card / merchant / velocity; velocity is optional
+    [((1, 1, 1), (0, 0, 0))] * 3,  # all there, fresh: nothing degraded
+    [((1, 1, 1), (0, 0, 0)), ((0, 1, 1), (0, 0, 0)), ((1, 1, 0), (0, 0, 0)),
+     ((1, 0, 1), (0, 1, 0)), ((0, 0, 1), (1, 0, 0)), ((0, 1, 0), (0, 0, 1))],
+])
+def test_missing_and_stale_views_flag_exactly_their_rows(fraud_booster, rows):
+    present = [p for p, _ in rows]
+    stale = [s for _, s in rows]
+    core = fraud_core(fraud_booster, reader=TableReader(present, stale),
+                      online_names=["avg_amount_30d"], optional_views=["velocity"])
+    res = core.process([json.dumps(fraud_event(i)).encode() for i in range(len(rows))],
+                       now=NOW)
+    want = []
+    for p, s in rows:
+        reasons = []
+        if any(not pi and not si for pi, si, req in zip(p, s, (1, 1, 0), strict=True) if req):
+            reasons.append("features_missing")
+        if any(s):
+            reasons.append("features_stale")
+        want.append(reasons)
+    got = [json.loads(v) for _, v in res.decisions]
+    assert [r["degraded_reasons"] for r in got] == want
+    assert [r["degraded"] for r in got] == [bool(w) for w in want]
+    assert [list(r["feature_age_s"]) for r in got] == [list(TableReader.views)] * len(rows)
+    assert [_canonical(v) for _, v in res.decisions] == [v for _, v in res.decisions]
+    assert res.n_degraded == sum(bool(w) for w in want)

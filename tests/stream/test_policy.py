@@ -72,3 +72,36 @@ def test_clamp_price_respects_floor_and_ceiling():
                            max_step_ratio=0.5)
     got = clamp_price(policy, np.array([100.0, 100.0, 100.0]), np.array([10.0, 99.0, 500.0]))
     assert got.tolist() == [90.0, 99.0, 105.0]
+
+
+def _one_event(score, amount, blocked, degraded):
+    """The module docstring's order, one event at a time (the reference)."""
+    band = 2 if score >= POLICY.decline_above else 1 if score >= POLICY.review_above else 0
+    if blocked:
+        return 2, 1
+    outcome, rule = band, 0
+    if degraded:
+        fallback = 1 if amount > POLICY.fallback_review_above_amount else 0
+        outcome, rule = max(fallback, band if np.isfinite(score) else 0), 3
+    if amount > POLICY.max_amount:
+        outcome, rule = max(outcome, 1), 2
+    return outcome, rule
+
+
+def test_batches_with_and_without_each_rule_match_the_one_event_reference():
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        n = int(rng.integers(1, 40))
+        score = rng.random(n)
+        score[rng.random(n) < 0.2] = np.nan
+        amount = rng.choice([5.0, 150.0, 999.0, 1000.0, 1500.0], n)
+        # Some batches have no event at all under a rule (the skipped steps).
+        blocked = rng.random(n) < (0.2 if trial % 3 == 0 else 0.0)
+        degraded = rng.random(n) < (0.3 if trial % 2 == 0 else 0.0)
+        if trial % 5 == 0:
+            amount = np.minimum(amount, 999.0)
+        got = decide_fraud(POLICY, score, amount, blocked, degraded)
+        want = [_one_event(*args) for args in zip(score, amount, blocked, degraded,
+                                                  strict=True)]
+        assert list(zip(got.outcome.tolist(), got.rule.tolist(), strict=True)) == want
+        assert got.outcome.dtype == np.int8 and got.rule.dtype == np.int8
