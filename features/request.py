@@ -175,18 +175,18 @@ class RequestFeatures:
     # -- pipelines -----------------------------------------------------------------------
 
     def _fraud(self, c: Mapping[str, Any]) -> dict[str, F64]:
-        amount = _f64(c["amount"])
+        amount = _in64(c["amount"])
         currency = encode_strings(c["currency"], self._lookups["currency"])
         country = encode_strings(c["country"], self._lookups["country"])
         channel = encode_strings(c["channel"], self._lookups["channel"])
         slot = np.where(np.isnan(currency), len(self._fx_table) - 1, currency)
         rate = self._fx_table[slot.astype(np.int64)]
         amount_usd = amount * rate
-        avg = _f64(c["avg_amount_30d"])
-        std = _f64(c["std_amount_30d"])
-        home = _f64(c["home_country"])
-        merchant_country = _f64(c["merchant_country"])
-        hour, dow = _hour_dow(_f64(c["event_time"]))
+        avg = _in64(c["avg_amount_30d"])
+        std = _in64(c["std_amount_30d"])
+        home = _in64(c["home_country"])
+        merchant_country = _in64(c["merchant_country"])
+        hour, dow = _hour_dow(_in64(c["event_time"]))
         with np.errstate(divide="ignore", invalid="ignore"):
             log_amount = np.log1p(np.where(amount_usd >= 0, amount_usd, np.nan))
             amount_to_avg = np.where(avg > 0, amount_usd / avg, np.nan)
@@ -207,12 +207,12 @@ class RequestFeatures:
         }
 
     def _pricing(self, c: Mapping[str, Any]) -> dict[str, F64]:
-        base = _f64(c["base_price"])
+        base = _in64(c["base_price"])
         cand = _f64(c["candidate_price"])
-        comp_min = _f64(c["comp_price_min"])
-        comp_mean = _f64(c["comp_price_mean"])
-        list_price = _f64(c["list_price"])
-        hour, dow = _hour_dow(_f64(c["event_time"]))
+        comp_min = _in64(c["comp_price_min"])
+        comp_mean = _in64(c["comp_price_mean"])
+        list_price = _in64(c["list_price"])
+        hour, dow = _hour_dow(_in64(c["event_time"]))
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(base > 0, cand / base, np.nan)
             log_ratio = np.log(np.where(ratio > 0, ratio, np.nan))
@@ -241,6 +241,11 @@ def compute_request_features(
 def _f64(values: Any) -> F64:
     # Copy so callers' buffers are never aliased by an output (e.g. "mcc").
     return np.array(values, dtype=np.float64)
+
+
+def _in64(values: Any) -> F64:
+    # An input only read by arithmetic (never returned): no copy needed.
+    return np.asarray(values, dtype=np.float64)
 
 
 def _hour_dow(t: F64) -> tuple[F64, F64]:
