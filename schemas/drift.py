@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect
 from collections.abc import Sequence
-from itertools import compress
+from itertools import compress, repeat
 from operator import gt
 from typing import Literal
 
@@ -123,14 +123,16 @@ class _FeatureRow(msgspec.Struct, gc=False):
     name: str
     kind: str
     psi: float
-    threshold: float
+    # Pre-rendered: the same for every window of the same size (the threshold) or of the
+    # monitor (the reference's rate), so their floats are formatted once, not per close.
+    threshold: msgspec.Raw
     alarm: bool
     level: str
     js: float
     ks: float  # NaN is written as null, like FeatureDrift's None
     wasserstein: float
     missing_rate: float
-    reference_missing_rate: float
+    reference_missing_rate: msgspec.Raw
     bins: int
 
 
@@ -187,6 +189,16 @@ class DriftRecordEncoder:
         self._alarm_names = [*names[:-1], "score"]
         self._kinds = list(kinds)
         self._bins = [int(b) for b in bins]
+        # Columns of numbers that repeat from window to window: last values -> JSON.
+        self._raw: dict[str, tuple[list[float], list[msgspec.Raw]]] = {}
+
+    def _rendered(self, key: str, values: list[float]) -> list[msgspec.Raw]:
+        last = self._raw.get(key)
+        if last is not None and last[0] == values:  # NaN never equals: re-rendered
+            return last[1]
+        raw = [msgspec.Raw(piece) for piece in _encoder.encode(values)[1:-1].split(b",")]
+        self._raw[key] = (values, raw)
+        return raw
 
     def encode(
         self, *, window_start: float, window_end: float, closed_by: str, n: int,
@@ -200,9 +212,11 @@ class DriftRecordEncoder:
         the conventional PSI level; alarms = the alarming features, ``"score"``, and
         ``"page_hinkley"`` when ``page_hinkley_alarms``."""
         alarm = list(map(gt, psi, threshold))
-        level = [_LEVELS[bisect(_LEVEL_EDGES, p)] for p in psi]
-        rows = list(map(_FeatureRow, self._names, self._kinds, psi, threshold, alarm, level,
-                        js, ks, wasserstein, missing_rate, reference_missing_rate,
+        level = map(_LEVELS.__getitem__, map(bisect, repeat(_LEVEL_EDGES), psi))
+        rows = list(map(_FeatureRow, self._names, self._kinds, psi,
+                        self._rendered("threshold", threshold), alarm, level, js, ks,
+                        wasserstein, missing_rate,
+                        self._rendered("reference_missing_rate", reference_missing_rate),
                         self._bins))
         score = rows.pop()
         alarms = list(compress(self._alarm_names, alarm))

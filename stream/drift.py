@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from itertools import repeat
+from operator import truediv
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ from schemas.errors import ConfigError
 from scorers.refstats import validate_reference
 from stream.config import DriftConfig
 from stream.drift_metrics import collector_for
-from stream.drift_ring import CUR, CUR_N, SUB, ring_arrays, ring_stepper, window_closer
+from stream.drift_ring import CUR, CUR_N, SUB, ring_arrays, step_kernel, window_closer
 from stream.drift_stats import CATEGORICAL, BinLayout, build_layout
 from stream.drift_window import chi2_quantiles
 
@@ -54,7 +56,10 @@ SCORE_LABEL = "__score__"
 PH_DELTA = 0.1
 PH_THRESHOLD = 100.0
 PH_MIN_INSTANCES = 30
-_F64, _I8 = np.dtype(np.float64), np.dtype(np.int8)
+_I8 = np.dtype(np.int8)
+# "No decision codes" / "no multipliers", as the step kernel reads them.
+_NO_CODES = np.zeros(0, dtype=np.int8)
+_NO_MULT = np.zeros(0)
 
 
 def default_jsonl_path(pipeline: str, home: str | Path | None = None) -> Path:
@@ -143,14 +148,10 @@ class DriftMonitor:
         # the window's decision counts, events, detections); preallocated.
         self._tables, self._extras = arrays.tables, arrays.extras
         # The compiled passes, bound to the ring once (built once, called per batch).
-        self._step = ring_stepper(self.layout, arrays)
+        self._ints, self._floats = arrays.ints, arrays.floats
         self._close_window = window_closer(self.layout, arrays)
-        # Compile (or load from numba's cache) the step for the decision types it takes
-        # (int8 outcome codes, int64 codes or none, float multipliers) now, not on the
-        # first batch: an empty batch changes nothing.
-        empty = np.zeros((0, self._n_feat))
-        for codes, mult in ((np.zeros(0, dtype=np.int8), None), (None, None)):
-            self._step(empty, np.zeros(0), 0, codes, mult, 0.0)
+        # The step kernel is compiled (or loaded from numba's cache) when stream.drift_ring
+        # is imported; the closer now, not on the first time-closed window.
         self._close_window(0, -1)  # statistics of the empty window, into scratch
         # What every record repeats, encoded once.
         lay = self.layout
@@ -184,46 +185,37 @@ class DriftMonitor:
         as "other"), or a price multiplier (float).
         """
         now = time.time() if now is None else float(now)
-        # Cheap checks on the common types; anything else is converted once, so the
-        # compiled step only ever sees the types it was compiled for at start-up.
-        if (type(X) is not np.ndarray or X.dtype != _F64 or X.ndim != 2
-                or not X.flags.c_contiguous):
-            X = np.ascontiguousarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self._n_feat:
-            raise ValueError(f"X has shape {X.shape}, expected (rows, {self._n_feat})")
-        s = scores
-        if (type(s) is not np.ndarray or s.dtype != _F64 or s.ndim != 1
-                or not s.flags.c_contiguous):
-            s = np.asarray(scores, dtype=np.float64)
-            if s.ndim == 2:
-                s = s[:, 0] if s.shape[1] == 1 else s.max(axis=1)
-            s = np.ascontiguousarray(s.reshape(-1))
-        rows = X.shape[0]
-        if s.shape[0] != rows:
-            raise ValueError(f"{s.shape[0]} scores for {rows} rows")
-        records = (self._close_by_time(now) if self._sub_seconds and self._sub_start
-                   is not None and now - self._sub_start >= self._sub_seconds else [])
+        if (self._sub_seconds and self._sub_start is not None
+                and now - self._sub_start >= self._sub_seconds):
+            # Checked before the time rule closes anything: a bad batch changes nothing.
+            X, scores, codes, mult = self._convert(X, scores, decisions)
+            records = self._close_by_time(now)
+        else:
+            records = []
+            codes, mult = (_NO_CODES if decisions is None else decisions), _NO_MULT
         if self._sub_start is None:
             self._sub_start = now
-        if rows == 0:
-            return records
-        codes = mult = None
-        if decisions is not None:
-            if (type(decisions) is np.ndarray and decisions.dtype == _I8
-                    and decisions.shape == (rows,) and decisions.flags.c_contiguous):
-                codes = decisions  # the cheapest: the fraud policy's outcome codes
-            else:
-                codes, mult = self._decisions(decisions, rows)
-        r = 0
-        while r < rows:
-            # One compiled call: bins, decisions, events, Page-Hinkley, and the
-            # statistics of every sub-window the batch fills (up to MAX_CLOSES a call).
-            r, closes = self._step(X, s, r, codes, mult, now)
+        kernel, ints, floats = step_kernel, self._ints, self._floats
+        try:
+            # One compiled call, no checks in Python: bins, decisions, events,
+            # Page-Hinkley, and the statistics of every sub-window the batch fills (up
+            # to MAX_CLOSES a call). It takes what the worker passes (float64 C arrays,
+            # int8 outcome codes); anything else is a TypeError, and converted once.
+            r, closes = kernel(X, scores, codes, mult, 0, now, ints, floats)
+        except TypeError:
+            X, scores, codes, mult = self._convert(X, scores, decisions)
+            r, closes = kernel(X, scores, codes, mult, 0, now, ints, floats)
+        if r < 0:  # shapes that do not fit, nothing counted: say which
+            self._convert(X, scores, decisions)
+            raise ValueError(f"batch of shape {X.shape} does not fit the monitor")
+        while True:
             if closes:
                 self._sub_start = now
                 for i in range(closes):
                     records.append(self._emit(i, now, "count"))
-        return records
+            if r >= X.shape[0]:
+                return records
+            r, closes = kernel(X, scores, codes, mult, r, now, ints, floats)
 
     def tick(self, now: float | None = None) -> list[bytes]:
         """Close sub-windows whose time span has passed (call when no batch arrives)."""
@@ -253,6 +245,35 @@ class DriftMonitor:
         mu = float(np.average(c, weights=w))
         sigma = float(np.sqrt(np.average((c - mu) ** 2, weights=w)))
         return mu, sigma if sigma > 0 else 1.0
+
+    def _convert(self, X: Any, scores: Any, decisions: Any) -> tuple[Any, Any, Any, Any]:
+        """``(X, scores, codes, multipliers)`` as the step kernel takes them (writable
+        C-contiguous copies where needed, scores of rows x classes reduced to the top
+        class), or a ValueError saying what does not fit."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self._n_feat:
+            raise ValueError(f"X has shape {X.shape}, expected (rows, {self._n_feat})")
+        s = np.asarray(scores, dtype=np.float64)
+        if s.ndim == 2:
+            s = s[:, 0] if s.shape[1] == 1 else s.max(axis=1)
+        s = np.ascontiguousarray(s.reshape(-1))
+        rows = X.shape[0]
+        if s.shape[0] != rows:
+            raise ValueError(f"{s.shape[0]} scores for {rows} rows")
+        codes, mult = _NO_CODES, _NO_MULT
+        if decisions is not None:
+            if (type(decisions) is np.ndarray and decisions.dtype == _I8
+                    and decisions.ndim == 1):
+                codes = np.ascontiguousarray(decisions)
+                if codes.shape[0] != rows:
+                    raise ValueError(f"{codes.shape[0]} decisions for {rows} rows")
+            else:
+                c, m = self._decisions(decisions, rows)
+                codes = _NO_CODES if c is None else c
+                mult = _NO_MULT if m is None else m
+        # The kernel writes nothing into them, but numba types read-only arrays apart.
+        out: list[Any] = [a if a.flags.writeable else a.copy() for a in (X, s, codes, mult)]
+        return out[0], out[1], out[2], out[3]
 
     def _decisions(self, decisions: Any, rows: int) -> tuple[Any, Any]:
         """(codes, multipliers) of decisions that are not integer codes already."""
@@ -334,10 +355,11 @@ class DriftMonitor:
     def _shares(self, totals: list[float]) -> tuple[dict[str, int], dict[str, float]]:
         """Counts and shares of the decisions in the window (the "other" slot only when
         it counted something; nothing at all without decisions)."""
-        counts = [int(c) for c in totals]
+        counts = list(map(int, totals))
         labelled = sum(counts)
         if not labelled:
             return {}, {}
-        mix = {name: c for name, c in zip(self._dec_names, counts, strict=True)
-               if c or name != "other"}
-        return mix, {k: v / labelled for k, v in mix.items()}
+        mix = dict(zip(self._dec_names, counts, strict=True))
+        if not counts[-1]:
+            del mix["other"]
+        return mix, dict(zip(mix, map(truediv, mix.values(), repeat(labelled)), strict=True))

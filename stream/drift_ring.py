@@ -8,14 +8,15 @@ of them. A float array ``ringf`` holds per sub-window its first event time and t
 and count of price multipliers.
 
 ``ring_arrays`` allocates the ring, its state and the close outputs as views of two flat
-buffers (one int64, one float64, with the reference), and ``ring_stepper`` binds them
-once and returns ``step``: one numba call per batch, taking the two buffers whole, that
-adds the batch to the ring and closes every sub-window the batch fills (statistics of
-the window, see ``stream.drift_window``), writing one statistics table per close.
-Measured on a 2-core box shared with other work, each call through the numba dispatcher,
-each array argument it unboxes and each numpy operation cost microseconds when the
-scorer has just evicted the caches (a plain Python call ~6 us), hence one call per
-batch, two buffers instead of 18 arrays, and checks done once. ``window_closer`` closes
+buffers (one int64, one float64, with the reference), and ``step_kernel`` is one numba
+call per batch, taking the two buffers whole, that adds the batch to the ring and closes
+every sub-window the batch fills (statistics of the window, see ``stream.drift_window``),
+writing one statistics table per close. Measured on a 2-core box shared with other work,
+each call through the numba dispatcher, each array argument it unboxes and each numpy
+operation cost microseconds when the scorer has just evicted the caches (a plain Python
+call ~6 us), hence one call per batch, two buffers instead of 18 arrays, no checks in
+Python (the kernel is compiled eagerly for the worker's argument types only and checks
+the shapes itself). ``window_closer`` closes
 a sub-window outside a batch (time-based windows, shutdown).
 """
 
@@ -28,12 +29,13 @@ from typing import Any
 import numba
 import numpy as np
 import numpy.typing as npt
+from numba import types
 
 from stream.drift_stats import BinLayout, _accumulate, _page_hinkley
 from stream.drift_window import PSEUDO_COUNT, _stats
 
-__all__ = ["MAX_CLOSES", "RingArrays", "RingStepper", "WindowCloser", "ring_arrays",
-           "ring_stepper", "window_closer"]
+__all__ = ["MAX_CLOSES", "RingArrays", "WindowCloser", "ring_arrays", "step_kernel",
+           "window_closer"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -131,7 +133,18 @@ def _seg(buf: Any, ib: Any, k: int) -> Any:  # pragma: no cover - compiled
     return buf[ib[2 * k] : ib[2 * k + 1]]
 
 
-@numba.njit(cache=True, nogil=True)
+# The only argument types the step is compiled for (eagerly, so nothing compiles on a
+# batch, and any other type is a TypeError the caller answers by converting):
+# float64 C arrays, outcome codes as int8 (the fraud policy's) or int64.
+_STEP_SIGNATURES = [
+    types.UniTuple(types.int64, 2)(
+        types.float64[:, ::1], types.float64[::1], codes, types.float64[::1], types.int64,
+        types.float64, types.int64[::1], types.float64[::1])
+    for codes in (types.int8[::1], types.int64[::1])
+]
+
+
+@numba.njit(_STEP_SIGNATURES, cache=True, nogil=True)
 def _step(  # pragma: no cover - compiled
     X: Any, S: Any, codes: Any, mult: Any, r0: int, now: float, ib: Any, fb: Any,
 ) -> tuple[int, int]:
@@ -259,10 +272,19 @@ def ring_arrays(layout: BinLayout, sub_windows: int, n_decisions: int,
     return arrays
 
 
-_NONE_I = np.zeros(0, dtype=np.int64)
-_NONE_F = np.zeros(0)
+# ``step_kernel(X, scores, codes, multipliers, r0, now, ints, floats) -> (r, closes)``:
+# add rows ``r0:r`` of a scored batch to the ring of ``ring_arrays``' two buffers,
+# closing every sub-window they fill. ``X``: float rows x the layout's features but the
+# last; ``scores``: the last, one per row; ``codes`` (int8 or int64 decision codes,
+# outside ``0..n-2`` counted as "other") and ``multipliers`` (finite ones summed): empty
+# or one per row. Page-Hinkley runs on the standardised scores. Close ``k`` of the call
+# writes ``tables[k]`` (``WindowStats.from_table``) and ``extras[k]`` (window start or
+# ``inf``, multiplier sum and count, Page-Hinkley detections of the closed sub-window,
+# then the window's decision counts, events, detections); ``r < len(X)`` when the tables
+# ran out: call again from ``r``; ``r = -1`` (nothing counted) when the shapes do not
+# fit; other argument types raise TypeError (compiled for these only).
+step_kernel = _step
 
-RingStepper = Callable[[Any, Any, int, Any, Any, float], tuple[int, int]]
 WindowCloser = Callable[[int, int], None]
 
 
@@ -278,39 +300,9 @@ def _check(layout: BinLayout, arrays: RingArrays) -> None:
                          f"{n_dec} decisions")
 
 
-def ring_stepper(layout: BinLayout, arrays: RingArrays) -> RingStepper:
-    """``step(X, scores, r0, codes, multipliers, now) -> (r, closes)``: add rows ``r0:r``
-    of a scored batch to the ring, closing every sub-window they fill.
-
-    ``X``: float rows x the layout's features but the last; ``scores``: the last, one
-    per row; ``codes`` (integer decision codes, outside ``0..n-2`` counted as "other")
-    and ``multipliers`` (finite ones summed): ``None`` or one per row. ``state`` is
-    updated in place, Page-Hinkley runs on the standardised scores; close ``k`` of the
-    call writes ``tables[k]`` (``WindowStats.from_table``) and ``extras[k]`` (window
-    start or ``inf``, multiplier sum and count, Page-Hinkley detections of the closed
-    sub-window, then the window's decision counts, events, detections); ``r < len(X)``
-    when the tables ran out: call again from ``r``. Raises ``ValueError`` when the
-    batch's shapes do not fit.
-    """
-    _check(layout, arrays)
-    ints, floats, kernel = arrays.ints, arrays.floats, _step
-
-    def step(X: Any, scores: Any, r0: int, codes: Any, multipliers: Any,
-             now: float) -> tuple[int, int]:
-        r, closes = kernel(X, scores, _NONE_I if codes is None else codes,
-                           _NONE_F if multipliers is None else multipliers, r0, now, ints,
-                           floats)
-        if r < 0:
-            raise ValueError(f"batch of shape {X.shape} with {scores.shape[0]} scores does "
-                             f"not fit {layout.n_features - 1} features")
-        return r, closes
-
-    return step
-
-
 def window_closer(layout: BinLayout, arrays: RingArrays) -> WindowCloser:
     """``close(cur, clear)``: the statistics of the window into ``tables[0]`` and
-    ``extras[0]`` (as ``ring_stepper``'s, ``cur`` the closing row), then row ``clear``
+    ``extras[0]`` (as ``step_kernel``'s, ``cur`` the closing row), then row ``clear``
     (if >= 0) leaves the window and is emptied."""
     _check(layout, arrays)
     ring, ringf, slots, kernel = arrays.ring, arrays.ringf, arrays.ring.shape[0] - 1, _close_into

@@ -462,3 +462,33 @@ def test_column_encoder_writes_the_struct_encoding_byte_for_byte(case):
         assert alarms == ["amount", "%s", "score", "page_hinkley"]
         assert [x.level for x in expected.features[:4]] == [
             "moderate", "stable", "stable", "significant"]
+
+
+def test_other_input_types_are_converted_to_the_same_records(reference):
+    """The step kernel is compiled for float64 C arrays and int8/int64 codes only; a
+    read-only, Fortran-ordered or float32 batch, 2-D scores, strided or boolean codes go
+    through one conversion and give the records of the plain call."""
+    rng = np.random.default_rng(14)
+    X = draw(rng, 1200)
+    s = rng.beta(0.5, 5, 1200)
+    codes = rng.integers(0, 3, 1200).astype(np.int8)
+    expected = monitor(reference).update(X, s, codes, now=1.0)
+    assert len(expected) == 1
+    ro = X.copy()
+    ro.flags.writeable = False
+    variants = [
+        (ro, s, codes),
+        (np.asfortranarray(X), s, codes),
+        (X.astype(np.float32).astype(np.float64), s, codes),  # the same values
+        (X, s[:, None], codes),  # rows x 1 scores
+        (X, np.column_stack([s, s * 0.5]), codes),  # rows x classes: the top class
+        (X, s, np.repeat(codes, 2)[::2]),  # strided codes
+        (X, s, codes.astype(np.int64)),
+        (X.tolist(), s.tolist(), codes.tolist()),
+    ]
+    for i, (x, sc, d) in enumerate(variants):
+        got = monitor(reference).update(x, sc, d, now=1.0)
+        assert got == expected, i
+    bools = monitor(reference).update(X, s, codes == 1, now=1.0)[0].decisions.counts
+    first = codes[:1000] == 1  # the window holds the first 1,000 events
+    assert bools == {"approve": int((~first).sum()), "review": int(first.sum()), "decline": 0}
