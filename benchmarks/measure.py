@@ -82,16 +82,20 @@ class Collector(threading.Thread):
     def __init__(
         self, bootstrap: str, topics: list[str], *, dead_letter_topics: tuple[str, ...] = (),
         mode: str = "decisions", settings: dict[str, Any] | None = None,
+        idle_backoff_ms: float = 5.0,
     ) -> None:
         super().__init__(name="bench-collector", daemon=True)
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+        from stream.idle import IdleFetch
+
         self.mode = mode
         self.dead = set(dead_letter_topics)
+        backoff_s = max(idle_backoff_ms, 0.0) / 1000.0
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": "bench-collector-unused",
             "enable.auto.commit": False, "fetch.wait.max.ms": 5,
-            "fetch.min.bytes": 1, **(settings or {}),
+            "fetch.min.bytes": 1, **IdleFetch.settings(backoff_s), **(settings or {}),
         })
         meta = self._consumer.list_topics(timeout=10)
         parts = [
@@ -99,6 +103,10 @@ class Collector(threading.Thread):
             for t in topics for p in sorted(meta.topics[t].partitions)
         ]
         self._consumer.assign(parts)
+        # Between empty reads the partitions are paused (stream.idle), as in the worker:
+        # on noida-db an idle collector otherwise spins the broker and a core.
+        keys = [(tp.topic, tp.partition) for tp in parts]
+        self._fetch = IdleFetch(self._consumer, lambda: keys, backoff_s)
         self._expected: dict[str, Expected] = {}
         self._lock = threading.Lock()
         self._halt = threading.Event()
@@ -145,17 +153,20 @@ class Collector(threading.Thread):
         self.join(timeout=10)
 
     def run(self) -> None:
-        consume = self._consumer.consume
+        from stream.idle import is_eof
+
+        consume = self._fetch.consume
         try:
             while not self._halt.is_set():
-                msgs = consume(num_messages=2000, timeout=0.05)
+                msgs = consume(2000, 0.05)
                 if not msgs:
                     continue
                 now = time.time()
                 with self._lock:
                     for msg in msgs:
                         if msg.error():
-                            self.errors += 1
+                            if not is_eof(msg):
+                                self.errors += 1
                             continue
                         self._file(msg, now)
         finally:

@@ -2,7 +2,8 @@
 
 - ``BatchConsumer``: manual offsets (``enable.auto.commit`` and
   ``enable.auto.offset.store`` off), cooperative-sticky assignment, ``consume(n, t)``
-  micro-batches, the next offset to commit per partition, lag from cached watermarks.
+  micro-batches (paused between empty ones: ``stream.idle``), the next offset to commit
+  per partition, lag from cached watermarks.
 - ``AckedProducer``: idempotent producer; counts outstanding deliveries with the delivery
   callback, turns ``BufferError`` (queue full) into backpressure: pause the consumer,
   serve delivery reports until the queue is below the low watermark, resume (hysteresis,
@@ -26,6 +27,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from schemas.errors import InfrastructureError
+from stream.idle import IdleFetch
 
 __all__ = [
     "ACK_TIMEOUT_S",
@@ -82,6 +84,7 @@ class BatchConsumer:
         on_assign: Callable[[list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
         before_revoke: Callable[[], None] | None = None,
+        idle_backoff_s: float = 0.0,
     ) -> None:
         conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
@@ -93,6 +96,7 @@ class BatchConsumer:
             "isolation.level": "read_committed" if read_committed else "read_uncommitted",
             "fetch.wait.max.ms": 10,
             "log_level": 3,
+            **IdleFetch.settings(idle_backoff_s),
         }
         conf.update(settings or {})
         self._on_assign, self._on_revoke = on_assign, on_revoke
@@ -109,10 +113,14 @@ class BatchConsumer:
         # Next offsets whose outputs are acknowledged, per partition: committed
         # asynchronously after every batch, synchronously on revoke and on close.
         self._acked: dict[tuple[str, int], int] = {}
+        # Between empty consumes the partitions are paused for idle_backoff_s (0: off):
+        # a broker that answers empty fetches at once (noida-db) is not spun.
+        self.idle = IdleFetch(self.consumer, lambda: self.assignment, idle_backoff_s)
         self.consumer.subscribe(list(topics), on_assign=self._assigned, on_revoke=self._revoked,
                                 on_lost=self._lost)
 
     def _assigned(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        self.idle.assignment_changed()  # the idle pause covers the old assignment only
         self.assignment |= {(p.topic, p.partition) for p in parts}
         if self.paused and parts:
             consumer.pause(parts)  # newly assigned partitions join the paused state
@@ -127,6 +135,8 @@ class BatchConsumer:
         #      next owner starts exactly after what we finished;
         #   3. forget the partitions.
         # A batch whose outputs failed is not in the prefix: the next owner re-reads it.
+        # (Idle-paused partitions are resumed first: a pause outlives the assignment.)
+        self.idle.assignment_changed()
         if self._before_revoke is not None:
             self._before_revoke()
         gone = {(p.topic, p.partition) for p in parts}
@@ -140,6 +150,7 @@ class BatchConsumer:
     def _lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         # Lost, not revoked: we are no longer a member, so a commit would be refused;
         # still settle the batches in flight (their acks), then forget the partitions.
+        self.idle.assignment_changed()
         if self._before_revoke is not None:
             self._before_revoke()
         gone = {(p.topic, p.partition) for p in parts}
@@ -151,7 +162,7 @@ class BatchConsumer:
 
     def consume(self, n: int, timeout_s: float) -> list[Message]:
         """Up to ``n`` messages with values; errors other than partition EOF raise."""
-        msgs = self.consumer.consume(num_messages=n, timeout=timeout_s)
+        msgs = self.idle.consume(n, timeout_s)
         out = []
         for m in msgs:
             err = m.error()
@@ -200,6 +211,7 @@ class BatchConsumer:
 
     def pause(self) -> None:
         if not self.paused:
+            self.idle.forget()  # paused below as well; resume() resumes everything
             parts = [TopicPartition(t, p) for t, p in self.assignment]
             if parts:
                 self.consumer.pause(parts)
@@ -207,9 +219,11 @@ class BatchConsumer:
 
     def resume(self) -> None:
         if self.paused:
+            self.idle.forget()
             parts = [TopicPartition(t, p) for t, p in self.assignment]
             if parts:
                 self.consumer.resume(parts)
+                self.idle.wake(self.assignment)  # else fetching restarts up to 1 s later
             self.paused = False
 
     def lag(self) -> dict[tuple[str, int], int]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -89,6 +90,7 @@ class Worker:
         max_inflight_batches: int = 16,
         max_inflight_records: int | None = None,
         ack_timeout_s: float = ACK_TIMEOUT_S,
+        idle_backoff_ms: float | None = None,
     ) -> None:
         from stream.dev import resolve_bootstrap
 
@@ -117,11 +119,15 @@ class Worker:
 
         # Kafka clients last: nothing above may fail after we joined the group.
         settings = {**(client_settings or {}), **c.kafka.settings}
+        if idle_backoff_ms is None:  # the pipeline's, unless the environment says (A/B runs)
+            env = os.environ.get("STREAMSCORE_IDLE_BACKOFF_MS", "").strip()
+            idle_backoff_ms = float(env) if env else c.batch.idle_backoff_ms
         self.consumer = BatchConsumer(
             self.bootstrap, c.kafka.group_id or f"streamscore-{c.name}", [c.topics.input],
             {**settings, **c.kafka.consumer, **(consumer_settings or {})},
             read_committed=self.exactly_once,
             on_assign=self._on_assign, on_revoke=self._on_revoke, before_revoke=self._drain,
+            idle_backoff_s=max(idle_backoff_ms, 0.0) / 1000.0,
         )
         self.producer = AckedProducer(
             self.bootstrap, {**settings, **c.kafka.producer},

@@ -59,6 +59,7 @@ def _run_one(path: str, index: int, options: dict[str, Any]) -> int:
         config, worker_id=options.get("worker_id") or None, metrics_port=port,
         exactly_once=options.get("exactly_once"), batch_max=options.get("batch"),
         consumer_settings=settings, max_inflight_batches=options.get("max_inflight") or 16,
+        idle_backoff_ms=options.get("idle_backoff_ms"),
     )
     _install_signals(worker.request_stop)
     worker.run(idle_exit_s=options.get("idle_exit"))
@@ -109,7 +110,7 @@ def _handle_run(args: argparse.Namespace) -> int:
     options = {"metrics_port": args.metrics_port, "exactly_once": args.exactly_once or None,
                "batch": args.batch, "worker_id": args.worker_id, "idle_exit": args.idle_exit,
                "instance_id": args.instance_id, "max_inflight": args.max_inflight,
-               "log_level": args.log_level}
+               "idle_backoff_ms": args.idle_backoff_ms, "log_level": args.log_level}
     return run_workers(args.pipeline, args.workers, options)
 
 
@@ -295,6 +296,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "batches are scored (offsets are still committed only after them); 1 = "
                    "wait for every batch's acks before the next (default "
                    "$STREAMSCORE_MAX_INFLIGHT, else 16)")
+    p.add_argument("--idle-backoff-ms", type=float, default=None, metavar="MS",
+                   help="pause the input partitions MS ms between empty fetches, so a broker "
+                   "that answers them at once (noida-db) is not spun; 0 = off (default "
+                   "$STREAMSCORE_IDLE_BACKOFF_MS, else the pipeline's batch.idle_backoff_ms)")
     p.add_argument("--idle-exit", type=float, default=None, metavar="S",
                    help="stop after S seconds without input (benchmarks, tests)")
     p.set_defaults(func=_handle_run)

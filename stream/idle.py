@@ -1,0 +1,264 @@
+"""Idle-fetch backoff: keep a consumer from spinning on a broker that answers at once.
+
+A Kafka broker holds a fetch that finds nothing for ``fetch.wait.max.ms``; noida-db (the
+embedded broker of ``streamscore dev up`` and the demo) answers it at once, so
+librdkafka's fetcher thread re-fetches in a tight loop whenever the consumer has caught
+up (measured: ~40% CPU in the consumer and ~30% in the broker per idle consumer, which
+starved Redis and the worker in ``make demo``). librdkafka has no setting that delays the
+next fetch after an empty answer (``fetch.error.backoff.ms`` is for fetch errors,
+``fetch.queue.backoff.ms`` for a full local queue; measured: no effect), so
+``IdleFetch.consume`` paces the fetches itself with the consumer's own API:
+
+1. a consume that returns less than a full batch (the consumer has caught up) leaves
+   the partitions paused: the fetcher stops asking;
+2. the next consume waits until ``backoff_s`` after that pause (the caller's processing
+   time counts; inside ``consume()``, so rebalance callbacks and errors are served),
+   resumes the partitions and *wakes* their brokers' fetcher threads - librdkafka
+   notices a resume only at the fetcher thread's next wake-up, up to 1 s later
+   (measured: seconds of added latency without the wake) - by a watermark query of one
+   resumed partition per leader broker (any request wakes that broker's thread);
+3. it waits for each resumed partition's first fetch answer: a message, or the
+   partition-EOF event (``enable.partition.eof``; a resume bumps the partition's fetch
+   version, which resets its EOF mark, so an answer that finds nothing reports EOF);
+4. it returns what came (maybe nothing) and pauses again unless the batch is full (a
+   backlog: consume normally). An answer that does not come within the batch timeout
+   (a loaded box, or a broker that holds empty fetches) leaves the partitions resumed,
+   so data is never kept away by pausing before the broker answers; after
+   ``MAX_SLOW`` such probes in a row the broker is taken to honour
+   ``fetch.wait.max.ms`` and the backoff turns itself off (plain ``consume``; Tansu and
+   Apache Kafka). Only partitions that have answered a fetch since their assignment
+   are paused (see ``_answered``).
+
+So while input is sparse the consumer fetches about once per ``backoff_s`` instead of
+continuously, like a long poll of at most ``backoff_s``: a record waits at most
+``backoff_s`` plus one round trip longer to be fetched. Nothing is lost or reordered: a
+pause drops only what librdkafka fetched and the application has not consumed, and the
+next fetch starts at the application's position (librdkafka's pause semantics); offsets
+and commits are not touched. ``backoff_s = 0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+__all__ = ["MAX_SLOW", "REWAKE_S", "IdleFetch", "is_eof"]
+
+log = logging.getLogger(__name__)
+
+# Unanswered probes in a row after which the broker is taken to hold empty fetches.
+MAX_SLOW = 20
+# A probe without an answer after this long wakes the fetcher threads again.
+REWAKE_S = 0.002
+
+_EOF = KafkaError._PARTITION_EOF
+Key = tuple[str, int]
+
+
+def is_eof(m: Message) -> bool:
+    """True for librdkafka's partition-EOF event (not an error, not a message)."""
+    err = m.error()
+    return err is not None and err.code() == _EOF
+
+
+class IdleFetch:
+    """``consume(n, timeout)`` for one consumer, pausing its partitions while idle.
+
+    ``partitions()`` gives the partitions to pause (the consumer's assignment). The
+    consumer must have ``enable.partition.eof`` on (``settings()`` adds it). Call
+    ``assignment_changed()`` from the rebalance callbacks and ``forget()`` when
+    something else resumed every partition (backpressure).
+    """
+
+    def __init__(self, consumer: Consumer, partitions: Callable[[], Iterable[Key]],
+                 backoff_s: float, *, wake_timeout_s: float = 1.0) -> None:
+        self.consumer = consumer
+        self.partitions = partitions
+        self.backoff_s = backoff_s
+        self.wake_timeout_s = wake_timeout_s
+        self._paused: list[TopicPartition] | None = None  # what we paused, if idle
+        self._paused_at = 0.0  # monotonic time of that pause
+        # Partitions that answered a fetch (EOF or a message) since they were assigned.
+        # Only those are paused: pausing one that is still looking up its start offset
+        # makes librdkafka drop the lookup's answer as outdated and leaves a retry
+        # timer that later resets the position to auto.offset.reset (measured:
+        # partitions re-read from offset 0 - duplicates and a 0.5 s stall).
+        self._answered: set[Key] = set()
+        self._all_answered = False
+        self.slow = 0  # probes in a row that got no answer within the batch timeout
+        self._leaders: dict[Key, int] = {}  # partition -> leader broker id (metadata)
+        self._late: set[Key] = set()  # woken without answering: wake them again
+        self.pauses = 0  # idle pauses (a metric for tests and benchmarks)
+
+    @staticmethod
+    def settings(backoff_s: float) -> dict[str, Any]:
+        """librdkafka settings the backoff needs (none when it is off)."""
+        return {"enable.partition.eof": True} if backoff_s > 0 else {}
+
+    @property
+    def idle(self) -> bool:
+        """True while the partitions are paused by the backoff."""
+        return self._paused is not None
+
+    def consume(self, n: int, timeout_s: float) -> list[Message]:
+        """Up to ``n`` messages and errors; may include partition-EOF events (skip them)."""
+        c = self.consumer
+        if self.backoff_s <= 0:
+            return c.consume(num_messages=n, timeout=timeout_s)
+        if self._paused is None:
+            if self._late:  # a wake that may have come before librdkafka saw the resume
+                self.wake(self._late)
+            got = c.consume(num_messages=n, timeout=timeout_s)
+            if len(got) >= n:  # a full batch (a backlog): no bookkeeping per message
+                return got
+            got = self._seen(got)
+            if len(got) < n and self._paused is None:  # (a callback may have paused)
+                self._pause()
+            return got
+        # Paused: wait out the rest of the backoff (rebalance callbacks run in here).
+        wait = self._paused_at + self.backoff_s - time.monotonic()
+        got = self._seen(c.consume(num_messages=n, timeout=max(wait, 0.0)))
+        if got or self._paused is None:
+            # Data from a partition nobody paused (not answered yet, newly assigned, or
+            # resumed by the backpressure), or a callback resumed them: go on normally.
+            self.release()
+            return got
+        return self._probe(n, timeout_s)
+
+    def _probe(self, n: int, timeout_s: float) -> list[Message]:
+        # Resume, wake, and wait (up to the batch timeout) for every resumed partition's
+        # first answer; pause again unless data filled the batch.
+        c = self.consumer
+        pending = self._resume_and_wake()
+        got: list[Message] = []
+        now = time.monotonic()
+        deadline = now + max(timeout_s, 0.001)
+        rewake = now + REWAKE_S
+        while pending:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            m = c.poll(min(deadline, rewake) - now)
+            if m is None:
+                if time.monotonic() >= rewake:
+                    # The wake can reach the fetcher thread before librdkafka's main
+                    # thread has applied the resume: wake again.
+                    self.wake(pending)
+                    rewake = time.monotonic() + REWAKE_S
+                continue
+            key: Key = (m.topic(), m.partition())  # type: ignore[assignment]
+            self._answered.add(key)
+            if is_eof(m):
+                pending.discard(key)
+                continue
+            got.append(m)
+            if m.error() is None:  # data: take what else has arrived, answers included
+                got.extend(self._seen(c.consume(num_messages=max(n - len(got), 1), timeout=0)))
+                pending.clear()
+        if pending and not got:
+            # No answer in time: stay resumed (never pause a fetch that may carry data
+            # again and again) and wake these again before the next consume. Many in a
+            # row: the broker holds empty fetches itself; the backoff is not needed.
+            self._late |= pending
+            self.slow += 1
+            if self.slow >= MAX_SLOW:
+                log.info("idle backoff off: %d fetches in a row found nothing and were not "
+                         "answered within %.0f ms (the broker honours fetch.wait.max.ms)",
+                         self.slow, 1e3 * timeout_s)
+                self.backoff_s = 0.0
+            return got
+        self.slow = 0
+        if len(got) < n:
+            self._pause()
+        return got
+
+    def release(self) -> None:
+        """Resume what the backoff paused (still assigned at this point) and forget it."""
+        parts, self._paused = self._paused, None
+        if parts:
+            with contextlib.suppress(KafkaException):  # e.g. lost already: nothing to resume
+                self.consumer.resume(parts)
+                self.wake((tp.topic, tp.partition) for tp in parts)
+
+    def forget(self) -> None:
+        """Drop the idle state without resuming: something else resumed everything."""
+        self._paused = None
+
+    def assignment_changed(self) -> None:
+        """Partitions came or went: resume, and learn leaders and answers anew."""
+        self.release()
+        self._leaders.clear()
+        self._late.clear()
+        self._answered.clear()
+        self._all_answered = False
+        self.slow = 0
+
+    def _seen(self, msgs: list[Message]) -> list[Message]:
+        # Drop EOF events; until every partition has answered once, note which have.
+        if self._all_answered:
+            return [m for m in msgs if not is_eof(m)]
+        out = []
+        for m in msgs:
+            self._answered.add((m.topic(), m.partition()))  # type: ignore[arg-type]
+            if not is_eof(m):
+                out.append(m)
+        return out
+
+    def _pause(self) -> None:
+        assigned = list(self.partitions())
+        answered = [k for k in assigned if k in self._answered]
+        self._all_answered = len(answered) == len(assigned)
+        if not answered:
+            return
+        parts = [TopicPartition(t, p) for t, p in answered]
+        self.consumer.pause(parts)
+        self._paused = parts
+        self._paused_at = time.monotonic()
+        self.pauses += 1
+
+    def _resume_and_wake(self) -> set[Key]:
+        parts, self._paused = self._paused or [], None
+        if not parts:
+            return set()
+        self.consumer.resume(parts)
+        keys = [(tp.topic, tp.partition) for tp in parts]
+        self.wake(keys)
+        return set(keys)
+
+    def wake(self, keys: Iterable[Key]) -> None:
+        """Make librdkafka's fetcher threads notice resumed partitions now, not in ~1 s.
+
+        Any request to a broker wakes its thread: a watermark query (answer unused) of
+        one partition per leader broker, and of every partition that did not answer
+        after the last wake.
+        """
+        keys = list(keys)
+        leaders = self._leader_map(keys)
+        woken: set[int] = set()
+        for key in keys:
+            leader = leaders.get(key, -1)
+            if leader in woken and key not in self._late:
+                continue
+            woken.add(leader)
+            with contextlib.suppress(KafkaException):
+                self.consumer.get_watermark_offsets(TopicPartition(*key),
+                                                    timeout=self.wake_timeout_s, cached=False)
+        self._late.clear()
+
+    def _leader_map(self, keys: list[Key]) -> dict[Key, int]:
+        missing = [k for k in keys if k not in self._leaders]
+        for topic in {t for t, _ in missing}:
+            try:
+                meta = self.consumer.list_topics(topic, timeout=self.wake_timeout_s)
+            except KafkaException:
+                continue
+            tmeta = meta.topics.get(topic)
+            if tmeta is not None:
+                for pid, pm in tmeta.partitions.items():
+                    self._leaders[(topic, pid)] = pm.leader
+        return self._leaders
