@@ -11,8 +11,9 @@ in the same run:
 * ``raw``   - the same HMGETs prepacked as one RESP buffer on one connection, no decoding
   (the transport ``fast`` itself uses, i.e. its own floor).
 
-Reports median and p99 wall latency and mean CPU time per call, ratios, and streaming
-velocity updates (``VelocityUpdater``) vs Feast's ``push`` in rows/s. Writes
+Reports median and p99 wall latency and mean CPU time per call, ratios, streaming
+velocity updates (``VelocityUpdater``) vs Feast's ``push`` in rows/s, and the updates'
+cost inside Redis (``benchmarks.velocity_redis``; ``--velocity-only`` runs that alone). Writes
 ``features.json`` and ``features.png`` into ``--out``. Before timing, it checks that the
 fast reader returns the SDK's values for the benchmark's entities.
 """
@@ -30,6 +31,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchmarks import velocity_redis
+
 __all__ = ["add_arguments", "run"]
 
 SIZES = (1, 10, 100, 1000)
@@ -46,6 +49,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cards", type=int, default=20000, help="cards written to Redis")
     parser.add_argument("--merchants", type=int, default=2000, help="merchants written")
+    parser.add_argument(
+        "--velocity-only",
+        action="store_true",
+        help="only the Redis-side cost of velocity updates (private redis-server)",
+    )
+    parser.add_argument(
+        "--velocity-push",
+        default=None,
+        metavar="FILE",
+        help="measure this version of features/push.py instead (before/after runs)",
+    )
     parser.add_argument(
         "--repeats",
         type=int,
@@ -216,6 +230,11 @@ def run(args: argparse.Namespace) -> int:
         repo = prepare_repo("fraud", tmp, project=project, redis_url=url)
         try:
             apply_repo(repo, url)
+            if args.velocity_only:
+                velocity = velocity_redis.measure(repo, args.quick, args.velocity_push)
+                (out / "velocity.json").write_text(json.dumps(velocity, indent=2) + "\n")
+                _print_velocity(console, velocity)
+                return 0
             store = open_store(repo, url)
             vocab = load_vocab(repo)
             views = {v.name: v for v in store.list_feature_views()}
@@ -232,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
                 store, reader, client, refs, card_ids, merchant_ids, repeats, track, rng
             )
             report["push"] = _push_bench(repo, store, url, args.quick)
+            report["velocity_redis"] = velocity_redis.measure(repo, args.quick, args.velocity_push)
             reader.close()
             client.close()
         finally:
@@ -279,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
         + f"; per CPU-second (this process + Redis): {p['velocity_updater_rows_per_cpu_s']:,.0f}"
         f" vs {p['feast_push_rows_per_cpu_s']:,.0f}"
     )
+    _print_velocity(console, report["velocity_redis"])
     at100 = next(r for r in report["results"] if r["entities"] == 100)
     ok = at100["sdk_over_fast"] >= 5 and at100["fast_over_floor"] <= 1.5
     console.print(
@@ -288,6 +309,35 @@ def run(args: argparse.Namespace) -> int:
     )
     console.print(f"wrote {out / 'features.json'} and {out / 'features.png'}")
     return 0
+
+
+def _print_velocity(console: Any, velocity: dict[str, Any]) -> None:
+    """The Redis-side velocity table (``benchmarks.velocity_redis``)."""
+    from rich.table import Table
+
+    if "skipped" in velocity:
+        console.print(f"velocity in Redis: skipped ({velocity['skipped']})")
+        return
+    table = Table(title=f"velocity updates inside Redis ({velocity['push']})")
+    for col in (
+        "scenario", "card updates", "cards/script", "Redis CPU us/card", "script us/card",
+        "script p50/p99/max ms", "in place", "client CPU us/event", "load",
+    ):  # fmt: skip
+        table.add_column(col, justify="right")
+    for name in velocity_redis.SCENARIOS:
+        r = velocity[name]
+        table.add_row(
+            name,
+            f"{r['card_updates']:,}",
+            str(r["cards_per_script"]),
+            f"{r['redis_cpu_us_per_card']:.1f}",
+            f"{r['script_us_per_card']:.1f}",
+            f"{r['script_p50_ms']:.2f}/{r['script_p99_ms']:.2f}/{r['script_max_ms']:.2f}",
+            f"{r['in_place_share']:.0%}",
+            f"{r['client_cpu_us_per_event']:.2f}",
+            r["load"],
+        )
+    console.print(table)
 
 
 def _measure(

@@ -171,9 +171,13 @@ for c = 1, n_cards do
         for w = 1, 2 * n_win, 2 do tot[w] = tot[w] + n; tot[w + 1] = tot[w + 1] + s end
       end
     end
-    call('SETRANGE', skey, 0, spack(HFMT, 86, n_win, sig, sec, nanos, N, nN, sN,
-      unpack(tot, 1, 2 * n_win)))
-    call('EXPIRE', skey, state_ttl)
+    local head = spack(HFMT, 86, n_win, sig, sec, nanos, N, nN, sN, unpack(tot, 1, 2 * n_win))
+    if #raw > 320 then  -- a busy card's long state: rewrite its header in place
+      call('SETRANGE', skey, 0, head)
+      call('EXPIRE', skey, state_ttl)
+    else  -- a short one: one SET costs less than two calls
+      call('SET', skey, head .. string.sub(raw, H + 1), 'EX', state_ttl)
+    end
   else
     -- the state's buckets as [N - bucket, count, sum] in t, oldest first, N itself last
     local t, k = nil, 0
