@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "run", "run_sweep"]
+__all__ = ["add_arguments", "fixed_size_model", "run", "run_sweep"]
 
 DEFAULT_RATES = "1000,2000,5000,10000,20000,50000"
 QUICK_RATES = "100,500,1000,2000,5000"
@@ -57,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "N') for the whole run (default: the pipeline file's); the drain's "
                              "backlog fills every batch, so --drain-batch 512 gives the drain's "
                              "drift / score at issue #6's 512-event batch")
+    parser.add_argument("--model-trees", type=int, default=None, metavar="N",
+                        help="score with a model of exactly N trees (no early stopping), "
+                             "trained once on the workspace's data and kept in its registry "
+                             "(default: the workspace's champion; on --size full early "
+                             "stopping ends the fraud model at ~180 trees; bench drift's "
+                             "model has 500)")
     parser.add_argument("--reason-codes", type=int, default=None,
                         help="reason codes per decision in the worker (default: the pipeline "
                              "file's; 0 = none, the same work as the naive stack)")
@@ -107,6 +113,10 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
         from schemas.errors import ConfigError
 
         raise ConfigError("--rates must be positive numbers")
+    if getattr(args, "model_trees", None) is not None and args.model_trees < 1:
+        from schemas.errors import ConfigError
+
+        raise ConfigError("--model-trees must be a positive number of trees")
     if args.drain_batch is not None and args.drain_batch < 1:
         from schemas.errors import ConfigError
 
@@ -191,6 +201,8 @@ def run_sweep(
     ws = prepare_workspace(args.pipeline, ws_root, redis_url, size=cfg["size"],
                            progress=not getattr(args, "quiet", False),
                            num_trees=150 if cfg["size"] != "full" else None)
+    if getattr(args, "model_trees", None):
+        ws = fixed_size_model(ws, args.model_trees, progress=not getattr(args, "quiet", False))
     factory = EventFactory.from_data_dir(
         args.pipeline, ws.data_dir, zipf_s=args.zipf, unknown_share=args.unknown_share,
         malformed_share=args.malformed_share,
@@ -208,6 +220,7 @@ def run_sweep(
                      args.naive_workers, "partitions": args.partitions, "data_size":
                      cfg["size"], "zipf": args.zipf, "unknown_share": args.unknown_share,
                      "malformed_share": args.malformed_share, "model": str(ws.model_path),
+                     "model_ref": ws.model_ref,
                      "reason_codes": args.reason_codes if args.reason_codes is not None
                      else "pipeline default",
                      "worker_batch": args.drain_batch or "pipeline default",
@@ -227,6 +240,31 @@ def run_sweep(
     summarize(result, budget)
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
+
+
+def fixed_size_model(ws: Any, trees: int, *, progress: bool = False) -> Any:
+    """``ws`` scoring with a model of exactly ``trees`` trees (early stopping off), found
+    in the workspace's registry under the alias ``trees<N>`` or trained there once (again
+    when the workspace's training data is newer than it)."""
+    from dataclasses import replace
+
+    from scorers.registry import ModelNotFoundError, Registry
+    from scorers.train import TrainOptions, train_and_register
+
+    registry = Registry(ws.models)
+    alias = f"trees{int(trees)}"
+    ref = f"{ws.pipeline}@{alias}"
+    data = ws.data_dir / "training.parquet"
+    try:
+        version = registry.resolve(ref)
+        if version.model_path.stat().st_mtime < data.stat().st_mtime:
+            raise ModelNotFoundError("trained on older data")
+    except ModelNotFoundError:
+        version = train_and_register(
+            pipeline=ws.pipeline, data=data, registry=registry, promote=[alias],
+            options=TrainOptions(num_trees=int(trees), early_stopping_rounds=0,
+                                 progress=progress))
+    return replace(ws, model_ref=ref, model_path=version.model_path)
 
 
 def _naive_drain(events: int) -> int:

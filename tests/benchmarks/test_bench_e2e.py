@@ -185,3 +185,15 @@ def test_worker_stack_passes_the_batch_size(tmp_path: Path) -> None:
     stack = worker_stack(tmp_path / "p.yaml", topics, tmp_path, batch=512)
     assert stack.cmd[-4:] == ["--pipeline", str(tmp_path / "p.yaml"), "--batch", "512"]
     assert "--batch" not in worker_stack(tmp_path / "p.yaml", topics, tmp_path).cmd
+
+
+def test_fixed_size_model_is_trained_once_with_exactly_that_many_trees(workspace: Any) -> None:
+    """--model-trees: a model of N trees (no early stopping) beside the champion, reused."""
+    from benchmarks.bench_e2e import fixed_size_model
+
+    ws = fixed_size_model(workspace, 7)
+    assert ws.model_ref == "fraud@trees7" and ws.model_path != workspace.model_path
+    assert ws.model_path.read_text().count("\nTree=") == 7
+    again = fixed_size_model(workspace, 7)
+    assert again.model_path == ws.model_path  # not trained again
+    assert workspace.model_ref == "fraud@champion"  # the champion is untouched
