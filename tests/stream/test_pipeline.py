@@ -501,3 +501,48 @@ def test_missing_and_stale_views_flag_exactly_their_rows(fraud_booster, rows):
     assert [list(r["feature_age_s"]) for r in got] == [list(TableReader.views)] * len(rows)
     assert [_canonical(v) for _, v in res.decisions] == [v for _, v in res.decisions]
     assert res.n_degraded == sum(bool(w) for w in want)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_record_encoder_all_constant_and_single_column_batches(n):
+    from schemas.decisions import StageLatencies
+    from stream.records import DecisionEncoder, constant, json_pieces
+
+    fields = {
+        "event_id": constant("e"), "pipeline": constant("p%s"), "key": constant("1"),
+        "outcome": constant("approve"), "score": constant(0.25), "model_name": constant("m"),
+        "model_version": constant("1"), "model_sha256": constant("ab"), "price": b"null",
+        "rule": constant(None), "reasons": b"[]", "reasons_skipped": b"false",
+        "degraded": b"false", "degraded_reasons": b"[]", "missing_features": b"0",
+        "latency_ms": constant(StageLatencies(decode=0.1)), "e2e_ms": constant(1.5),
+        "event_time": constant(2.0), "decided_at": constant(4.0), "worker_id": constant("w"),
+        "source_topic": constant("t"), "source_partition": b"-1", "source_offset": b"-1",
+        "challenger_version": constant(None), "challenger_score": b"null",
+        "schema_version": b"1",
+    }
+    for views, ages in [((), None), (("v",), None), (("v", "w"), [json_pieces([0.5] * n)])]:
+        enc = DecisionEncoder(views)
+        out = enc.encode(n, fields, ages)
+        assert len(out) == n and all(_canonical(v) == v for v in out)
+        # One per-event column, at the very start and at the very end of a record.
+        for name in ("event_id", "schema_version"):
+            one = dict(fields)
+            one[name] = ([str(i).encode() for i in range(n)] if name == "event_id"
+                         else json_pieces([1] * n))
+            got = enc.encode(n, one, ages)
+            assert all(_canonical(v) == v for v in got)
+            if name == "event_id":
+                assert [json.loads(v)["event_id"] for v in got] == [str(i) for i in range(n)]
+
+
+def test_record_encoder_refuses_a_short_column():
+    from stream.records import DECISION_FIELDS, DecisionEncoder, json_pieces
+
+    enc = DecisionEncoder(["v"])
+    fields: dict = dict.fromkeys(DECISION_FIELDS, b"0")
+    fields["score"] = json_pieces([0.5, 0.25])
+    with pytest.raises(ValueError, match="score"):
+        enc.encode(3, fields, None)
+    fields["score"] = b"0.5"
+    with pytest.raises(ValueError, match="feature_age_s"):
+        enc.encode(3, fields, [json_pieces([1.0, 2.0])])
