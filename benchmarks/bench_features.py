@@ -321,7 +321,7 @@ def _print_velocity(console: Any, velocity: dict[str, Any]) -> None:
     table = Table(title=f"velocity updates inside Redis ({velocity['push']})")
     for col in (
         "scenario", "card updates", "cards/script", "Redis CPU us/card", "script us/card",
-        "script p50/p99/max ms", "in place", "client CPU us/event", "load",
+        "script p50/p99/max ms", "SETRANGE", "client CPU us/event", "load",
     ):  # fmt: skip
         table.add_column(col, justify="right")
     for name in velocity_redis.SCENARIOS:
@@ -333,7 +333,7 @@ def _print_velocity(console: Any, velocity: dict[str, Any]) -> None:
             f"{r['redis_cpu_us_per_card']:.1f}",
             f"{r['script_us_per_card']:.1f}",
             f"{r['script_p50_ms']:.2f}/{r['script_p99_ms']:.2f}/{r['script_max_ms']:.2f}",
-            f"{r['in_place_share']:.0%}",
+            f"{r['setrange_share']:.0%}",
             f"{r['client_cpu_us_per_event']:.2f}",
             r["load"],
         )
