@@ -131,6 +131,9 @@ local card_blob, pair_blob = ARGV[a], ARGV[a + 1]
 local FIXED = '<BBHdIdId'
 local HFMT = FIXED .. rep('Id', n_win)
 local H = struct.size(HFMT)
+-- entries per struct call: Lua's C stack takes ~8,000 values (a 7 d window in minutes
+-- is 10,080 buckets)
+local BLOCK = 1000
 local fmts = {}
 local function efmt(k)
   local f = fmts[k]
@@ -184,7 +187,18 @@ for c = 1, n_cards do
     if v2 then
       local h = hn == n_win and H or struct.size(FIXED .. rep('Id', hn))
       k = (#raw - h) / 16
-      if k > 0 then t = {sunpack(efmt(k), raw, h + 1)} else t = {} end
+      if k <= BLOCK then
+        t = k > 0 and {sunpack(efmt(k), raw, h + 1)} or {}
+      else
+        t = {}
+        local at, done = h + 1, 0
+        while done < k do
+          local m = math.min(BLOCK, k - done)
+          local part = {sunpack(efmt(m), raw, at)}
+          for x = 1, 3 * m do t[3 * done + x] = part[x] end
+          at = part[3 * m + 1]; done = done + m
+        end
+      end
       t[3 * k + 1] = 0; t[3 * k + 2] = nN; t[3 * k + 3] = sN
       k = k + 1
     elseif raw then  -- format 1 (cmsgpack), buckets in any order
@@ -230,7 +244,17 @@ for c = 1, n_cards do
     -- the newest bucket (top) is the last one kept: it goes into the header
     local state = spack(HFMT, 86, n_win, sig, sec, nanos, top, out[q - 1], out[q],
       unpack(tot, 1, 2 * n_win))
-    if q > 3 then state = state .. spack(efmt(q / 3 - 1), unpack(out, 1, q - 3)) end
+    local m = q / 3 - 1
+    if m > 0 and m <= BLOCK then
+      state = state .. spack(efmt(m), unpack(out, 1, 3 * m))
+    elseif m > 0 then
+      local parts = {state}
+      for done = 0, m - 1, BLOCK do
+        local e = math.min(BLOCK, m - done)
+        parts[#parts + 1] = spack(efmt(e), unpack(out, 3 * done + 1, 3 * (done + e)))
+      end
+      state = table.concat(parts)
+    end
     call('SET', skey, state, 'EX', state_ttl)
   end
   local ts = (sec > 0 and ('\8' .. varint(sec)) or '')

@@ -131,3 +131,30 @@ def test_state_keeps_the_longest_window_and_reads_like_before(
         client.close()
         new.close()
         old.close()
+
+
+def test_windows_of_thousands_of_buckets(feast_repo: Any, redis_url: str) -> None:
+    """One-second buckets: the 1 h window holds 3,600 of them, more than one struct call
+    (or Lua's C stack) takes at once; the state still round-trips and matches format 1."""
+    client = redis.Redis.from_url(redis_url)
+    new = VelocityUpdater(feast_repo.path, bucket_s=1, cards_per_script=2)
+    old = _use_legacy(VelocityUpdater(feast_repo.path, bucket_s=1, cards_per_script=2))
+    rng = np.random.default_rng(9)
+    seconds = rng.permutation(3590)[:3400]  # 3,400 distinct buckets inside the hour
+    batches = []
+    for part in np.array_split(np.sort(seconds), 3):  # then two late batches
+        n = len(part)
+        cards = np.where(rng.random(n) < 0.9, 11, 12).astype(np.int64)
+        batches.append((cards, rng.integers(0, 400, n) / 4, BASE + part + 0.5))
+    batches += [batches[0], batches[1]]
+    try:
+        project = feast_repo.project
+        want = _run([old, old], len(batches), batches, client, project)
+        assert _run([new, new], 0, batches, client, project) == want
+        assert _run([old, new], 2, batches, client, project) == want
+        state = client.get(_keys(project, 11)[1])
+        assert state is not None and len(state) > 60 + 3000 * 16
+    finally:
+        client.close()
+        new.close()
+        old.close()
