@@ -134,13 +134,15 @@ def _seg(buf: Any, ib: Any, k: int) -> Any:  # pragma: no cover - compiled
 
 
 # The only argument types the step is compiled for (eagerly, so nothing compiles on a
-# batch, and any other type is a TypeError the caller answers by converting):
-# float64 C arrays, outcome codes as int8 (the fraud policy's) or int64.
+# batch, and any other type is a TypeError the caller answers by converting): float64
+# arrays of any layout (the worker's feature matrix is a column selection, Fortran-
+# ordered: read in place, not copied), outcome codes as int8 (the fraud policy's) or
+# int64. (numba remembers a C-contiguous argument's match to these after its first call.)
 _STEP_SIGNATURES = [
     types.UniTuple(types.int64, 2)(
-        types.float64[:, ::1], types.float64[::1], codes, types.float64[::1], types.int64,
+        types.float64[:, :], types.float64[:], codes, types.float64[:], types.int64,
         types.float64, types.int64[::1], types.float64[::1])
-    for codes in (types.int8[::1], types.int64[::1])
+    for codes in (types.int8[:], types.int64[:])
 ]
 
 
