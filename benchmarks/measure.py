@@ -170,6 +170,7 @@ class Collector(threading.Thread):
                             continue
                         self._file(msg, now)
         finally:
+            self._fetch.close()
             self._consumer.close()
 
     def _file(self, msg: Any, now: float) -> None:

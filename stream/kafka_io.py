@@ -252,6 +252,7 @@ class BatchConsumer:
     def close(self) -> None:
         """Commit what is acknowledged (synchronously), then leave the group."""
         self._commit_acked()
+        self.idle.close()
         self.consumer.close()
 
 
