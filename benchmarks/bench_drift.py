@@ -48,6 +48,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="batches timed (default 400, --quick 100)")
     parser.add_argument("--sub-windows", type=int, default=None,
                         help="drift sub-windows (default: DriftConfig's, 5; 1 = tumbling)")
+    parser.add_argument("--worker-sequence", action="store_true",
+                        help="instead: the drift update after the worker's own batch core "
+                             "(decode, features from Redis, score, policy, encode), on the "
+                             "bench e2e workspace, CPU time vs the score stage's")
+    parser.add_argument("--size", choices=("quick", "full"), default="full",
+                        help="--worker-sequence: the bench e2e workspace size (default full)")
+    parser.add_argument("--model-trees", type=int, default=None, metavar="N",
+                        help="--worker-sequence: a model of exactly N trees (bench e2e's "
+                             "option; default the workspace's champion)")
     parser.add_argument("--calibration", action="store_true",
                         help="instead: empirical false-alarm rate of the calibrated PSI "
                              "thresholds on stationary streams, per window size")
@@ -208,6 +217,79 @@ def _amortised(drift_us: Any, closes: Any, batch: int, scorer_us: float) -> dict
             "amortised": rows, "target": TARGET, "target_met": bool(met)}
 
 
+def worker_sequence(size: str = "full", trees: int | None = None, batch: int = 512,
+                    batches: int = 60, repeats: int = 3, ws: Any = None) -> dict[str, Any]:
+    """Thread CPU of the drift update (and its records' bytes) right after
+    ``BatchCore.process`` of the same batch, as ``Worker.run`` calls them, against the
+    score stage's CPU in that process() (``bench e2e``'s workspace and pipeline file:
+    Redis features, the pipeline's drift settings; ``ws``: another workspace). The
+    first pass over the events warms up; the rest are averaged."""
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    import stream.pipeline as pipeline_mod
+    from benchmarks.bench_core import _CpuClock, _stages
+    from benchmarks.bench_e2e import fixed_size_model
+    from benchmarks.loadgen import EventFactory
+    from benchmarks.workspace import prepare_workspace
+    from schemas.drift import encode_drift
+    from stream.assembly import make_drift
+    from stream.dev import home_dir, resolve_redis_url
+
+    redis = resolve_redis_url("") if ws is None else ws.redis_url
+    if ws is None:
+        ws = prepare_workspace("fraud", home_dir() / "bench" / "e2e" / f"fraud-{size}",
+                               redis, size=size, progress=False,
+                               num_trees=150 if size != "full" else None)
+    if trees:
+        ws = fixed_size_model(ws, trees)
+    st = _stages("fraud", ws, redis)
+    core = st.core
+    clock = pipeline_mod.time
+    pipeline_mod.time = _CpuClock()  # type: ignore[assignment]  # stage_s in CPU seconds
+    try:
+        drift = make_drift(st.config, core.model, CollectorRegistry())
+        if drift is None:
+            raise RuntimeError("the workspace's model has no drift reference")
+        events = EventFactory.from_data_dir("fraud", ws.data_dir, seed=7).make(
+            batch * batches, "ds-")
+        cpu = time.thread_time
+        score: list[float] = []
+        spent: list[float] = []
+        records = 0
+        for rep in range(repeats):
+            for b in range(batches):
+                s, e = b * batch, (b + 1) * batch
+                res = core.process(events.payloads[s:e], keys=events.keys[s:e],
+                                   sources=[("in", 0, i) for i in range(s, e)],
+                                   timestamps=[time.time()] * (e - s))
+                c = cpu()
+                out = [encode_drift(r) for r in
+                       drift.update(res.features, res.scores, res.drift_decisions)]
+                used = cpu() - c
+                if rep:
+                    score.append(res.stage_s["score"])
+                    spent.append(used)
+                    records += len(out)
+    finally:
+        pipeline_mod.time = clock
+        st.close()
+    score_us, drift_us = float(np.mean(score)) * 1e6, float(np.mean(spent)) * 1e6
+    return {"model": f"{core.model.name}@{core.model.version}", "model_path":
+            str(ws.model_path), "trees": trees or "champion", "features":
+            len(core.model.feature_names), "batch": batch, "batches": len(spent),
+            "records": records, "drift_settings": msgspec_builtins(st.config.drift),
+            "score_cpu_us": score_us, "drift_cpu_us": drift_us,
+            "drift_over_score": drift_us / score_us, "load_average": list(os.getloadavg())}
+
+
+def msgspec_builtins(obj: Any) -> Any:
+    """Plain data of a msgspec Struct (for the JSON report)."""
+    import msgspec
+
+    return msgspec.to_builtins(obj)
+
+
 def calibration(alpha: float = 0.01, windows: tuple[int, ...] = (100, 300, 1000, 5000),
                 events: int = 400_000) -> list[dict[str, Any]]:
     """Empirical alarm rate per feature-window on streams drawn from the training
@@ -282,6 +364,18 @@ def run(args: argparse.Namespace) -> int:
     """Run the measurement, print a table, write ``drift.json``; exit 1 above 5%."""
     if args.calibration:
         return _run_calibration()
+    if args.worker_sequence:
+        r = worker_sequence(args.size, args.model_trees, args.batch,
+                            batches=args.batches or 60)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "drift_worker.json").write_text(json.dumps(r, indent=2) + "\n")
+        print(f"bench drift --worker-sequence: {r['model']} ({r['trees']} trees, "
+              f"{r['features']} features), {r['batches']} batches of {r['batch']}, "
+              f"{r['records']} records: score {r['score_cpu_us']:.0f} us CPU, drift "
+              f"{r['drift_cpu_us']:.0f} us CPU = {r['drift_over_score']:.1%} "
+              f"(load {r['load_average'][0]:.2f})")
+        return 0
     from rich.console import Console
     from rich.table import Table
 
