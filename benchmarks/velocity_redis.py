@@ -18,6 +18,9 @@ order:
   events mostly land in its newest bucket);
 * ``catch-up`` - over 600 s (a batch spans ~25 s, as in a backlog drain: buckets advance).
 
+Meanwhile a separate process sends a GET every ~1 ms, as an online read would, and counts
+replies slower than 20 ms (the fraud pipeline's read timeout): ``probe_*``.
+
 ``setrange_share`` is the share of card updates that rewrote a long state's header in
 place (busy cards whose events all fell in their newest bucket; a short state's in-place
 update is a plain SET and is not counted there).
@@ -48,6 +51,51 @@ def _stream(rng: Any, card_ids: Any, weights: Any, n: int, t0: float, span: floa
     amounts = np.round(rng.gamma(2.0, 30.0, n), 2)
     times = np.sort(t0 + rng.random(n) * span)
     return cards, amounts, times
+
+
+# What an online read sees meanwhile: another process sends a GET every ~1 ms and times
+# each reply (a separate process: a thread would wait on this process's GIL, not Redis).
+_PROBE = r"""
+import json, select, socket, sys, time
+conn = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+lat = []
+print("ready", flush=True)
+while not select.select([sys.stdin], [], [], 0.001)[0]:
+    t0 = time.perf_counter()
+    conn.sendall(b"*2\r\n$3\r\nGET\r\n$5\r\nprobe\r\n")
+    conn.recv(64)
+    lat.append(time.perf_counter() - t0)
+lat.sort()
+print(json.dumps({
+    "probe_reads": len(lat),
+    "probe_p99_ms": lat[int(0.99 * (len(lat) - 1))] * 1e3 if lat else None,
+    "probe_max_ms": lat[-1] * 1e3 if lat else None,
+    "probe_over_20ms": sum(x > 0.020 for x in lat),
+}))
+"""
+
+
+def _start_probe(url: str) -> Any:
+    import subprocess
+
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    probe = subprocess.Popen(
+        [sys.executable, "-c", _PROBE, port],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert probe.stdout is not None
+    probe.stdout.readline()  # "ready": connected
+    return probe
+
+
+def _stop_probe(probe: Any) -> dict[str, Any]:
+    import json
+
+    out, _ = probe.communicate("stop\n", timeout=30)
+    return dict(json.loads(out))
 
 
 def _updater_class(push_file: str | None) -> Any:
@@ -104,7 +152,8 @@ def measure(repo: Path, quick: bool, push_file: str | None = None) -> dict[str, 
             client.config_set("slowlog-log-slower-than", 0)
             client.config_set("slowlog-max-len", 100_000)
             client.slowlog_reset()
-            client.config_resetstat()
+            client.config_resetstat()  # the probe's GETs land in commandstats too: fine
+            probe = _start_probe(target)
             cpu0 = client.info("cpu")
             cards = failed = 0
             w0, th0 = time.perf_counter(), time.thread_time()
@@ -114,6 +163,7 @@ def measure(repo: Path, quick: bool, push_file: str | None = None) -> dict[str, 
                 failed += done.status != "ok"
             wall, thread = time.perf_counter() - w0, time.thread_time() - th0
             cpu1 = client.info("cpu")
+            reads = _stop_probe(probe)
             stats = client.info("commandstats")
             log = client.slowlog_get(100_000)
             client.config_set("slowlog-log-slower-than", 10_000)
@@ -141,6 +191,7 @@ def measure(repo: Path, quick: bool, push_file: str | None = None) -> dict[str, 
                 "client_cpu_us_per_event": thread * 1e6 / measured,
                 "wall_s": wall,
                 "busiest_state_bytes": state,
+                **reads,
                 "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             }
             updater.close()
