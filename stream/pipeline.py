@@ -240,7 +240,9 @@ class BatchCore:
             mask[over] |= _BIT["over_budget"]
 
         # Score (and shadow-score) the whole batch.
-        X = pool[:, self._plan]
+        # take() gives a C-ordered matrix (a fancy index gives a Fortran-ordered one,
+        # which the compiled scorer then copied into C order: ~0.3 ms a 4096 batch).
+        X = pool.take(self._plan, axis=1)
         score, price_demand = self._score(X, online, cols, mask)
         challenger_score = self._shadow(pool, online, cols)
         t_score = time.perf_counter()
@@ -411,7 +413,7 @@ class BatchCore:
         if self.challenger is None or self._challenger_plan is None:
             return None
         try:
-            X = pool[:, self._challenger_plan]
+            X = pool.take(self._challenger_plan, axis=1)
             if self.spec.kind == "pricing":
                 demand = self._price_sweep(
                     self.challenger.scorer, self._challenger_plan, cols, online, X

@@ -546,3 +546,20 @@ def test_record_encoder_refuses_a_short_column():
     fields["score"] = b"0.5"
     with pytest.raises(ValueError, match="feature_age_s"):
         enc.encode(3, fields, [json_pieces([1.0, 2.0])])
+
+
+def test_the_feature_matrix_reaches_the_scorer_c_ordered(fraud_booster):
+    """The compiled scorer takes a C-ordered float64 matrix as it is (any other layout is
+    copied first, a cost per batch)."""
+    seen = []
+
+    class Recording(BoosterScorer):
+        def predict(self, X, raw_score=False):
+            seen.append(X.flags.c_contiguous and X.dtype == np.float64)
+            return super().predict(X, raw_score)
+
+    core = fraud_core(fraud_booster, scorer=Recording(fraud_booster),
+                      challenger=LoadedModel("fraud", "2", "cd" * 32,
+                                             Recording(fraud_booster)))
+    res = core.process([json.dumps(fraud_event(i)).encode() for i in range(20)], now=NOW)
+    assert seen == [True, True] and res.features.flags.c_contiguous
