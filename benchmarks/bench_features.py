@@ -321,7 +321,7 @@ def _print_velocity(console: Any, velocity: dict[str, Any]) -> None:
     table = Table(title=f"velocity updates inside Redis ({velocity['push']})")
     for col in (
         "scenario", "card updates", "cards/script", "Redis CPU us/card", "script p50/p99/max ms",
-        "SETRANGE", "client CPU us/event", "GETs > 20 ms (p99/max ms)", "load 1 min",
+        "client CPU us/event", "GETs > 20 ms (p99/max ms)", "load 1 min",
     ):  # fmt: skip
         table.add_column(col, justify="right")
     for name in velocity_redis.SCENARIOS:
@@ -332,7 +332,6 @@ def _print_velocity(console: Any, velocity: dict[str, Any]) -> None:
             str(r["cards_per_script"]),
             f"{r['redis_cpu_us_per_card']:.1f}",
             f"{r['script_p50_ms']:.2f}/{r['script_p99_ms']:.2f}/{r['script_max_ms']:.2f}",
-            f"{r['setrange_share']:.0%}",
             f"{r['client_cpu_us_per_event']:.2f}",
             f"{r['probe_over_20ms']}/{r['probe_reads']} "
             f"({r['probe_p99_ms']:.1f}/{r['probe_max_ms']:.1f})",

@@ -21,10 +21,6 @@ order:
 Meanwhile a separate process sends a GET every ~1 ms, as an online read would, and counts
 replies slower than 20 ms (the fraud pipeline's read timeout): ``probe_*``.
 
-``setrange_share`` is the share of card updates that rewrote a long state's header in
-place (busy cards whose events all fell in their newest bucket; a short state's in-place
-update is a plain SET and is not counted there).
-
 ``streamscore bench features --velocity-only`` runs this part alone; ``--velocity-push
 FILE`` measures another version of ``features/push.py`` (e.g. ``git show
 e6ffbcf:features/push.py > /tmp/push_e6ffbcf.py``) with the same harness, for before/after.
@@ -172,8 +168,6 @@ def measure(repo: Path, quick: bool, push_file: str | None = None) -> dict[str, 
             )
             used = sum(cpu1[k] - cpu0[k] for k in ("used_cpu_user", "used_cpu_sys"))
             evalsha = stats.get("cmdstat_evalsha", {"usec": 0, "calls": 0})
-            # a long state (a busy card) updated in place: its header rewritten by SETRANGE
-            inplace = stats.get("cmdstat_setrange", {"calls": 0})["calls"]
             busiest = layout.entity_key(["card_id"], [layout.KIND_INT64], [int(card_ids[0])])
             state = client.strlen(b"ssvel:" + busiest + project)
             out[name] = {
@@ -187,7 +181,6 @@ def measure(repo: Path, quick: bool, push_file: str | None = None) -> dict[str, 
                 "script_p50_ms": float(np.median(scripts)) / 1e3 if len(scripts) else None,
                 "script_p99_ms": float(np.percentile(scripts, 99)) / 1e3 if len(scripts) else None,
                 "script_max_ms": float(scripts.max()) / 1e3 if len(scripts) else None,
-                "setrange_share": inplace / max(cards, 1),
                 "client_cpu_us_per_event": thread * 1e6 / measured,
                 "wall_s": wall,
                 "busiest_state_bytes": state,
