@@ -2,8 +2,8 @@
 
 - ``BatchConsumer``: manual offsets (``enable.auto.commit`` and
   ``enable.auto.offset.store`` off), cooperative-sticky assignment, ``consume(n, t)``
-  micro-batches (paused between empty ones: ``stream.idle``), the next offset to commit
-  per partition, lag from cached watermarks.
+  micro-batches (optionally paused once caught up: ``stream.idle``), the next offset to
+  commit per partition, lag from cached watermarks.
 - ``AckedProducer``: idempotent producer; counts outstanding deliveries with the delivery
   callback, turns ``BufferError`` (queue full) into backpressure: pause the consumer,
   serve delivery reports until the queue is below the low watermark, resume (hysteresis,

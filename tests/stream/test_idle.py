@@ -61,7 +61,7 @@ def test_idle_consumer_stops_spinning_the_broker(bootstrap, make_topic, unique_n
         # About one answer per backoff; librdkafka re-fetches at once after an answer
         # until the pause lands (1-3 fetches a cycle measured, more on a loaded box).
         assert pauses > 0
-        assert spin > 4 * paced, (spin, paced)
+        assert spin > 2 * paced, (spin, paced)  # measured 3-220x (less on a loaded box)
     else:  # a broker that holds empty fetches: the backoff must not add fetches
         assert paced <= max(2 * spin, 1 / backoff), (spin, paced)
 
