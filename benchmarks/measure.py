@@ -82,7 +82,7 @@ class Collector(threading.Thread):
     def __init__(
         self, bootstrap: str, topics: list[str], *, dead_letter_topics: tuple[str, ...] = (),
         mode: str = "decisions", settings: dict[str, Any] | None = None,
-        idle_backoff_ms: float = 0.0,
+        idle_backoff_ms: float = 5.0,
     ) -> None:
         super().__init__(name="bench-collector", daemon=True)
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -103,9 +103,9 @@ class Collector(threading.Thread):
             for t in topics for p in sorted(meta.topics[t].partitions)
         ]
         self._consumer.assign(parts)
-        # With idle_backoff_ms > 0 the partitions are paused once caught up (stream.idle):
-        # on noida-db an idle collector otherwise spins the broker and a core. Off by
-        # default, so latency numbers stay comparable with earlier runs.
+        # Once input has stopped the partitions are paused (stream.idle), as in the worker:
+        # on noida-db an idle collector otherwise spins the broker and a core between
+        # rate steps. (Never while records arrive: latencies are measured as before.)
         keys = [(tp.topic, tp.partition) for tp in parts]
         self._fetch = IdleFetch(self._consumer, lambda: keys, backoff_s)
         self._expected: dict[str, Expected] = {}

@@ -124,10 +124,9 @@ class BatchConfig(_Frozen, frozen=True):
     min_messages: int = 1
     timeout_ms: float = 5.0
     adaptive: bool = True
-    # Pause the input partitions this long once caught up (stream.idle): a broker that
-    # answers empty fetches at once (noida-db) is not spun. 0 = off, the default: the
-    # bare consumer gains, the worker's live latency did not (benchmarks/RESULTS.md).
-    idle_backoff_ms: float = 0.0
+    # Pause the input partitions this long once input has stopped (stream.idle): a broker
+    # that answers empty fetches at once (noida-db) is not spun by an idle worker; 0 = off.
+    idle_backoff_ms: float = 5.0
 
 
 class DriftConfig(_Frozen, frozen=True):

@@ -10,9 +10,10 @@ next fetch after an empty answer (``fetch.error.backoff.ms`` is for fetch errors
 ``IdleFetch.consume`` paces the fetches itself with the consumer's own API:
 
 1. when every assigned partition is at its end (its last fetch answer was the
-   partition-EOF event, ``enable.partition.eof``, with no message after it) a consume
-   leaves the partitions paused: the fetcher stops asking. A backlog never reaches
-   that state, so a drain is not slowed;
+   partition-EOF event, ``enable.partition.eof``, with no message after it) and no
+   message came for ``idle_after_s``, a consume leaves the partitions paused: the
+   fetcher stops asking. A backlog or a steady stream never gets there, so neither a
+   drain nor live batches wait for fetches that would otherwise be prefetched;
 2. the next consume waits until ``backoff_s`` after that pause (the caller's processing
    time counts; inside ``consume()``, so rebalance callbacks and errors are served),
    resumes the partitions and *wakes* their brokers' fetcher threads - librdkafka
@@ -31,9 +32,10 @@ next fetch after an empty answer (``fetch.error.backoff.ms`` is for fetch errors
    ``fetch.wait.max.ms`` and the backoff turns itself off (plain ``consume``; Tansu and
    Apache Kafka).
 
-So while input is sparse the consumer fetches about once per ``backoff_s`` instead of
-continuously, like a long poll of at most ``backoff_s``: a record waits at most
-``backoff_s`` plus one round trip longer to be fetched. Nothing is lost or reordered: a
+So once input has stopped (or is sparser than one message per ``idle_after_s``) the
+consumer fetches about once per ``backoff_s`` instead of continuously, like a long poll
+of at most ``backoff_s``: the first record after a gap waits at most ``backoff_s`` plus
+one round trip longer to be fetched. Nothing is lost or reordered: a
 pause drops only what librdkafka fetched and the application has not consumed, and the
 next fetch starts at the application's position (librdkafka's pause semantics); offsets
 and commits are not touched. ``backoff_s = 0`` turns it off.
@@ -49,7 +51,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-__all__ = ["MAX_SLOW", "REWAKE_S", "WAKE_WAIT_S", "IdleFetch", "is_eof"]
+__all__ = ["IDLE_AFTER_S", "MAX_SLOW", "REWAKE_S", "WAKE_WAIT_S", "IdleFetch", "is_eof"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ MAX_SLOW = 20
 REWAKE_S = 0.002
 # How long a wake-up call waits for its (unused) answer; the request goes out anyway.
 WAKE_WAIT_S = 0.001
+# No message for this long (and every partition at its end) before pausing.
+IDLE_AFTER_S = 0.02
 
 _EOF = KafkaError._PARTITION_EOF
 Key = tuple[str, int]
@@ -80,10 +84,13 @@ class IdleFetch:
     """
 
     def __init__(self, consumer: Consumer, partitions: Callable[[], Iterable[Key]],
-                 backoff_s: float, *, wake_timeout_s: float = 1.0) -> None:
+                 backoff_s: float, *, idle_after_s: float = IDLE_AFTER_S,
+                 wake_timeout_s: float = 1.0) -> None:
         self.consumer = consumer
         self.partitions = partitions
         self.backoff_s = backoff_s
+        self.idle_after_s = idle_after_s
+        self._last_data = 0.0  # monotonic time of the last message seen
         self.wake_timeout_s = wake_timeout_s
         self._paused: list[TopicPartition] | None = None  # what we paused, if idle
         self._paused_at = 0.0  # monotonic time of that pause
@@ -121,9 +128,10 @@ class IdleFetch:
             got = c.consume(num_messages=n, timeout=timeout_s)
             if len(got) >= n:  # a full batch (a backlog): no bookkeeping per message
                 self._at_end.clear()
+                self._last_data = time.monotonic()
                 return got
             got = self._seen(got)
-            if self._paused is None and self._all_at_end():  # (a callback may have paused)
+            if self._paused is None and self._idle_now():  # (a callback may have paused)
                 self._pause()
             return got
         # Paused: wait out the rest of the backoff (rebalance callbacks run in here).
@@ -176,7 +184,7 @@ class IdleFetch:
                 self.backoff_s = 0.0
             return got
         self.slow = 0
-        if self._all_at_end():
+        if self._idle_now():
             self._pause()
         return got
 
@@ -204,19 +212,28 @@ class IdleFetch:
         # Drop EOF events; note which partitions are at their end.
         out = []
         at_end = self._at_end
+        data = False
         for m in msgs:
             key: Key = (m.topic(), m.partition())  # type: ignore[assignment]
             err = m.error()
             if err is None:
                 at_end.discard(key)
                 out.append(m)
+                data = True
             elif err.code() == _EOF:
                 at_end.add(key)
             else:
                 out.append(m)
+        if data:
+            self._last_data = time.monotonic()
         return out
 
-    def _all_at_end(self) -> bool:
+    def _idle_now(self) -> bool:
+        # Every partition at its end, and no message for idle_after_s: pausing between
+        # the batches of a steady stream cost the worker latency (every batch then
+        # waited for a fresh fetch instead of finding it prefetched).
+        if time.monotonic() - self._last_data < self.idle_after_s:
+            return False
         assigned = set(self.partitions())
         return bool(assigned) and assigned <= self._at_end
 

@@ -2,7 +2,7 @@
 
 - ``BatchConsumer``: manual offsets (``enable.auto.commit`` and
   ``enable.auto.offset.store`` off), cooperative-sticky assignment, ``consume(n, t)``
-  micro-batches (optionally paused once caught up: ``stream.idle``), the next offset to
+  micro-batches (paused once input has stopped: ``stream.idle``), the next offset to
   commit per partition, lag from cached watermarks.
 - ``AckedProducer``: idempotent producer; counts outstanding deliveries with the delivery
   callback, turns ``BufferError`` (queue full) into backpressure: pause the consumer,

@@ -297,7 +297,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "wait for every batch's acks before the next (default "
                    "$STREAMSCORE_MAX_INFLIGHT, else 16)")
     p.add_argument("--idle-backoff-ms", type=float, default=None, metavar="MS",
-                   help="pause the input partitions for MS ms once caught up, so a broker "
+                   help="pause the input partitions for MS ms once input stops, so a broker "
                    "that answers empty fetches at once (noida-db) is not spun; 0 = off (default "
                    "$STREAMSCORE_IDLE_BACKOFF_MS, else the pipeline's batch.idle_backoff_ms)")
     p.add_argument("--idle-exit", type=float, default=None, metavar="S",
