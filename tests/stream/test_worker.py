@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -300,6 +301,11 @@ def test_sigterm_drains_then_restart_and_kill_lose_nothing(env, unique_name):
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out.decode()
         assert b"stopped after" in out
+        # CPU per event of the whole process, then of the loop's thread alone (a part of it)
+        cpu = re.search(rb"([\d.]+) us CPU per event, ([\d.]+) of them in the loop's thread",
+                        out)
+        assert cpu is not None, out.decode()
+        assert 0.0 < float(cpu[2]) <= float(cpu[1])
         proc = _spawn(path)
         _wait_for_decisions(env.bootstrap, f"{unique_name}.dec", 2000)
         proc.kill()  # a crash: whatever was not committed is re-delivered
