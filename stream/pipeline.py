@@ -11,8 +11,9 @@ Build once, run many: everything that can be planned is planned in ``__init__`` 
 column); ``process`` only runs numpy over the batch. The per-event Python work is
 decoding (``schemas.registry``) and one bytes format per decision record
 (``stream.records`` encodes every field column-wise). Reason codes live in
-``stream.reasons``, dead letters and the flood guard in ``stream.deadletters``, the
-schema specs and the loaded-model type in ``stream.specs`` (all re-exported here).
+``stream.reasons``, dead letters and the flood guard in ``stream.deadletters``, pricing's
+candidate sweep in ``stream.sweep``, the schema specs and the loaded-model type in
+``stream.specs`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from stream.records import (
     string_pieces,
 )
 from stream.specs import EVENT_SPECS, EventSpec, LoadedModel, Scorer
+from stream.sweep import PriceSweep
 
 __all__ = [
     "EVENT_SPECS",
@@ -138,12 +140,11 @@ class BatchCore:
         self.max_explain = max_explain
         self.explain_budget_s = self.budget_s / 10.0
         self._request_out: dict[str, Any] = {}
-        # Pricing: per model plan, the columns the candidate price rewrites.
-        self._varying: dict[bytes, list[tuple[int, str | None]]] = {}
         self._records = DecisionEncoder(views)
         self._name_json = constant(config.name)
         self._blocked = frozenset(getattr(config.policy, "blocked_countries", ()))
         self._worker_json = constant(worker_id)
+        self._sweep = PriceSweep(self._multipliers(), self._pool_names(), request)
         self.model = model
         self._plan = self._plan_columns(model)
         self.challenger = challenger
@@ -369,43 +370,11 @@ class BatchCore:
         self, scorer: Any, plan: npt.NDArray[np.intp], cols: dict[str, Any],
         online: FloatArray, X0: FloatArray,
     ) -> FloatArray:
-        """Demand for every candidate multiplier of the base price: rows x candidates.
-
-        The candidate price reaches the model only through the request-time features and
-        the event's own ``candidate_price``: each candidate's block is the batch's
-        matrix ``X0`` (the pool through ``plan``) with just those columns rewritten
-        (rebuilding the whole pool per candidate cost ~1.5 us per event at batch 4096).
-        """
+        """Demand for every candidate multiplier of the base price (``stream.sweep``)."""
         base = cols["base_price"]
-        n = base.shape[0]
-        mult = self._multipliers()
-        varying = self._varying.get(plan.tobytes())
-        if varying is None:  # planned once per model (champion, challenger)
-            names = self._pool_names()
-            n_req = len(getattr(self.request, "outputs", ()))
-            # Model column -> the request output it shows (None: the event's
-            # candidate_price).
-            varying = [(j, names[p] if p < n_req else None)
-                       for j, p in enumerate(plan.tolist())
-                       if p < n_req or names[p] == "candidate_price"]
-            self._varying[plan.tobytes()] = varying
-        k = len(mult)
-        # Candidate-major rows: block b is the batch at base * mult[b].
-        cand = np.multiply.outer(np.asarray(mult, dtype=np.float64), base).ravel()
-        out: dict[str, Any] = {}
-        if self.request is not None:
-            # One request-features call over every candidate block (one per candidate
-            # cost ~5 numpy passes of fixed overhead each: ~60 us a batch at batch 64).
-            inputs = self._request_inputs(cols, online, n)
-            tiled = {name: np.tile(np.asarray(inputs[name]), k) for name in self.request.inputs
-                     if name != "candidate_price"}
-            tiled["candidate_price"] = cand
-            out = self.request.compute(tiled)
-        X = np.tile(X0, (k, 1))
-        for j, name in varying:
-            X[:, j] = cand if name is None else out[name]
-        pred = np.asarray(scorer.predict(X), dtype=np.float64)
-        return pred.reshape(k, n).T
+        inputs = ({} if self.request is None
+                  else self._request_inputs(cols, online, base.shape[0]))
+        return self._sweep.demand(scorer, plan, X0, base, inputs)
 
     def _shadow(
         self, pool: FloatArray, online: FloatArray, cols: dict[str, Any]
