@@ -243,13 +243,18 @@ def test_explanations_are_capped_per_batch_and_flagged(fraud_booster):
     assert sum(r["reasons_skipped"] for r in adverse) == len(adverse) - 1
 
 
-def test_challenger_is_scored_in_shadow_and_never_acted_on(fraud_booster):
+def _challenger() -> tuple[lgb.Booster, LoadedModel]:
+    """A second, different fraud model (booster, and compiled as version 9)."""
     rng = np.random.default_rng(5)
     X = rng.random((400, len(FRAUD_FEATURES))) * 1000
     other = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 4},
                       lgb.Dataset(X, (X[:, 0] < 300).astype(float),
                                   feature_name=FRAUD_FEATURES), 10)
-    challenger = LoadedModel("fraud", "9", "ef" * 32, compile_lightgbm(other))
+    return other, LoadedModel("fraud", "9", "ef" * 32, compile_lightgbm(other))
+
+
+def test_challenger_is_scored_in_shadow_and_never_acted_on(fraud_booster):
+    other, challenger = _challenger()
     plain = fraud_core(fraud_booster)
     shadow = fraud_core(fraud_booster, challenger=challenger)
     payloads = [json.dumps(fraud_event(i)).encode() for i in range(50)]
@@ -288,12 +293,7 @@ def _canonical(value: bytes) -> bytes:
 
 
 def test_fast_records_are_exactly_the_decision_struct_encoding(fraud_booster):
-    rng = np.random.default_rng(5)
-    X = rng.random((400, len(FRAUD_FEATURES))) * 1000
-    other = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 4},
-                      lgb.Dataset(X, (X[:, 0] < 300).astype(float),
-                                  feature_name=FRAUD_FEATURES), 10)
-    challenger = LoadedModel("fraud", "9", "ef" * 32, compile_lightgbm(other))
+    _, challenger = _challenger()
     request = RequestFeatures("fraud", load_vocab(repo_path("fraud")))
     core = BatchCore(config("fraud", name='fr"aud%s'),
                      LoadedModel("fraud", "1", "ab" * 32, BoosterScorer(fraud_booster)),
