@@ -21,6 +21,8 @@ from typing import Literal
 
 import msgspec
 
+from schemas.schemadoc import json_schema
+
 __all__ = [
     "DRIFT_SCHEMA_VERSION",
     "DecisionMix",
@@ -106,7 +108,7 @@ def decode_drift(data: bytes | str) -> DriftRecord:
 
 def drift_json_schema() -> dict[str, object]:
     """JSON Schema of the drift topic's records."""
-    return msgspec.json.schema(DriftRecord)
+    return json_schema(DriftRecord)
 
 
 # -- column-wise encoding -----------------------------------------------------------------

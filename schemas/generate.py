@@ -11,9 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-import msgspec
-
 from schemas.registry import SCHEMAS
+from schemas.schemadoc import json_schema
 
 __all__ = ["JSONSCHEMA_DIR", "render", "render_all", "write_all"]
 
@@ -22,7 +21,7 @@ JSONSCHEMA_DIR = Path(__file__).resolve().parent / "jsonschema"
 
 def render(name: str) -> str:
     """The JSON Schema text of one registered type (stable key order, newline at end)."""
-    doc = msgspec.json.schema(SCHEMAS[name])
+    doc = json_schema(SCHEMAS[name])
     doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": name, **doc}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
