@@ -3,6 +3,13 @@
 It keeps the original bytes (base64 in JSON, exactly as received), where they came
 from (topic/partition/offset/key), a stable error code for dashboards and alerts, and
 msgspec's human-readable message naming the offending field.
+
+Whatever the input's size, the record fits the dead-letter topic: a payload longer
+than ``DEADLETTER_PAYLOAD_CAP`` bytes keeps only its first ``DEADLETTER_PAYLOAD_CAP``
+bytes, with ``payload_truncated`` set; ``payload_size`` and ``payload_sha256`` always
+describe the whole original payload, so it can be matched with the producer's copy.
+(Base64 makes the kept bytes 4/3 larger: 256 KiB of payload is ~342 KiB of record,
+well inside Kafka's default 1 MB message limit.) Error texts are capped likewise.
 """
 
 from __future__ import annotations
@@ -11,9 +18,18 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["DEADLETTER_SCHEMA_VERSION", "ERROR_CODES", "DeadLetter", "ErrorCode"]
+__all__ = [
+    "DEADLETTER_ERROR_CAP",
+    "DEADLETTER_PAYLOAD_CAP",
+    "DEADLETTER_SCHEMA_VERSION",
+    "ERROR_CODES",
+    "DeadLetter",
+    "ErrorCode",
+]
 
 DEADLETTER_SCHEMA_VERSION = 1
+DEADLETTER_PAYLOAD_CAP = 256 * 1024
+DEADLETTER_ERROR_CAP = 2048
 
 ErrorCode = Literal[
     "not_json",
@@ -24,6 +40,8 @@ ErrorCode = Literal[
     "oversize",
     "unknown_schema_version",
     "empty",
+    "too_deep",
+    "duplicate_key",
 ]
 ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
 
@@ -43,3 +61,5 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     failed_at: float = 0.0
     worker_id: str = ""
     schema_version: int = DEADLETTER_SCHEMA_VERSION
+    payload_sha256: str = ""
+    payload_truncated: bool = False

@@ -45,8 +45,13 @@ class FraudTransaction(msgspec.Struct, frozen=True, kw_only=True):
     card_id: Annotated[int, Meta(ge=0, le=2**63 - 1, description="Card entity key.")]
     merchant_id: Annotated[str, Meta(min_length=1, max_length=64)]
     amount: Annotated[Money, Meta(description="Amount in the transaction currency.")]
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code.")]
-    country: Annotated[str, Meta(pattern="^[A-Z]{2}$", description="ISO 3166 alpha-2 code.")]
+    # `(?!\n)`: Python's `$` (msgspec checks patterns with Python's re) also matches
+    # before a trailing newline, so "KP\n" passed `^[A-Z]{2}$`; JSON Schema's (ECMA) `$`
+    # does not. The lookahead makes both dialects read the pattern alike.
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}(?!\n)$", description="ISO 4217 code.")]
+    country: Annotated[
+        str, Meta(pattern="^[A-Z]{2}(?!\n)$", description="ISO 3166 alpha-2 code.")
+    ]
     channel: Literal["pos", "ecom", "atm", "moto"]
     mcc: Annotated[int, Meta(ge=0, le=9999, description="Merchant category code.")]
     event_time: EventTime

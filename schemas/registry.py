@@ -12,13 +12,23 @@ event), so a twin Struct without the patterns decodes the batch and each pattern
 then searched once per *distinct* value of its field (a handful per batch). Any
 payload the twin rejects, or whose value fails a pattern, is decoded again by the
 strict decoder, whose error becomes the rejection: errors read exactly as before.
+
+Whatever one payload contains, its worst outcome is one ``Rejection``: nesting deeper
+than the decoder's recursion limit is ``too_deep`` (msgspec raises ``RecursionError``,
+which once escaped the batch), and a known field given twice is ``duplicate_key``
+(JSON parsers, msgspec included, keep the last value silently, so a second ``amount``
+or ``country`` could slip past whatever read the first). The duplicate check counts
+``:`` over the whole batch (see ``_check_duplicate_keys``); only payloads with more
+keys than known fields are looked at one by one.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from operator import attrgetter
 from typing import Annotated, Any, get_args, get_origin
 
@@ -99,8 +109,15 @@ _AT_VERSION = "at `$.schema_version`"
 _RANGE = re.compile(r"Expected `[^`]+` (?:of length )?[<>]=?|Number out of range|length")
 
 
+# What decoding one payload may raise: msgspec's errors, and RecursionError for nesting
+# deeper than the interpreter's recursion limit (C-level recursion guard in msgspec).
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+
+
 def classify_error(exc: Exception) -> str:
     """The stable error code of a msgspec decode/validation error."""
+    if isinstance(exc, RecursionError):
+        return "too_deep"
     if not isinstance(exc, msgspec.ValidationError):
         return "not_json"
     text = str(exc)
@@ -168,6 +185,100 @@ def _twin_of(cls: type[msgspec.Struct]) -> _Twin | None:
 _TWINS = {name: _twin_of(struct) for name, struct in SCHEMAS.items()}
 
 
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply to decode"
+    return str(exc)
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """A Struct's field names as they appear quoted in JSON: required ones, optional ones."""
+
+    names: frozenset[str]
+    required: tuple[bytes, ...]
+    optional: tuple[bytes, ...]
+
+
+def _keys_of(cls: type[msgspec.Struct]) -> _Keys:
+    fields = msgspec.structs.fields(cls)
+    quoted = {f.encode_name: json.dumps(f.encode_name).encode() for f in fields}
+    return _Keys(frozenset(quoted),
+                 tuple(quoted[f.encode_name] for f in fields if f.required),
+                 tuple(quoted[f.encode_name] for f in fields if not f.required))
+
+
+_KEYS = {name: _keys_of(struct) for name, struct in SCHEMAS.items()}
+
+
+class _PairsDict(dict[str, Any]):
+    """A decoded JSON object that remembers which of its keys were given twice."""
+
+    duplicates: frozenset[str] = frozenset()
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _PairsDict:
+    obj = _PairsDict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        obj.duplicates = frozenset(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    return obj
+
+
+def _duplicate_keys(payload: bytes, names: frozenset[str]) -> list[str]:
+    """The known top-level fields that ``payload`` gives more than once (exact check)."""
+    try:
+        doc = json.loads(payload, object_pairs_hook=_pairs)
+    except (ValueError, RecursionError):
+        return []  # it decoded with msgspec; nothing more to learn here
+    return sorted(doc.duplicates & names) if isinstance(doc, _PairsDict) else []
+
+
+def _check_duplicate_keys(out: DecodedBatch, payloads: Sequence[bytes | None],
+                          keys: _Keys) -> None:
+    """Reject accepted events whose payload names a known field twice.
+
+    Every key is followed by a ``:``, and an accepted payload has each required key, so
+    a batch whose ``:`` total equals (required keys x events) + (payloads naming each
+    optional key), with no payload naming an optional key twice, has no key beyond the
+    known ones and none twice: done, at the cost of one ``bytes.count`` over the joined
+    batch plus one per payload and optional key. Otherwise (extra fields, a ``:``
+    inside a string, a duplicate) the payloads with more ``:`` than known keys are
+    counted key by key, and only one with a known key seen twice is parsed exactly.
+    """
+    accepted: list[bytes] = list(map(payloads.__getitem__, out.indices))  # type: ignore[arg-type]
+    n, floor = len(accepted), len(keys.required)
+    present, twice = 0, False
+    for k in keys.optional:  # how many payloads name it, and whether one names it twice
+        occurrences = list(map(bytes.count, accepted, repeat(k)))
+        present += n - occurrences.count(0)
+        twice = twice or max(occurrences) > 1
+    if not twice and b"\0".join(accepted).count(b":") == floor * n + present:
+        return
+    colons = list(map(bytes.count, accepted, repeat(b":")))
+    rows = [j for j, c in enumerate(colons) if c > floor]
+    if twice:
+        rows = list(range(n))
+    if not rows:
+        return
+    bad: dict[int, list[str]] = {}
+    quoted = keys.required + keys.optional
+    for j in rows:
+        if any(accepted[j].count(k) > 1 for k in quoted):
+            dups = _duplicate_keys(accepted[j], keys.names)
+            if dups:
+                bad[j] = dups
+    if not bad:
+        return
+    for j, dups in bad.items():
+        out.rejected.append(Rejection(out.indices[j], "duplicate_key",
+                                      f"field(s) given more than once: {', '.join(dups)}"))
+    keep = [j for j in range(len(accepted)) if j not in bad]
+    out.events[:] = [out.events[j] for j in keep]
+    out.indices[:] = [out.indices[j] for j in keep]
+    out.rejected.sort(key=attrgetter("index"))
+
+
 def decode_batch(
     name: str, payloads: Sequence[bytes | None], *, max_bytes: int = 64 * 1024,
     fast: bool = False,
@@ -193,6 +304,8 @@ def decode_batch(
     events = out.events
     if twin is not None and events:
         _check_patterns(out, twin, payloads, strict)
+    if out.events:
+        _check_duplicate_keys(out, payloads, _KEYS[name])
     return out
 
 
@@ -210,7 +323,7 @@ def _decode_runs(out: DecodedBatch, payloads: Sequence[bytes | None],
         before = len(events)
         try:
             events.extend(map(decode, payloads[i:] if i else payloads))  # type: ignore[arg-type]
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except _DECODE_ERRORS as exc:
             j = i + len(events) - before  # the payload that failed
             indices.extend(range(i, j))
             payload = payloads[j]
@@ -219,7 +332,7 @@ def _decode_runs(out: DecodedBatch, payloads: Sequence[bytes | None],
             else:
                 # The twin may stop at a later field than the strict decoder: its error.
                 err = exc if strict is None else (_strict_error(payload, strict) or exc)
-                rejected.append(Rejection(j, classify_error(err), str(err)))
+                rejected.append(Rejection(j, classify_error(err), _message(err)))
             i = j + 1
             continue
         indices.extend(range(i, n))
@@ -242,9 +355,9 @@ def _decode_each(out: DecodedBatch, payloads: Sequence[bytes | None],
             continue
         try:
             events.append(decode(payload))
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except _DECODE_ERRORS as exc:
             err = exc if strict is None else (_strict_error(payload, strict) or exc)
-            rejected.append(Rejection(i, classify_error(err), str(err)))
+            rejected.append(Rejection(i, classify_error(err), _message(err)))
             continue
         indices.append(i)
 
@@ -252,7 +365,7 @@ def _decode_each(out: DecodedBatch, payloads: Sequence[bytes | None],
 def _strict_error(payload: bytes, strict: Callable[[bytes], Any]) -> Exception | None:
     try:
         strict(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         return exc
     return None
 
@@ -277,6 +390,6 @@ def _check_patterns(out: DecodedBatch, twin: _Twin, payloads: Sequence[bytes | N
             keep_events.append(ev)
             keep_indices.append(i)
         else:
-            out.rejected.append(Rejection(i, classify_error(exc), str(exc)))
+            out.rejected.append(Rejection(i, classify_error(exc), _message(exc)))
     out.events[:], out.indices[:] = keep_events, keep_indices
     out.rejected.sort(key=attrgetter("index"))

@@ -9,12 +9,13 @@ dead-lettering a whole stream.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import DEADLETTER_ERROR_CAP, DEADLETTER_PAYLOAD_CAP, DeadLetter
 from schemas.errors import StreamscoreError
 
 __all__ = ["DeadLetterFlood", "DlqGuard", "dead_letter_record"]
@@ -57,15 +58,24 @@ class DlqGuard:
 def dead_letter_record(
     rej: Any, payloads: Sequence[bytes | None], keys: Sequence[bytes | None] | None,
     sources: Sequence[tuple[str, int, int]] | None, *, pipeline: str, worker_id: str,
-    failed_at: float,
+    failed_at: float, payload_cap: int = DEADLETTER_PAYLOAD_CAP,
 ) -> tuple[bytes | None, bytes]:
-    """(key, encoded DeadLetter) of one rejection (``schemas.registry.Rejection``)."""
+    """(key, encoded DeadLetter) of one rejection (``schemas.registry.Rejection``).
+
+    The record fits the dead-letter topic whatever the input's size: the payload is kept
+    up to ``payload_cap`` bytes (and the key likewise), with the whole payload's size
+    and sha256 (see ``schemas.deadletter``).
+    """
     raw = payloads[rej.index] or b""
     key = keys[rej.index] if keys is not None else None
     src = sources[rej.index] if sources is not None else ("", -1, -1)
+    truncated = len(raw) > payload_cap
     record = DeadLetter(
-        pipeline=pipeline, error_code=rej.code, error=rej.message, payload=raw,
-        payload_size=len(raw), topic=src[0], partition=src[1], offset=src[2], key=key,
+        pipeline=pipeline, error_code=rej.code, error=rej.message[:DEADLETTER_ERROR_CAP],
+        payload=raw[:payload_cap] if truncated else raw, payload_size=len(raw),
+        topic=src[0], partition=src[1], offset=src[2],
+        key=key[:payload_cap] if key is not None else None,
         failed_at=failed_at, worker_id=worker_id,
+        payload_sha256=hashlib.sha256(raw).hexdigest(), payload_truncated=truncated,
     )
     return key, _encode(record)
