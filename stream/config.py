@@ -2,9 +2,14 @@
 
 ``${VAR}`` in any string value is read from the environment (``${VAR:-default}`` gives a
 default); a missing variable, an unknown key or a value of the wrong type is a
-``ConfigError`` naming the key and the file. Raw librdkafka settings pass through
-unchanged as a dict merged over the defaults. Secrets (SASL passwords, Redis passwords)
-only ever come from the environment; ``redacted()`` hides them for logs.
+``ConfigError`` naming the key and the file. A variable's value is text, never re-read
+as YAML: ``KAFKA_SASL_PASSWORD=0777`` stays ``"0777"`` (YAML would make it 511) and
+``on`` stays ``"on"``; a typed key (a port, a boolean) converts the text as the key's
+type asks, and refuses text that is not one. Raw librdkafka settings pass through
+unchanged as a dict merged over the defaults. Secrets (SASL passwords, Redis passwords,
+passwords inside URLs) only ever come from the environment; ``redacted()`` and every
+section's ``repr`` hide them, so a config can be logged. Relative paths in a pipeline
+file resolve against the folder of that file.
 """
 
 from __future__ import annotations
@@ -33,14 +38,24 @@ __all__ = [
     "TopicsConfig",
     "expand_env",
     "load_pipeline",
+    "redact_text",
 ]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_KEY = re.compile(r"(password|secret|token|credentials|private|key\.pem|\.key$)", re.I)
+# user:password@ in a URL (redis://, rediss://, http://, sasl jaas strings aside).
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+(?=@)")
 
 
 class _Frozen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base of every config section: immutable, unknown keys rejected."""
+    """Base of every config section: immutable, unknown keys rejected, secrets unprinted."""
+
+    def __repr__(self) -> str:
+        fields = _redact(msgspec.to_builtins(self))
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+
+    def __rich_repr__(self) -> Any:
+        yield from _redact(msgspec.to_builtins(self)).items()
 
 
 class KafkaConfig(_Frozen, frozen=True):
@@ -177,12 +192,16 @@ class PipelineConfig(_Frozen, frozen=True):
         return _redact(msgspec.to_builtins(self))
 
     def resolve_path(self, value: str) -> Path:
-        """A path from the file, relative to the pipeline file's folder's parent."""
-        path = Path(value)
+        """A path from the file: absolute as given, relative to the pipeline file's folder."""
+        path = Path(value).expanduser()
         if path.is_absolute() or not self.source:
             return path
-        # pipelines/<name>.yaml lives one level below the project root.
-        return (Path(self.source).resolve().parent.parent / path).resolve()
+        return (Path(self.source).resolve().parent / path).resolve()
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the password of any ``scheme://user:password@host`` replaced."""
+    return _URL_PASSWORD.sub(r"\g<head>***", text)
 
 
 def _redact(node: Any, key: str = "") -> Any:
@@ -192,6 +211,8 @@ def _redact(node: Any, key: str = "") -> Any:
         return [_redact(v, key) for v in node]
     if key and _SECRET_KEY.search(key) and node not in ("", None):
         return "***"
+    if isinstance(node, str):
+        return redact_text(node)
     return node
 
 
@@ -217,16 +238,9 @@ def expand_env(node: Any, source: str, path: str = "") -> Any:
             return default
         return value
 
-    expanded = _VAR.sub(sub, node)
-    # A value that was only a variable gets YAML typing back (ports, booleans, numbers).
-    if _VAR.fullmatch(node):
-        try:
-            typed = yaml.safe_load(expanded)
-        except yaml.YAMLError:
-            return expanded
-        if isinstance(typed, bool | int | float):
-            return typed
-    return expanded
+    # Text, never re-read as YAML: the loader's lax conversion gives a typed key its type
+    # (msgspec.convert(strict=False) reads "9464" as an int where an int is asked for).
+    return _VAR.sub(sub, node)
 
 
 def _explain(exc: msgspec.ValidationError, source: str) -> ConfigError:

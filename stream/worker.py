@@ -154,6 +154,7 @@ class Worker:
         self._first: tuple[float, float, float] | None = None
         log.info("worker %s ready: pipeline %s, model %s, input %s on %s", self.worker_id,
                  c.name, model.label, c.topics.input, self.bootstrap)
+        log.debug("pipeline config (secrets redacted): %s", c.redacted())
 
     # ---- helpers -----------------------------------------------------------------------
 

@@ -120,3 +120,43 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     cfg = load_pipeline(write(tmp_path, minimal()))
     with pytest.raises(AttributeError):
         cfg.budget_ms = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("secret", ["0777", "on", "1e3", "true", "null", "[a]"])
+def test_a_variable_is_text_never_retyped_by_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  secret: str) -> None:
+    monkeypatch.setenv("SS_PW", secret)
+    cfg = load_pipeline(write(tmp_path, minimal(password="${SS_PW}")))
+    assert cfg.kafka.settings["sasl.password"] == secret
+
+
+def test_a_typed_key_refuses_text_that_is_not_its_type(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SS_PORT", "nine")
+    with pytest.raises(ConfigError, match="metrics.port"):
+        load_pipeline(write(tmp_path, minimal(port="${SS_PORT}")))
+
+
+def test_secrets_never_print(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SS_PW", "hunter2")
+    text = minimal(password="${SS_PW}") + "  host: 0.0.0.0\n"
+    text = text.replace("features: {repo: features/repos/fraud}",
+                        "features: {repo: features/repos/fraud, "
+                        "redis_url: 'rediss://worker:s3cr3t@redis:6380/0'}")
+    cfg = load_pipeline(write(tmp_path, text))
+    assert cfg.features.redis_url == "rediss://worker:s3cr3t@redis:6380/0"
+    for shown in (repr(cfg), str(cfg), repr(cfg.kafka), repr(cfg.features),
+                  repr(cfg.redacted())):
+        assert "hunter2" not in shown and "s3cr3t" not in shown
+    assert "rediss://worker:***@redis:6380/0" in repr(cfg.features)
+
+
+def test_relative_paths_resolve_against_the_files_own_folder(tmp_path: Path) -> None:
+    # A copy of a shipped pipeline elsewhere, with the repo path rewritten for its place.
+    text = (ROOT / "pipelines" / "fraud.yaml").read_text()
+    elsewhere = tmp_path / "conf" / "deep"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "fraud.yaml").write_text(text.replace("../features/repos/fraud", "repo"))
+    cfg = load_pipeline(elsewhere / "fraud.yaml")
+    assert cfg.resolve_path(cfg.features.repo) == elsewhere / "repo"
+    assert cfg.resolve_path("/abs/x") == Path("/abs/x")
