@@ -133,7 +133,7 @@ def test_a_variable_is_text_never_retyped_by_yaml(tmp_path: Path, monkeypatch: p
 def test_a_typed_key_refuses_text_that_is_not_its_type(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SS_PORT", "nine")
-    with pytest.raises(ConfigError, match="metrics.port"):
+    with pytest.raises(ConfigError, match=r"metrics\.port"):
         load_pipeline(write(tmp_path, minimal(port="${SS_PORT}")))
 
 
