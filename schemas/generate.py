@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from schemas.registry import SCHEMAS
+from schemas.registry import BUILTIN_SCHEMAS, SCHEMAS
 from schemas.schemadoc import json_schema
 
 __all__ = ["JSONSCHEMA_DIR", "render", "render_all", "write_all"]
@@ -28,7 +28,7 @@ def render(name: str) -> str:
 
 def render_all() -> dict[str, str]:
     """File name -> text for every registered type."""
-    return {f"{name}.json": render(name) for name in sorted(SCHEMAS)}
+    return {f"{name}.json": render(name) for name in sorted(BUILTIN_SCHEMAS)}
 
 
 def write_all(directory: Path = JSONSCHEMA_DIR) -> list[Path]:

@@ -40,6 +40,7 @@ from schemas.errors import ConfigError
 from schemas.events import FraudTransaction, PricingRequest
 
 __all__ = [
+    "BUILTIN_SCHEMAS",
     "DECODERS",
     "SCHEMAS",
     "DecodedBatch",
@@ -48,6 +49,7 @@ __all__ = [
     "decode_batch",
     "decoder_for",
     "encoder",
+    "register_schema",
     "schema_type",
 ]
 
@@ -64,6 +66,10 @@ try:  # the drift record is owned by the drift monitor's engineer; register it w
     SCHEMAS["drift_record"] = DriftRecord
 except ImportError:  # pragma: no cover - depends on the tree's state
     pass
+
+# The types that ship with streamscore (what ``schemas.generate`` writes files for);
+# declared events are added to SCHEMAS at run time by ``register_schema``.
+BUILTIN_SCHEMAS: tuple[str, ...] = tuple(SCHEMAS)
 
 DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     name: msgspec.json.Decoder(struct) for name, struct in SCHEMAS.items()
@@ -209,6 +215,23 @@ def _keys_of(cls: type[msgspec.Struct]) -> _Keys:
 
 
 _KEYS = {name: _keys_of(struct) for name, struct in SCHEMAS.items()}
+
+
+def register_schema(name: str, struct: type[msgspec.Struct]) -> None:
+    """Register an input type (a declared event) so ``decode_batch(name, ...)`` decodes it.
+
+    Registering the same Struct again is a no-op; another Struct under a taken name is a
+    ``ConfigError`` (two pipelines in one process must not redefine each other's input).
+    """
+    known = SCHEMAS.get(name)
+    if known is struct:
+        return
+    if known is not None and msgspec.json.schema(known) != msgspec.json.schema(struct):
+        raise ConfigError(f"schema {name!r} is already registered with other fields")
+    SCHEMAS[name] = struct
+    DECODERS[name] = msgspec.json.Decoder(struct)
+    _TWINS[name] = _twin_of(struct)
+    _KEYS[name] = _keys_of(struct)
 
 
 class _PairsDict(dict[str, Any]):
