@@ -23,6 +23,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client import values as _values
@@ -52,6 +53,8 @@ class WorkerMetrics:
     def __init__(self, pipeline: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        if registry is None:  # the default registry has its own process_* collector
+            ProcessCollector(registry=r)  # process_cpu_seconds_total, RSS, open fds, ...
         self.pipeline = pipeline
         lbl = ["pipeline"]
         self.events = Counter("streamscore_events", "Input messages consumed", lbl, registry=r)
