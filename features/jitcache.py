@@ -5,9 +5,9 @@ a function from another module (``drift_ring`` → ``drift_stats._accumulate``,
 ``walker`` → ``kernels.finish_rows``) or reads another module's constant
 (``scorers.ir``) keeps its old machine code when only that other module changes. So
 every process points numba at ``<base>/<key>``, where the key digests the source of
-every project module that defines a kernel with numba's disk cache on, every project module those
-import (transitively), and the numba and llvmlite versions: any edit that could change
-compiled code selects a fresh directory, and restoring the edit selects the old one.
+every project module that defines a kernel with numba's disk cache on, of every project
+module those import (transitively), and the numba and llvmlite versions: any edit that
+could change compiled code selects a fresh directory, and undoing it selects the old one.
 
 ``<base>`` is ``$NUMBA_CACHE_DIR`` when set (the image and the Kubernetes manifests set
 it), else ``$XDG_CACHE_HOME/streamscore/numba`` (``~/.cache/streamscore/numba``).

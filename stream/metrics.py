@@ -1,8 +1,9 @@
 """Prometheus metrics of one worker and its HTTP endpoint: ``/metrics``, ``/healthz``, ``/readyz``.
 
 Each worker process owns one ``WorkerMetrics`` (its own ``CollectorRegistry`` unless
-given the default one, so several workers in one test process do not collide) and one
-small threaded HTTP server. ``/healthz`` is liveness (the loop has turned recently);
+given the default one, so several workers in one test process do not collide; an own
+registry gets the ``process_*`` collector: CPU, memory, open files) and one small
+threaded HTTP server. ``/healthz`` is liveness (the loop has turned recently);
 ``/readyz`` is readiness (model loaded, partitions assigned or at least subscribed,
 loop alive).
 """
