@@ -34,7 +34,8 @@ KERNEL_MARK = re.compile(rb"njit\([^)]*\bcache=True")
 # any project package (schemas too: a constant there would be compiled in as well).
 _KERNEL_PACKAGES = ("features", "scorers", "stream")
 _PROJECT_PACKAGES = ("schemas", *_KERNEL_PACKAGES)
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SELF = os.path.abspath(__file__)
+_ROOT = os.path.dirname(os.path.dirname(_SELF))
 _NAMES = "|".join(_PROJECT_PACKAGES)
 # ``from pkg.mod import a, b`` (parenthesised over several lines too) and ``import pkg.mod``.
 _FROM = re.compile(rf"^[ \t]*from[ \t]+((?:{_NAMES})(?:\.\w+)*)[ \t]+import[ \t]+"
@@ -101,7 +102,7 @@ def _sources() -> dict[str, bytes]:
                 todo.append(path)
     while todo:
         for dep in _imports(sources[todo.pop()].decode()):
-            if dep not in sources:
+            if dep not in sources and dep != _SELF:  # this module compiles into nothing
                 with open(dep, "rb") as f:
                     sources[dep] = f.read()
                 todo.append(dep)
