@@ -1,11 +1,11 @@
 """Prometheus metrics of one worker and its HTTP endpoint: ``/metrics``, ``/healthz``, ``/readyz``.
 
 Each worker process owns one ``WorkerMetrics`` (its own ``CollectorRegistry`` unless
-given the default one, so several workers in one test process do not collide; an own
-registry gets the ``process_*`` collector: CPU, memory, open files) and one small
-threaded HTTP server. ``/healthz`` is liveness (the loop has turned recently);
-``/readyz`` is readiness (model loaded, partitions assigned or at least subscribed,
-loop alive).
+given the default one, so several workers in one test process do not collide; it gets
+the ``process_*`` collector, CPU, memory, open files, which the default registry has
+already) and one small threaded HTTP server. ``/healthz`` is liveness (the loop has
+turned recently); ``/readyz`` is readiness (model loaded, partitions assigned or at
+least subscribed, loop alive).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -54,7 +55,7 @@ class WorkerMetrics:
     def __init__(self, pipeline: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        if registry is None:  # the default registry has its own process_* collector
+        if r is not REGISTRY:  # the default registry has its own process_* collector
             ProcessCollector(registry=r)  # process_cpu_seconds_total, RSS, open fds, ...
         self.pipeline = pipeline
         lbl = ["pipeline"]
