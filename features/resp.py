@@ -34,6 +34,10 @@ import numba
 import numpy as np
 import redis
 
+from features import jitcache
+
+jitcache.configure()  # before the first kernel: numba reads its cache dir then
+
 __all__ = [
     "DONE",
     "ERROR_REPLY",

@@ -7,7 +7,18 @@ non-zero exit. Subpackages define their own subclasses in their ``exceptions`` m
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "InfrastructureError", "StreamscoreError"]
+__all__ = [
+    "EXTRAS",
+    "ConfigError",
+    "InfrastructureError",
+    "MissingExtraError",
+    "StreamscoreError",
+    "missing_extra",
+]
+
+# Import name of an optional dependency -> the extra in pyproject.toml that installs it.
+# The worker needs none of them; only the commands that use them import them.
+EXTRAS = {"faust": "faust", "matplotlib": "bench", "hdrh": "bench"}
 
 
 class StreamscoreError(Exception):
@@ -24,3 +35,17 @@ class ConfigError(StreamscoreError):
 
 class InfrastructureError(StreamscoreError):
     """A broker, Redis server or other external component cannot be started or reached."""
+
+
+class MissingExtraError(StreamscoreError):
+    """A command needs an optional dependency that is not installed."""
+
+
+def missing_extra(exc: ModuleNotFoundError) -> MissingExtraError | None:
+    """The one-line error naming the extra to install, if ``exc`` is about one of them."""
+    top = (exc.name or "").partition(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return None
+    return MissingExtraError(f"this command needs {top}, from the '{extra}' extra: "
+                             f"pip install 'streamscore[{extra}]'")

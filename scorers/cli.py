@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +211,7 @@ def _cmd_warm(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from features import jitcache
     from scorers.compiled import compile_lightgbm, default_cache_dir
 
     reg = _registry(args)
@@ -223,9 +223,8 @@ def _cmd_warm(args: argparse.Namespace) -> int:
         row = np.zeros((1, model.num_features))
         model.predict(row)
         model.contributions(row)
-        numba_cache = os.environ.get("NUMBA_CACHE_DIR") or "beside the package"
         print(f"{mv.ref}: kernels and tables ready in {time.perf_counter() - t0:.2f}s "
-              f"(tables in {cache}, numba cache {numba_cache})")
+              f"(tables in {cache}, numba cache {jitcache.cache_dir()})")
     return 0
 
 

@@ -435,8 +435,8 @@ def compile_lightgbm(model: Any, *, parallel: bool = False,
     """Compile a LightGBM model (path, model text or ``Booster``) to a ``CompiledModel``.
 
     ``cache_dir``: where built tables are kept between processes (``True``: the default
-    under ``$STREAMSCORE_HOME``; ``None``/``False``: no disk cache). Numba's own JIT cache
-    lives next to the package (``cache=True``).
+    under ``$STREAMSCORE_HOME``; ``None``/``False``: no disk cache). numba's own JIT cache
+    is ``features.jitcache.cache_dir()``, keyed by the kernels' sources.
     """
     where: str | os.PathLike[str] | None
     if cache_dir is True:

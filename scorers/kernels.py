@@ -30,9 +30,12 @@ from numba.core import types as nb_types
 from numba.cpython.unsafe.numbers import trailing_zeros as _trailing_zeros
 from numba.extending import intrinsic
 
+from features import jitcache
 from scorers.ir import ZERO_THRESHOLD
 from scorers.objectives import apply_transform
 from scorers.qstables import ALL, QSTables, build_qs_tables, qs_supported
+
+jitcache.configure()  # before the first kernel: numba reads its cache dir then
 
 __all__ = [
     "ALL",

@@ -14,7 +14,10 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from features import jitcache
 from scorers.exceptions import ModelFormatError
+
+jitcache.configure()  # before the first kernel: numba reads its cache dir then
 
 __all__ = [
     "IDENTITY",

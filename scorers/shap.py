@@ -16,8 +16,11 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from features import jitcache
 from scorers.ir import ModelIR
 from scorers.walker import GeneralTables, go_left_or_right
+
+jitcache.configure()  # before the first kernel: numba reads its cache dir then
 
 __all__ = ["expected_values", "shap_contributions"]
 

@@ -17,6 +17,7 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from features import jitcache
 from scorers.ir import (
     CATEGORICAL_MASK,
     DEFAULT_LEFT_MASK,
@@ -25,6 +26,8 @@ from scorers.ir import (
     ModelIR,
 )
 from scorers.kernels import KZ, NAN_LEFT_BIT, U64, ZERO_TYPE_BIT, finish_rows
+
+jitcache.configure()  # before the first kernel: numba reads its cache dir then
 
 __all__ = ["GeneralTables", "build_general_tables", "general_predict", "go_left_or_right"]
 

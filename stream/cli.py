@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from schemas.errors import StreamscoreError
+from schemas.errors import StreamscoreError, missing_extra
 from stream.logs import setup_logging
 
 __all__ = ["build_parser", "main"]
@@ -49,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="streamscore",
         description="Real-time ML scoring of Kafka event streams.",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    parser.add_argument("--log-json", action="store_true", help="log as JSON lines")
+    parser.add_argument("--log-level", default=None,
+                        help="logging level (default $STREAMSCORE_LOG_LEVEL, else INFO)")
+    parser.add_argument("--log-json", action="store_true", default=None,
+                        help="log as JSON lines (default $STREAMSCORE_LOG_JSON)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -63,8 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamscore`` script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level, json_lines=args.log_json)
     try:
+        setup_logging(args.log_level, json_lines=args.log_json)
         return int(args.func(args) or 0)
     except StreamscoreError as exc:
         print(f"streamscore: error: {exc}", file=sys.stderr)
@@ -75,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # one line, not a traceback, for anything unexpected
         if args.debug:
             raise
+        extra = missing_extra(exc) if isinstance(exc, ModuleNotFoundError) else None
+        if extra is not None:  # an optional extra (bench, faust) is not installed
+            print(f"streamscore: error: {extra}", file=sys.stderr)
+            return extra.exit_code
         print(
             f"streamscore: error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
             file=sys.stderr,

@@ -1,4 +1,4 @@
-"""The ``dev`` and ``demo`` commands of the ``streamscore`` CLI."""
+"""The ``dev``, ``demo`` and ``faust`` commands of the ``streamscore`` CLI."""
 
 from __future__ import annotations
 

@@ -31,8 +31,11 @@ import numpy as np
 import numpy.typing as npt
 from numba import types
 
+from features import jitcache
 from stream.drift_stats import BinLayout, _accumulate, _page_hinkley
 from stream.drift_window import PSEUDO_COUNT, _stats
+
+jitcache.configure()  # before the first kernel: numba reads its cache dir then
 
 __all__ = ["MAX_CLOSES", "RingArrays", "WindowCloser", "ring_arrays", "step_kernel",
            "window_closer"]

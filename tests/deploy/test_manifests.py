@@ -218,6 +218,11 @@ def test_rendered_pieces_agree(rendered: list[dict[str, Any]]) -> None:
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
     # Probes and graceful termination longer than the worker's worst drain.
+    # JSON logs and metrics on all interfaces, also for a pipeline file that reads the env.
+    env_values = {e["name"]: e.get("value") for e in container["env"]}
+    assert env_values["STREAMSCORE_LOG_JSON"] == "1"
+    assert env_values["STREAMSCORE_METRICS_HOST"] == "0.0.0.0"
+
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert pod["spec"]["terminationGracePeriodSeconds"] > _drain_seconds()
@@ -462,6 +467,8 @@ def test_dockerfile_shape() -> None:
     assert health and "/healthz" in health.group(0)
     assert re.search(r'^ENTRYPOINT \[.*"streamscore"\]$', text, re.M)
     assert "NUMBA_CACHE_DIR=/var/cache/streamscore/numba" in text
+    assert "STREAMSCORE_METRICS_HOST=0.0.0.0" in text
+    assert "STREAMSCORE_LOG_JSON=1" in text
     # Every COPY source exists and is not excluded by .dockerignore.
     ignored = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
                if ln.strip() and not ln.startswith("#")]
@@ -469,6 +476,30 @@ def test_dockerfile_shape() -> None:
         for src in m.group(1).split():
             assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
             assert not any(src == ig or src.startswith(ig + "/") for ig in ignored), src
+
+
+def test_image_env_binds_metrics_everywhere_and_logs_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from stream.config import load_pipeline
+    from stream.logs import JsonFormatter, setup_logging
+
+    text = (DEPLOY / "Dockerfile").read_text()
+    final_stage = text[text.rindex("\nFROM "):]
+    env = dict(re.findall(r"\b(STREAMSCORE_\w+)=(\S+)", final_stage))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    # The image's default command runs the shipped pipeline file as it is.
+    assert load_pipeline(ROOT / "pipelines" / "fraud.yaml").metrics.host == "0.0.0.0"
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging()  # what the CLI does when no log flag is given
+        assert isinstance(root.handlers[0].formatter, JsonFormatter)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 # --- metric names, alerts, dashboard -------------------------------------------------------

@@ -3,6 +3,7 @@ drift topic; drift records encode, publish and read back unchanged."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,17 @@ def test_report_from_jsonl_prints_tables_and_plots(tmp_path, capsys, monkeypatch
     assert "merchant_category" in out and "amount" in out and "ALARM" in out
     assert png.stat().st_size > 5_000 and png.read_bytes()[:4] == b"\x89PNG"
     assert read_jsonl_records(path, last=3) == records[-3:]
+
+
+def test_plot_without_matplotlib_names_the_extra(tmp_path, capsys, monkeypatch):
+    jsonl = tmp_path / "drift.jsonl"
+    _records(tmp_path, windows=1, jsonl=jsonl)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the extra were missing
+    code = main(["drift", "report", "--pipeline", str(ROOT / "pipelines/fraud.yaml"),
+                 "--file", str(jsonl), "--plot", str(tmp_path / "psi.png")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert "matplotlib" in err and "pip install 'streamscore[bench]'" in err
 
 
 def test_report_errors_are_one_line(tmp_path, capsys):

@@ -57,3 +57,21 @@ def test_batch_ack_histogram_and_drift_stage():
     assert got("streamscore_batch_ack_seconds_bucket", {"pipeline": "fraud", "le": "0.005"}) == 1
     assert got("streamscore_stage_latency_seconds_count",
                {"pipeline": "fraud", "stage": "drift"}) == 1
+
+
+def test_process_metrics_are_scraped_from_the_worker_endpoint():
+    import urllib.request
+
+    from stream.metrics import HealthServer, WorkerMetrics
+
+    server = HealthServer(WorkerMetrics("fraud"), port=0).start()
+    try:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+    finally:
+        server.stop()
+    samples = {line.split(" ")[0] for line in text.splitlines() if not line.startswith("#")}
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                 "process_open_fds", "process_start_time_seconds"):
+        assert name in samples, f"{name} not scraped"
