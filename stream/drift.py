@@ -30,6 +30,7 @@ events (measured on normal and skewed beta(0.5, 5) scores).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from itertools import repeat
@@ -44,6 +45,7 @@ from schemas.drift import DecisionMix, DriftRecordEncoder
 from schemas.errors import ConfigError
 from scorers.refstats import validate_reference
 from stream.config import DriftConfig
+from stream.drift_calibration import max_window_events
 from stream.drift_metrics import collector_for
 from stream.drift_ring import CUR, CUR_N, SUB, ring_arrays, step_kernel, window_closer
 from stream.drift_stats import CATEGORICAL, BinLayout, build_layout
@@ -60,6 +62,7 @@ _ND, _F64, _I8 = np.ndarray, np.dtype(np.float64), np.dtype(np.int8)
 # "No decision codes" / "no multipliers", as the step kernel reads them.
 _NO_CODES = np.zeros(0, dtype=np.int8)
 _NO_MULT = np.zeros(0)
+log = logging.getLogger(__name__)
 
 
 def default_jsonl_path(pipeline: str, home: str | Path | None = None) -> Path:
@@ -123,6 +126,7 @@ class DriftMonitor:
         self._n_feat = len(self.feature_names)
         self._metric_names = self.layout.names  # the score's block is SCORE_LABEL
         self._quantiles = chi2_quantiles(self.layout.df, config.false_alarm_rate)
+        self._warn_uncalibrated()
         s = config.sub_windows
         self._sub_events = -(-config.window_events // s) if config.window_events > 0 else 0
         self._sub_seconds = config.window_seconds / s if config.window_seconds > 0 else 0.0
@@ -239,6 +243,25 @@ class DriftMonitor:
         return int(self._ring[-1, -2])
 
     # -- internals ---------------------------------------------------------------------
+
+    def _warn_uncalibrated(self) -> None:
+        """Log the features whose reference has too few rows for windows this large: their
+        false-alarm rate against this one reference may be far from the configured one
+        (``stream.drift_calibration``)."""
+        n, alpha, lay = self.config.window_events, self.config.false_alarm_rate, self.layout
+        if n <= 0:
+            return
+        limit = max_window_events(lay.ref_n, lay.df, alpha)
+        over = np.flatnonzero(limit < n).tolist()
+        if not over:
+            return
+        names = [*lay.names[: self._n_feat], "score"]
+        detail = ", ".join(
+            f"{names[f]} ({int(lay.ref_n[f])} reference rows, windows up to "
+            f"{int(limit[f])})" for f in over)
+        log.warning("drift windows of %d events are not calibrated per feature at "
+                    "false_alarm_rate %g for: %s; build the reference from more rows "
+                    "(reference_stats extra_rows) or use smaller windows", n, alpha, detail)
 
     def _score_moments(self) -> tuple[float, float]:
         lay, j = self.layout, self._n_feat
