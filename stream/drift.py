@@ -45,11 +45,10 @@ from schemas.drift import DecisionMix, DriftRecordEncoder
 from schemas.errors import ConfigError
 from scorers.refstats import validate_reference
 from stream.config import DriftConfig
-from stream.drift_calibration import max_window_events
+from stream.drift_calibration import max_window_events, window_quantiles
 from stream.drift_metrics import collector_for
 from stream.drift_ring import CUR, CUR_N, SUB, ring_arrays, step_kernel, window_closer
 from stream.drift_stats import CATEGORICAL, BinLayout, build_layout
-from stream.drift_window import chi2_quantiles
 
 __all__ = ["FRAUD_OUTCOMES", "SCORE_LABEL", "DriftMonitor", "default_jsonl_path"]
 
@@ -125,7 +124,10 @@ class DriftMonitor:
                        _model_field(model_info, "sha256"))
         self._n_feat = len(self.feature_names)
         self._metric_names = self.layout.names  # the score's block is SCORE_LABEL
-        self._quantiles = chi2_quantiles(self.layout.df, config.false_alarm_rate)
+        # Chi-square quantiles, or bootstrap ones for features whose bins are sparse at
+        # this window size (stream.drift_calibration).
+        self._quantiles = window_quantiles(self.layout, config.window_events,
+                                           config.false_alarm_rate)
         self._warn_uncalibrated()
         s = config.sub_windows
         self._sub_events = -(-config.window_events // s) if config.window_events > 0 else 0

@@ -30,9 +30,10 @@ from stream.drift_calibration import (
     min_reference_rows,
     simulate_alarm_rates,
     window_psi,
+    window_quantiles,
 )
 from stream.drift_stats import build_layout
-from stream.drift_window import window_stats
+from stream.drift_window import chi2_quantiles, window_stats
 
 HOLDOUT, TRAINING, WINDOW, WINDOWS = 20_000, 100_000, 5_000, 1_000
 
@@ -192,7 +193,7 @@ def test_conditional_rate_is_the_noncentral_chi_square_of_the_references_error()
     alpha, windows = 0.01, 20_000
     _, layout, probs = build(11)
     rates = simulate_alarm_rates(layout, probs, WINDOW, windows, alpha,
-                                 np.random.default_rng(12))
+                                 np.random.default_rng(12), chi2_quantiles(layout.df, alpha))
     for f in range(layout.n_features):
         lo, hi = layout.offset[f], layout.offset[f + 1]
         p, r = probs[lo:hi], layout.ref_counts[lo:hi]
@@ -206,6 +207,26 @@ def test_conditional_rate_is_the_noncentral_chi_square_of_the_references_error()
                                                                         predicted)
     band = conditional_rate_band(10, 0.25, alpha)
     assert band[0] < 0.005 and band[1] > 0.04
+
+
+def test_sparse_bins_get_bootstrap_quantiles_that_restore_the_rate():
+    # At 200-event windows the Zipf categorical's rarer kept categories expect ~2
+    # events: the chi-square quantile makes it alarm at about half the rate; the
+    # bootstrap quantile brings it and the rare counts back, dense features keep chi2.
+    alpha, window, windows = 0.01, 200, 100_000
+    _, layout, probs = build(20261209)
+    chi = chi2_quantiles(layout.df, alpha)
+    boot = window_quantiles(layout, window, alpha)
+    for name in ("heavy_t2", "bimodal", "missing20"):
+        assert boot[NAMES.index(name)] == chi[NAMES.index(name)]
+    rng = np.random.default_rng(13)
+    with_chi = simulate_alarm_rates(layout, probs, window, windows, alpha, rng, chi)
+    with_boot = simulate_alarm_rates(layout, probs, window, windows, alpha, rng, boot)
+    assert with_chi[NAMES.index("zipf30")] < 0.75 * alpha
+    for name in ("zipf30", "rare_counts"):
+        assert 0.75 * alpha < with_boot[NAMES.index(name)] < 1.33 * alpha, name
+    # Seeded: the same thresholds on every start.
+    assert np.array_equal(window_quantiles(layout, window, alpha), boot)
 
 
 def test_limits_are_monotone_and_inverse():
