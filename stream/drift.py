@@ -258,12 +258,15 @@ class DriftMonitor:
         if not over:
             return
         names = [*lay.names[: self._n_feat], "score"]
-        detail = ", ".join(
-            f"{names[f]} ({int(lay.ref_n[f])} reference rows, windows up to "
-            f"{int(limit[f])})" for f in over)
+        shown = ", ".join(names[f] for f in over[:5]) + (
+            f" and {len(over) - 5} more" if len(over) > 5 else "")
+        needed = max(int(np.ceil(n * lay.ref_n[f] / max(int(limit[f]), 1))) for f in over)
         log.warning("drift windows of %d events are not calibrated per feature at "
-                    "false_alarm_rate %g for: %s; build the reference from more rows "
-                    "(reference_stats extra_rows) or use smaller windows", n, alpha, detail)
+                    "false_alarm_rate %g for %d of %d features (%s): their references "
+                    "support windows of %d to %d events; build the reference from about "
+                    "%d rows (reference_stats extra_rows) or use smaller windows",
+                    n, alpha, len(over), len(names), shown, int(limit[over].min()),
+                    int(limit[over].max()), needed)
 
     def _score_moments(self) -> tuple[float, float]:
         lay, j = self.layout, self._n_feat

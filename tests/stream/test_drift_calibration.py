@@ -241,16 +241,20 @@ def test_limits_are_monotone_and_inverse():
 
 
 def test_monitor_warns_when_windows_exceed_what_the_reference_supports(caplog):
-    ref, _, _ = build(5)
-    with caplog.at_level(logging.WARNING, logger="stream.drift"):
-        DriftMonitor(ref, NAMES, DriftConfig(window_events=WINDOW, window_seconds=0),
-                     "calib", registry=None)
-    assert "reference rows" in caplog.text and "zipf30" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="stream.drift"):
-        DriftMonitor(ref, NAMES, DriftConfig(window_events=1000, window_seconds=0),
-                     "calib", registry=None)
-    assert caplog.text == ""
+    def warning(ref, window):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="stream.drift"):
+            DriftMonitor(ref, NAMES, DriftConfig(window_events=window, window_seconds=0),
+                         "calib", registry=None)
+        return caplog.text
+
+    holdout, _, _ = build(5)
+    text = warning(holdout, WINDOW)
+    assert "not calibrated per feature" in text and "8 of 8 features" in text
+    assert warning(holdout, 1000) == ""
+    # Training rows in the feature histograms: only the score (holdout scores) is left.
+    enough, _, _ = build(5, extra=TRAINING)
+    assert "1 of 8 features (score)" in warning(enough, WINDOW)
 
 
 @pytest.mark.slow
