@@ -47,6 +47,7 @@ a few numpy operations.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -96,10 +97,12 @@ def conditional_rate_band(df: int, ratio: float, alpha: float,
     return float(lo), float(hi)
 
 
+@functools.lru_cache(maxsize=256)
 def max_ratio(df: int, alpha: float, coverage: float = COVERAGE,
               band: tuple[float, float] = BAND) -> float:
     """Largest window / reference ratio whose conditional rates stay within
-    ``band`` x ``alpha`` (bisection; the band widens monotonically with the ratio)."""
+    ``band`` x ``alpha`` (bisection to 1e-6 of the bracket; the band widens
+    monotonically with the ratio). Cached: every monitor of a process asks the same."""
     if df <= 0:
         return np.inf
 
@@ -110,7 +113,7 @@ def max_ratio(df: int, alpha: float, coverage: float = COVERAGE,
     good, bad = 0.0, 1.0
     while inside(bad) and bad < 1e6:
         good, bad = bad, bad * 2.0
-    for _ in range(40):
+    for _ in range(20):
         mid = (good + bad) / 2.0
         good, bad = (mid, bad) if inside(mid) else (good, mid)
     return good
