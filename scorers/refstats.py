@@ -175,27 +175,33 @@ def reference_stats(
     bins: int = DEFAULT_BINS,
     score_bins: int = DEFAULT_SCORE_BINS,
     max_categories: int = DEFAULT_MAX_CATEGORIES,
+    extra_rows: Any = None,
 ) -> dict[str, Any]:
     """The full reference of a model: every feature of ``X`` (rows x features) and the score.
 
     ``X`` is a float matrix in ``feature_names`` order (NaN for missing) or a pandas
     DataFrame holding those columns; ``scores`` are the model's outputs on the same rows.
+
+    ``extra_rows`` (same layout as ``X``, no scores: typically the training rows when
+    ``X`` is the holdout) are counted into the feature histograms, edges included. A
+    drift window is compared with the reference's bin proportions, which are estimates:
+    their sampling error stays fixed for the model's life, and a window of ``n`` events
+    is calibrated per feature only if the reference has enough rows for it
+    (``stream.drift_calibration.min_reference_rows``: ~66,000 for 5,000-event windows
+    at alpha = 0.01). The score histogram uses ``X``'s scores only (the model's scores
+    on its own training rows are optimistic). ``n`` is then the rows of the feature
+    histograms; the score's count is the sum of its counts.
     """
     names = list(feature_names)
     unknown = set(categorical) - set(names)
     if unknown:
         raise ValueError(f"categorical features not in feature_names: {sorted(unknown)}")
-    if hasattr(X, "columns"):  # a DataFrame: take the columns by name, in model order
-        matrix = np.column_stack([np.asarray(X[n], dtype=np.float64) for n in names])
-    else:
-        matrix = np.asarray(X, dtype=np.float64)
-    if matrix.ndim != 2 or matrix.shape[1] != len(names):
-        raise ValueError(
-            f"X has shape {matrix.shape}, expected (rows, {len(names)}) for {len(names)} features"
-        )
+    matrix = _feature_matrix(X, names)
     s = np.asarray(scores, dtype=np.float64)
     if s.shape[0] != matrix.shape[0]:
         raise ValueError(f"{s.shape[0]} scores for {matrix.shape[0]} rows")
+    if extra_rows is not None:
+        matrix = np.concatenate([matrix, _feature_matrix(extra_rows, names)])
     cats = set(categorical)
     features: dict[str, Any] = {}
     for j, name in enumerate(names):
@@ -204,6 +210,19 @@ def reference_stats(
             categorical_stats(col, max_categories) if name in cats else numeric_stats(col, bins)
         )
     return {"n": int(matrix.shape[0]), "features": features, "score": score_stats(s, score_bins)}
+
+
+def _feature_matrix(X: Any, names: list[str]) -> FloatArray:
+    """``X`` as a float matrix in ``names`` order (a DataFrame: its columns by name)."""
+    if hasattr(X, "columns"):
+        matrix = np.column_stack([np.asarray(X[n], dtype=np.float64) for n in names])
+    else:
+        matrix = np.asarray(X, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[1] != len(names):
+        raise ValueError(
+            f"X has shape {matrix.shape}, expected (rows, {len(names)}) for {len(names)} features"
+        )
+    return matrix
 
 
 def _check_hist(where: str, edges: Any, counts: Any) -> None:

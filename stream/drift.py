@@ -30,6 +30,7 @@ events (measured on normal and skewed beta(0.5, 5) scores).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from itertools import repeat
@@ -44,10 +45,10 @@ from schemas.drift import DecisionMix, DriftRecordEncoder
 from schemas.errors import ConfigError
 from scorers.refstats import validate_reference
 from stream.config import DriftConfig
+from stream.drift_calibration import max_window_events, window_quantiles
 from stream.drift_metrics import collector_for
 from stream.drift_ring import CUR, CUR_N, SUB, ring_arrays, step_kernel, window_closer
 from stream.drift_stats import CATEGORICAL, BinLayout, build_layout
-from stream.drift_window import chi2_quantiles
 
 __all__ = ["FRAUD_OUTCOMES", "SCORE_LABEL", "DriftMonitor", "default_jsonl_path"]
 
@@ -60,6 +61,7 @@ _ND, _F64, _I8 = np.ndarray, np.dtype(np.float64), np.dtype(np.int8)
 # "No decision codes" / "no multipliers", as the step kernel reads them.
 _NO_CODES = np.zeros(0, dtype=np.int8)
 _NO_MULT = np.zeros(0)
+log = logging.getLogger(__name__)
 
 
 def default_jsonl_path(pipeline: str, home: str | Path | None = None) -> Path:
@@ -122,7 +124,11 @@ class DriftMonitor:
                        _model_field(model_info, "sha256"))
         self._n_feat = len(self.feature_names)
         self._metric_names = self.layout.names  # the score's block is SCORE_LABEL
-        self._quantiles = chi2_quantiles(self.layout.df, config.false_alarm_rate)
+        # Chi-square quantiles, or bootstrap ones for features whose bins are sparse at
+        # this window size (stream.drift_calibration).
+        self._quantiles = window_quantiles(self.layout, config.window_events,
+                                           config.false_alarm_rate)
+        self._warn_uncalibrated()
         s = config.sub_windows
         self._sub_events = -(-config.window_events // s) if config.window_events > 0 else 0
         self._sub_seconds = config.window_seconds / s if config.window_seconds > 0 else 0.0
@@ -239,6 +245,28 @@ class DriftMonitor:
         return int(self._ring[-1, -2])
 
     # -- internals ---------------------------------------------------------------------
+
+    def _warn_uncalibrated(self) -> None:
+        """Log the features whose reference has too few rows for windows this large: their
+        false-alarm rate against this one reference may be far from the configured one
+        (``stream.drift_calibration``)."""
+        n, alpha, lay = self.config.window_events, self.config.false_alarm_rate, self.layout
+        if n <= 0:
+            return
+        limit = max_window_events(lay.ref_n, lay.df, alpha)
+        over = np.flatnonzero(limit < n).tolist()
+        if not over:
+            return
+        names = [*lay.names[: self._n_feat], "score"]
+        shown = ", ".join(names[f] for f in over[:5]) + (
+            f" and {len(over) - 5} more" if len(over) > 5 else "")
+        needed = max(int(np.ceil(n * lay.ref_n[f] / max(int(limit[f]), 1))) for f in over)
+        log.warning("drift windows of %d events are not calibrated per feature at "
+                    "false_alarm_rate %g for %d of %d features (%s): their references "
+                    "support windows of %d to %d events; build the reference from about "
+                    "%d rows (reference_stats extra_rows) or use smaller windows",
+                    n, alpha, len(over), len(names), shown, int(limit[over].min()),
+                    int(limit[over].max()), needed)
 
     def _score_moments(self) -> tuple[float, float]:
         lay, j = self.layout, self._n_feat

@@ -11,6 +11,11 @@ threshold for false-alarm rate ``alpha`` is ``(1/n + 1/m) chi2.ppf(1 - alpha, K 
 Proportions are smoothed with 0.5 pseudo-counts on the bins that are non-empty on either
 side (so a bin empty in one sample gives a large but finite PSI, and bins empty on both
 sides contribute nothing); the approximation is checked empirically in the tests.
+
+That rate is ``alpha`` on average over references. Against the one reference a model
+has, each feature's rate depends on how far its reference landed from the population,
+and on sparse bins: ``stream.drift_calibration`` bounds the window size a reference
+supports and gives the monitor bootstrap quantiles for sparse features.
 """
 
 from __future__ import annotations

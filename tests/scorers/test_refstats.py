@@ -158,6 +158,27 @@ def test_reference_stats_shape_and_dataframe_input() -> None:
     assert reference_stats(df, names, scores, categorical=["cat"], bins=8, score_bins=10) == ref
 
 
+def test_extra_rows_count_into_the_features_but_not_the_score() -> None:
+    rng = np.random.default_rng(6)
+    names = ["a", "cat"]
+    holdout = np.column_stack([rng.normal(size=300), rng.integers(0, 5, 300).astype(float)])
+    training = np.column_stack([rng.normal(size=900), rng.integers(0, 5, 900).astype(float)])
+    scores = rng.random(300)
+    ref = reference_stats(holdout, names, scores, categorical=["cat"], bins=6,
+                          extra_rows=training)
+    both = np.concatenate([holdout, training])
+    assert ref["n"] == 1200
+    assert ref["features"]["a"] == numeric_stats(both[:, 0], 6)
+    assert ref["features"]["cat"] == categorical_stats(both[:, 1])
+    assert ref["score"] == score_stats(scores)
+    validate_reference(ref, names)
+    df = pd.DataFrame({"cat": training[:, 1], "a": training[:, 0]})
+    assert reference_stats(holdout, names, scores, categorical=["cat"], bins=6,
+                           extra_rows=df) == ref
+    with pytest.raises(ValueError, match="expected"):
+        reference_stats(holdout, names, scores, extra_rows=training[:, :1])
+
+
 def test_reference_stats_rejects_bad_input() -> None:
     X = np.zeros((5, 2))
     with pytest.raises(ValueError, match="expected"):
