@@ -142,7 +142,7 @@ def test_train_binary_registers_everything(tmp_path: Path) -> None:
     assert md["params"]["seed"] == 42 and md["lightgbm_version"] == lgb.__version__
     ref = md["reference"]
     validate_reference(ref, md["feature_names"])
-    assert ref["n"] == t["valid_rows"]
+    assert ref["n"] == t["rows"]  # feature histograms: train + holdout rows
     assert ref["features"]["home_country"]["kind"] == "categorical"
     for entry in ref["features"].values():
         total = sum(entry["counts"]) + entry["missing"] + entry.get("other", 0)
@@ -150,19 +150,20 @@ def test_train_binary_registers_everything(tmp_path: Path) -> None:
     # The score histogram is the registered model's scores on the holdout rows.
     booster = lgb.Booster(model_str=reg.load_text("fraud"))
     assert booster.num_trees() == md["num_trees"]
-    assert sum(ref["score"]["counts"]) == ref["n"]
+    assert sum(ref["score"]["counts"]) == t["valid_rows"]
 
 
-def test_reference_is_computed_on_the_holdout_rows(tmp_path: Path) -> None:
+def test_reference_features_use_every_row_and_the_score_the_holdout(tmp_path: Path) -> None:
     df = _fraud_frame(2000, seed=3)
     path = _write(tmp_path, df, dict(SIDECAR, timestamp="event_timestamp"))
     result = train(path, load_spec(path), TrainOptions(**FAST))
-    # A time split holds out the last 20% by timestamp: recompute from those rows.
+    # Feature histograms: train + holdout rows (a reference large against the drift
+    # window). Score: a time split holds out the last 20% by timestamp, scored there.
     tail = df.sort_values("event_timestamp").iloc[-400:]
     ref = result.metadata["reference"]
     assert result.metadata["training"]["split"] == "time"
-    assert ref["features"]["amount"] == numeric_stats(tail["amount"].to_numpy(), 10)
-    assert ref["features"]["is_online"] == numeric_stats(tail["is_online"].to_numpy(float), 10)
+    assert ref["features"]["amount"] == numeric_stats(df["amount"].to_numpy(), 10)
+    assert ref["features"]["is_online"] == numeric_stats(df["is_online"].to_numpy(float), 10)
     booster = lgb.Booster(model_str=result.model_text)
     X = np.column_stack([
         tail["amount"], tail["hour"],
@@ -285,7 +286,7 @@ def test_multiclass_and_poisson_objectives(tmp_path: Path) -> None:
     assert md["params"]["num_class"] == 3 and md["metrics"]["accuracy"] > 0.6
     booster = lgb.Booster(model_str=result.model_text)
     assert booster.num_model_per_iteration() == 3
-    assert sum(md["reference"]["score"]["counts"]) == md["reference"]["n"]
+    assert sum(md["reference"]["score"]["counts"]) == md["training"]["valid_rows"]
     spec = load_spec(path, label="units", features=["a", "b"], objective="poisson")
     pois = train(path, spec, TrainOptions(**FAST)).metadata
     assert pois["params"]["objective"] == "poisson" and pois["metrics"]["rmse"] > 0
