@@ -23,7 +23,7 @@ __all__ = ["main"]
 def main() -> None:
     """Print warm and cold per-batch times of the binning kernel."""
     from scorers.refstats import reference_stats
-    from stream.drift_stats import accumulate, build_layout
+    from stream.drift.stats import accumulate, build_layout
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=512)

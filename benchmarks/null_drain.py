@@ -4,7 +4,7 @@ Fills a fresh 4-partition input topic with N ~200-byte events, then drains it th
 ``stream.worker`` does, without decoding, features or scoring: ``BatchConsumer.consume``
 (up to ``--batch``) -> the worker's per-message unpacking -> one ~900-byte output
 record per input through ``AckedProducer.produce_many`` with the batch's delivery
-callback (``stream.inflight``) -> commit of the acknowledged prefix. The output records
+callback (``stream.kafka.inflight``) -> commit of the acknowledged prefix. The output records
 are decision-shaped JSON with random values (``decision_pool``: as compressible as real
 ones at most, so compression is not flattered). Reports events/s
 (first message consumed -> last batch acknowledged), the process's CPU per event (all
@@ -68,7 +68,7 @@ def fill(bootstrap: str, topic: str, events: int, size: int = 200) -> None:
     """``events`` records of ``size`` bytes, keyed like card ids, on 4 partitions."""
     from confluent_kafka import Producer
 
-    from stream.admin import ensure_topics
+    from stream.kafka.admin import ensure_topics
 
     ensure_topics(bootstrap, [topic], partitions=4)
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
@@ -90,9 +90,9 @@ def drain_once(bootstrap: str, topic_in: str, producer_settings: dict[str, Any],
                batch: int = 4096, broker_pid: int | None = None,
                idle_exit_s: float = 2.0, expect: int = 0) -> dict[str, Any]:
     """Drain ``topic_in`` with the worker's Kafka I/O and a null core."""
-    from stream.admin import ensure_topics
-    from stream.inflight import InFlight
-    from stream.kafka_io import AckedProducer, BatchConsumer, offsets_of
+    from stream.kafka.admin import ensure_topics
+    from stream.kafka.clients import AckedProducer, BatchConsumer, offsets_of
+    from stream.kafka.inflight import InFlight
 
     topic_out = topic_in + "-out-" + uuid.uuid4().hex[:6]
     ensure_topics(bootstrap, [topic_out], partitions=4)

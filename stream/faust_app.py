@@ -2,7 +2,7 @@
 
 The agent consumes the pipeline's input topic in micro-batches (``take_events``), runs
 the same Kafka-free core as the confluent-kafka worker (decode/validate -> enrich ->
-score -> decide, built by ``stream.assembly``) and publishes the same decision,
+score -> decide, built by ``stream.core.assembly``) and publishes the same decision,
 dead-letter and drift records to the same topics.
 
 Delivery: the agent awaits the broker's ack of every record a batch produced before it
@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from schemas.errors import ConfigError
-from stream.assembly import Stages, build_stages, load_model, make_drift
 from stream.config import PipelineConfig
-from stream.embedded import free_port
-from stream.pipeline import DlqGuard
+from stream.core.assembly import Stages, build_stages, load_model, make_drift
+from stream.core.pipeline import DlqGuard
+from stream.dev.embedded import free_port
 
 __all__ = ["create_app", "faust_credentials"]
 
@@ -74,7 +74,7 @@ def create_app(
     """A ``faust.App`` whose agent scores ``config``'s input topic with streamscore's stages."""
     import faust
 
-    from stream.dev import resolve_bootstrap
+    from stream.dev.services import resolve_bootstrap
     from stream.metrics import HealthServer, WorkerMetrics
 
     c = config

@@ -10,7 +10,7 @@ what was prebuilt, one micro-batch at a time:
       -> velocity update (in Redis, in the background) -> drift windows
       -> produce decisions + dead letters + drift records (not waiting for their acks)
 
-Acknowledgement is pipelined (``stream.inflight``): a batch's offsets are committed once
+Acknowledgement is pipelined (``stream.kafka.inflight``): a batch's offsets are committed once
 its outputs and those of every earlier batch are acknowledged, while later batches are
 already being scored; a delivery failure stops the worker with that batch and later
 ones uncommitted. Rebalance callbacks run inside ``consume()``: on revoke the worker
@@ -31,10 +31,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.assembly import build_stages, load_model, make_drift
 from stream.config import PipelineConfig
-from stream.inflight import InFlight
-from stream.kafka_io import (
+from stream.core.assembly import build_stages, load_model, make_drift
+from stream.core.pipeline import DlqGuard
+from stream.kafka.clients import (
     ACK_TIMEOUT_S,
     AckedProducer,
     BatchConsumer,
@@ -42,8 +42,8 @@ from stream.kafka_io import (
     offsets_of,
     publish_and_commit,
 )
+from stream.kafka.inflight import InFlight
 from stream.metrics import HealthServer, WorkerMetrics
-from stream.pipeline import DlqGuard
 
 __all__ = ["Worker", "WorkerStats", "load_model"]
 
@@ -95,7 +95,7 @@ class Worker:
         ack_timeout_s: float = ACK_TIMEOUT_S,
         idle_backoff_ms: float | None = None,
     ) -> None:
-        from stream.dev import resolve_bootstrap
+        from stream.dev.services import resolve_bootstrap
 
         self.config = c = config
         self.bootstrap = bootstrap or resolve_bootstrap(c.kafka.bootstrap_servers)
@@ -105,7 +105,7 @@ class Worker:
 
         # Everything between input bytes and output records (model from the registry,
         # online reader, request features, the batch core, velocity updates) is built the
-        # same way for the Faust app: see stream.assembly.
+        # same way for the Faust app: see stream.core.assembly.
         self.stages = st = build_stages(c, redis_url=redis_url, registry_root=registry_root,
                                         worker_id=worker_id)
         self.worker_id, self.redis_url = st.worker_id, st.redis_url
@@ -315,7 +315,7 @@ class Worker:
 
     def _publish(self, outputs: list[tuple[str, Any]], offsets: list[Any],
                  fetched_at: float) -> None:
-        """Produce a batch's outputs without waiting for their acks (see stream.inflight).
+        """Produce a batch's outputs without waiting for their acks (see stream.kafka.inflight).
 
         Its offsets are committed by ``_settle`` once it and every earlier batch are
         acknowledged. When the in-flight bound is reached, wait here for acks (the

@@ -22,11 +22,11 @@ from schemas.drift import (
     encode_drift,
 )
 from scorers.refstats import bin_counts, categorical_codes, reference_stats
-from stream import drift_stats
 from stream.config import DriftConfig
-from stream.drift import SCORE_LABEL, DriftMonitor
-from stream.drift_stats import LUT_MAX_CODE, accumulate, build_layout, page_hinkley
-from stream.drift_window import PSEUDO_COUNT, psi_level, window_stats
+from stream.drift import stats as drift_stats
+from stream.drift.monitor import SCORE_LABEL, DriftMonitor
+from stream.drift.stats import LUT_MAX_CODE, accumulate, build_layout, page_hinkley
+from stream.drift.window import PSEUDO_COUNT, psi_level, window_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 N_NUM, N_CAT = 8, 2

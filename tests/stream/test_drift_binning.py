@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.drift_stats import BLOCK_ROWS, accumulate, build_layout
+from stream.drift.stats import BLOCK_ROWS, accumulate, build_layout
 
 # Edge values: a few "round" ones (so edges repeat and values hit them exactly), plus
 # extremes whose differences overflow or underflow.

@@ -12,9 +12,9 @@ import yaml
 from schemas.drift import decode_drift, encode_drift
 from scorers.refstats import reference_stats
 from stream.cli import main
+from stream.cli.drift import read_jsonl_records, read_topic_records
 from stream.config import DriftConfig
-from stream.drift import DriftMonitor, default_jsonl_path
-from stream.drift_cli import read_jsonl_records, read_topic_records
+from stream.drift.monitor import DriftMonitor, default_jsonl_path
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["amount", "hour", "merchant_category"]

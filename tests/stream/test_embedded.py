@@ -13,8 +13,8 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from stream.admin import ensure_topics
-from stream.embedded import client_settings_for, pid_alive, redis_answers, start_redis_server
+from stream.dev.embedded import client_settings_for, pid_alive, redis_answers, start_redis_server
+from stream.kafka.admin import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The idle-fetch backoff (stream.idle) on the real broker: fewer fetches, nothing lost.
+"""The idle-fetch backoff (stream.kafka.idle) on the real broker: fewer fetches, nothing lost.
 
 Fetch requests are counted from librdkafka's own statistics (``req.Fetch`` per broker),
 not guessed from CPU, so the check holds on a loaded box.
@@ -14,7 +14,7 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from stream.kafka_io import BatchConsumer, offsets_of
+from stream.kafka.clients import BatchConsumer, offsets_of
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from stream.inflight import InFlight
+from stream.kafka.inflight import InFlight
 
 TP = namedtuple("TP", "topic partition offset")
 

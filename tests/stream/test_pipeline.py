@@ -15,7 +15,7 @@ from features.request import RequestFeatures
 from schemas.registry import decoder_for
 from scorers import compile_lightgbm
 from stream.config import PipelineConfig
-from stream.pipeline import BatchCore, DeadLetterFlood, DlqGuard, LoadedModel
+from stream.core.pipeline import BatchCore, DeadLetterFlood, DlqGuard, LoadedModel
 
 NOW = 1_795_000_000.0
 FRAUD_FEATURES = ["amount_usd", "channel", "country", "hour_of_day", "mcc"]
@@ -358,7 +358,7 @@ def test_fast_pricing_and_failing_model_records_are_the_struct_encoding():
 
 def test_record_encoder_feature_ages_and_constants():
     from schemas.decisions import Decision, StageLatencies
-    from stream.records import DecisionEncoder, constant, json_pieces, string_pieces
+    from stream.core.records import DecisionEncoder, constant, json_pieces, string_pieces
 
     views = ["card_stats", 'odd"view%s']
     enc = DecisionEncoder(views)
@@ -506,7 +506,7 @@ def test_missing_and_stale_views_flag_exactly_their_rows(fraud_booster, rows):
 @pytest.mark.parametrize("n", [1, 3])
 def test_record_encoder_all_constant_and_single_column_batches(n):
     from schemas.decisions import StageLatencies
-    from stream.records import DecisionEncoder, constant, json_pieces
+    from stream.core.records import DecisionEncoder, constant, json_pieces
 
     fields = {
         "event_id": constant("e"), "pipeline": constant("p%s"), "key": constant("1"),
@@ -536,7 +536,7 @@ def test_record_encoder_all_constant_and_single_column_batches(n):
 
 
 def test_record_encoder_refuses_a_short_column():
-    from stream.records import DECISION_FIELDS, DecisionEncoder, json_pieces
+    from stream.core.records import DECISION_FIELDS, DecisionEncoder, json_pieces
 
     enc = DecisionEncoder(["v"])
     fields: dict = dict.fromkeys(DECISION_FIELDS, b"0")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from stream.config import FraudPolicy, PricingPolicy
-from stream.policy import (
+from stream.core.policy import (
     FRAUD_OUTCOMES,
     FRAUD_RULES,
     PRICE_RULES,

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas.decisions import DEGRADED_REASONS, Decision, Reason
-from stream.policy import FRAUD_OUTCOMES, FRAUD_RULES, PRICE_RULES
+from stream.core.policy import FRAUD_OUTCOMES, FRAUD_RULES, PRICE_RULES
 
 __all__ = [
     "DECISION_FIELDS",
@@ -218,7 +218,7 @@ class DecisionEncoder:
                 col = fields[name]
             except KeyError:
                 raise KeyError(f"decision field {name!r} has no value in the encoder's "
-                               "input (stream.records follows schemas.decisions)") from None
+                               "input (stream.core.records follows schemas.decisions)") from None
             if isinstance(col, bytes):  # shared by the batch: part of the constant text
                 text += col
                 continue

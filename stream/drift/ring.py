@@ -1,7 +1,7 @@
 """The drift monitor's ring of sub-windows, updated and closed by compiled code.
 
 A ring is an int64 array: one row per sub-window (the flat bin counts of
-``stream.drift_stats``' layout, then decision counts, events, Page-Hinkley detections)
+``stream.drift.stats``' layout, then decision counts, events, Page-Hinkley detections)
 and a last row, the window, kept as the running sum of the others (a batch is added to
 both; a sub-window leaving the window is subtracted), so a close reads one row, not all
 of them. A float array ``ringf`` holds per sub-window its first event time and the sum
@@ -10,7 +10,7 @@ and count of price multipliers.
 ``ring_arrays`` allocates the ring, its state and the close outputs as views of two flat
 buffers (one int64, one float64, with the reference), and ``step_kernel`` is one numba
 call per batch, taking the two buffers whole, that adds the batch to the ring and closes
-every sub-window the batch fills (statistics of the window, see ``stream.drift_window``),
+every sub-window the batch fills (statistics of the window, see ``stream.drift.window``),
 writing one statistics table per close. Measured on a 2-core box shared with other work,
 each call through the numba dispatcher, each array argument it unboxes and each numpy
 operation cost microseconds when the scorer has just evicted the caches (a plain Python
@@ -31,8 +31,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import types
 
-from stream.drift_stats import BinLayout, _accumulate, _page_hinkley
-from stream.drift_window import PSEUDO_COUNT, _stats
+from stream.drift.stats import BinLayout, _accumulate, _page_hinkley
+from stream.drift.window import PSEUDO_COUNT, _stats
 
 __all__ = ["MAX_CLOSES", "RingArrays", "WindowCloser", "ring_arrays", "step_kernel",
            "window_closer"]

@@ -1,5 +1,5 @@
 """Drift window statistics: PSI, Jensen-Shannon, binned KS, Wasserstein and missing
-rates of a window's flat bin counts (``stream.drift_stats``' layout) against the
+rates of a window's flat bin counts (``stream.drift.stats``' layout) against the
 reference, with calibrated PSI thresholds; one compiled call per window.
 
 Calibration. PSI is the symmetric (Jeffreys) divergence ``sum (a - e) ln(a / e)`` of the
@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import chi2
 
-from stream.drift_stats import BinLayout
+from stream.drift.stats import BinLayout
 
 __all__ = [
     "PSEUDO_COUNT",

@@ -198,13 +198,13 @@ def plot_psi(records: Sequence[DriftRecord], out: str | Path) -> Path:
 
 def _report(args: argparse.Namespace) -> int:
     from stream.config import load_pipeline
-    from stream.drift import default_jsonl_path
+    from stream.drift.monitor import default_jsonl_path
 
     if args.last < 1:
         raise ConfigError("--last must be >= 1")
     cfg = load_pipeline(args.pipeline)
     if args.from_topic:
-        from stream.dev import resolve_bootstrap
+        from stream.dev.services import resolve_bootstrap
 
         bootstrap = resolve_bootstrap(args.bootstrap_servers or cfg.kafka.bootstrap_servers)
         settings = {**cfg.kafka.settings, **cfg.kafka.consumer}

@@ -3,8 +3,8 @@
 The worker calls ``DriftMonitor.update(X, scores, decisions, now)`` once per scored
 batch; the monitor adds the batch to the current sub-window's bin counts and computes
 the statistics of every sub-window the batch fills in one compiled call (see
-``stream.drift_ring``; binning in ``stream.drift_stats``, statistics in
-``stream.drift_window``), and returns each one's record as the JSON bytes the drift topic
+``stream.drift.ring``; binning in ``stream.drift.stats``, statistics in
+``stream.drift.window``), and returns each one's record as the JSON bytes the drift topic
 carries (written column by column from the statistics table by
 ``schemas.drift.DriftRecordEncoder``; ``schemas.drift.decode_drift`` gives the typed
 ``DriftRecord``). A window is the ring
@@ -15,7 +15,7 @@ seconds, whichever comes first (0 disables either rule); a batch that crosses a 
 boundary is split exactly at it.
 
 Each record is also exposed to Prometheus (``streamscore_drift_psi{pipeline,feature}``,
-``..._threshold``, ``..._alarm``... see ``stream.drift_metrics``; read at scrape time, the
+``..._threshold``, ``..._alarm``... see ``stream.drift.metrics``; read at scrape time, the
 score as ``feature="__score__"``) and, if a JSONL path is given, appended to that file for
 ``streamscore drift report``.
 Publishing records on the drift topic is the worker's job (the pipeline name is the key).
@@ -44,10 +44,10 @@ from schemas.drift import DecisionMix, DriftRecordEncoder
 from schemas.errors import ConfigError
 from scorers.refstats import validate_reference
 from stream.config import DriftConfig
-from stream.drift_metrics import collector_for
-from stream.drift_ring import CUR, CUR_N, SUB, ring_arrays, step_kernel, window_closer
-from stream.drift_stats import CATEGORICAL, BinLayout, build_layout
-from stream.drift_window import chi2_quantiles
+from stream.drift.metrics import collector_for
+from stream.drift.ring import CUR, CUR_N, SUB, ring_arrays, step_kernel, window_closer
+from stream.drift.stats import CATEGORICAL, BinLayout, build_layout
+from stream.drift.window import chi2_quantiles
 
 __all__ = ["FRAUD_OUTCOMES", "SCORE_LABEL", "DriftMonitor", "default_jsonl_path"]
 
@@ -126,7 +126,7 @@ class DriftMonitor:
         s = config.sub_windows
         self._sub_events = -(-config.window_events // s) if config.window_events > 0 else 0
         self._sub_seconds = config.window_seconds / s if config.window_seconds > 0 else 0.0
-        # The ring (stream.drift_ring): one row per sub-window, integer columns: bin
+        # The ring (stream.drift.ring): one row per sub-window, integer columns: bin
         # counts, decision counts (outcomes + "other"), events, Page-Hinkley detections;
         # its last row is the window (the running sum of the others). Float columns per
         # sub-window: first event time, sum and count of price multipliers. Written by
@@ -150,7 +150,7 @@ class DriftMonitor:
         # The compiled passes, bound to the ring once (built once, called per batch).
         self._ints, self._floats = arrays.ints, arrays.floats
         self._close_window = window_closer(self.layout, arrays)
-        # The step kernel is compiled (or loaded from numba's cache) when stream.drift_ring
+        # The step kernel is compiled (or loaded from numba's cache) when stream.drift.ring
         # is imported; the closer now, not on the first time-closed window.
         self._close_window(0, -1)  # statistics of the empty window, into scratch
         # What every record repeats, encoded once.
@@ -167,7 +167,7 @@ class DriftMonitor:
         self._jsonl = Path(jsonl_path) if jsonl_path else None
         if self._jsonl is not None:
             self._jsonl.parent.mkdir(parents=True, exist_ok=True)
-        # Prometheus reads the latest window at scrape time (stream.drift_metrics).
+        # Prometheus reads the latest window at scrape time (stream.drift.metrics).
         self._collector = collector_for(registry) if registry is not None else None
 
     # -- public ------------------------------------------------------------------------

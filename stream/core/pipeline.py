@@ -2,7 +2,7 @@
 
 ``BatchCore.process`` runs the stages of one micro-batch, whole-batch at a time:
 decode/validate (msgspec) -> enrich (one online read + request-time features) -> score
-(compiled model, plus an optional shadow challenger) -> decide (``stream.policy``) ->
+(compiled model, plus an optional shadow challenger) -> decide (``stream.core.policy``) ->
 encode records. It knows nothing about Kafka: the worker (``stream.worker``) and a Faust
 agent call it the same way, with the payloads and where they came from.
 
@@ -10,10 +10,10 @@ Build once, run many: everything that can be planned is planned in ``__init__`` 
 ``set_model`` (which online feature, request feature or event column fills which model
 column); ``process`` only runs numpy over the batch. The per-event Python work is
 decoding (``schemas.registry``) and one bytes format per decision record
-(``stream.records`` encodes every field column-wise). Reason codes live in
-``stream.reasons``, dead letters and the flood guard in ``stream.deadletters``, pricing's
-candidate sweep in ``stream.sweep``, the schema specs and the loaded-model type in
-``stream.specs`` (re-exported here).
+(``stream.core.records`` encodes every field column-wise). Reason codes live in
+``stream.core.reasons``, dead letters and the flood guard in ``stream.core.deadletters``, pricing's
+candidate sweep in ``stream.core.sweep``, the schema specs and the loaded-model type in
+``stream.core.specs`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from schemas.decisions import DECISION_SCHEMA_VERSION, DEGRADED_REASONS, StageLa
 from schemas.errors import ConfigError
 from schemas.registry import decode_batch, schema_type
 from stream.config import FraudPolicy, PipelineConfig, PricingPolicy
-from stream.deadletters import DeadLetterFlood, DlqGuard, dead_letter_record
-from stream.policy import FRAUD_OUTCOMES, choose_price, decide_fraud
-from stream.reasons import explain
-from stream.records import (
+from stream.core.deadletters import DeadLetterFlood, DlqGuard, dead_letter_record
+from stream.core.policy import FRAUD_OUTCOMES, choose_price, decide_fraud
+from stream.core.reasons import explain
+from stream.core.records import (
     Column,
     DecisionEncoder,
     age_columns,
@@ -51,8 +51,8 @@ from stream.records import (
     source_columns,
     string_pieces,
 )
-from stream.specs import EVENT_SPECS, EventSpec, LoadedModel, Scorer
-from stream.sweep import PriceSweep
+from stream.core.specs import EVENT_SPECS, EventSpec, LoadedModel, Scorer
+from stream.core.sweep import PriceSweep
 
 __all__ = [
     "EVENT_SPECS",
@@ -370,7 +370,7 @@ class BatchCore:
         self, scorer: Any, plan: npt.NDArray[np.intp], cols: dict[str, Any],
         online: FloatArray, X0: FloatArray,
     ) -> FloatArray:
-        """Demand for every candidate multiplier of the base price (``stream.sweep``)."""
+        """Demand for every candidate multiplier of the base price (``stream.core.sweep``)."""
         base = cols["base_price"]
         inputs = ({} if self.request is None
                   else self._request_inputs(cols, online, base.shape[0]))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from stream.embedded import BROKER_KINDS
+from stream.dev.embedded import BROKER_KINDS
 
 __all__ = ["register"]
 
 
 def _dev_up(args: argparse.Namespace) -> int:
-    from stream.dev import dev_up
+    from stream.dev.services import dev_up
 
     state = dev_up(args.broker)
     verb = "already running" if state.get("already_running") else "started"
@@ -26,7 +26,7 @@ def _dev_up(args: argparse.Namespace) -> int:
 
 
 def _dev_down(args: argparse.Namespace) -> int:
-    from stream.dev import dev_down
+    from stream.dev.services import dev_down
 
     stopped = dev_down()
     if not stopped:
@@ -37,7 +37,7 @@ def _dev_down(args: argparse.Namespace) -> int:
 
 
 def _dev_status(args: argparse.Namespace) -> int:
-    from stream.dev import dev_status
+    from stream.dev.services import dev_status
 
     state = dev_status()
     if not state:
@@ -52,7 +52,7 @@ def _dev_status(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from stream.demo import run
+    from stream.dev.demo import run
 
     return run(args)
 

@@ -3,7 +3,7 @@
 Everything the monitor needs per batch is one call of a numba kernel that adds a batch's
 rows to a flat array of bin counts (one block of bins per feature, the last bin of each
 block counting missing values), plus decision codes and Page-Hinkley. Statistics are
-computed when a window closes (``stream.drift_window``), over the flat counts (O(bins)),
+computed when a window closes (``stream.drift.window``), over the flat counts (O(bins)),
 so their cost does not grow with the number of events.
 
 Binning follows the reference rule of ``scorers.refstats``: numeric bin ``i`` is

@@ -1,7 +1,7 @@
 """The ``streamscore`` command line: one parser, subcommands contributed by each package.
 
 Each package that offers commands has a ``register(subparsers)`` function (in
-``stream.commands``, ``features.cli``, ``scorers.cli``, ``benchmarks.cli``...). A command
+``stream.cli.commands``, ``features.cli``, ``scorers.cli``, ``benchmarks.cli``...). A command
 sets ``func`` to a handler ``(args) -> int``. Handlers import heavy libraries (Feast,
 LightGBM, numba) lazily, so ``--help`` stays fast.
 
@@ -27,11 +27,11 @@ log = logging.getLogger("streamscore.cli")
 
 # Modules whose ``register(subparsers)`` adds commands, in the order --help lists them.
 COMMAND_MODULES = (
-    "stream.commands",
-    "stream.worker_cli",
+    "stream.cli.commands",
+    "stream.cli.run",
     "features.cli",
     "scorers.cli",
-    "stream.drift_cli",
+    "stream.cli.drift",
     "benchmarks.cli",
 )
 

@@ -191,7 +191,7 @@ def produce_events(
     from confluent_kafka import Producer
 
     from features.repo import data_dir as default_data_dir
-    from stream.pipeline import EVENT_SPECS
+    from stream.core.pipeline import EVENT_SPECS
 
     spec = EVENT_SPECS.get(config.schema)
     if spec is None:
@@ -239,9 +239,9 @@ def produce_events(
 
 
 def _handle_produce(args: argparse.Namespace) -> int:
-    from stream.admin import ensure_topics
     from stream.config import load_pipeline
-    from stream.dev import resolve_bootstrap
+    from stream.dev.services import resolve_bootstrap
+    from stream.kafka.admin import ensure_topics
 
     config = load_pipeline(args.pipeline)
     bootstrap = resolve_bootstrap(config.kafka.bootstrap_servers)

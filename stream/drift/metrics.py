@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stream.drift_window import WindowStats
+from stream.drift.window import WindowStats
 
 __all__ = ["DriftCollector", "collector_for"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import InfrastructureError
-from stream.embedded import (
+from stream.dev.embedded import (
     EmbeddedProcess,
     default_broker_kind,
     pid_alive,

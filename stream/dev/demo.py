@@ -32,7 +32,7 @@ __all__ = ["run"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD_RATIO = 0.002  # a few malformed events: ~40 in 20,000
-# The report reader's idle-fetch backoff (stream.idle): the worker's default, and like the
+# The report reader's idle-fetch backoff (stream.kafka.idle): the worker's default, and like the
 # worker's, overridden by STREAMSCORE_IDLE_BACKOFF_MS (0 = off).
 IDLE_BACKOFF_MS = 5.0
 # Demo-sized synthetic data: big enough to be realistic, small enough for 2 cores.
@@ -127,7 +127,7 @@ class _Collector(threading.Thread):
         super().__init__(daemon=True)
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-        from stream.idle import IdleFetch
+        from stream.kafka.idle import IdleFetch
 
         backoff_s = float(os.environ.get("STREAMSCORE_IDLE_BACKOFF_MS", IDLE_BACKOFF_MS)) / 1e3
         self.topics = topics
@@ -143,7 +143,7 @@ class _Collector(threading.Thread):
         self.consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in keys])
         # Between the drift records the drift topic is idle, and after the run all are:
         # on noida-db an idle consumer re-fetches in a tight loop and takes CPU from the
-        # worker and Redis (stream.idle), so the reader pauses once its input has stopped.
+        # worker and Redis (stream.kafka.idle), so the reader pauses once its input has stopped.
         self._fetch = IdleFetch(self.consumer, lambda: keys, backoff_s)
         self.records: dict[str, list[tuple[float, bytes]]] = {k: [] for k in topics}
         self._kind = {v: k for k, v in topics.items()}
@@ -236,10 +236,10 @@ def _report(col: _Collector, counts: dict[str, int], pipeline: str, took: float)
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 when every event was accounted for."""
-    from stream.admin import ensure_topics
+    from stream.cli.run import produce_events
     from stream.config import load_pipeline
-    from stream.embedded import default_broker_kind, free_port, resolve_redis, start_broker
-    from stream.worker_cli import produce_events
+    from stream.dev.embedded import default_broker_kind, free_port, resolve_redis, start_broker
+    from stream.kafka.admin import ensure_topics
 
     pipeline = args.pipeline
     kind = args.broker or default_broker_kind()

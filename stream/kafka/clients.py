@@ -2,7 +2,7 @@
 
 - ``BatchConsumer``: manual offsets (``enable.auto.commit`` and
   ``enable.auto.offset.store`` off), cooperative-sticky assignment, ``consume(n, t)``
-  micro-batches (paused once input has stopped: ``stream.idle``), the next offset to
+  micro-batches (paused once input has stopped: ``stream.kafka.idle``), the next offset to
   commit per partition, lag from cached watermarks.
 - ``AckedProducer``: idempotent producer; counts outstanding deliveries with the delivery
   callback, turns ``BufferError`` (queue full) into backpressure: pause the consumer,
@@ -11,7 +11,7 @@
 - ``publish_and_commit``: a batch's outputs made durable, then its input offsets
   committed, in the order written down there (one batch at a time: the exactly-once
   mode's Kafka transaction per batch).
-  The worker's at-least-once loop pipelines the same rule instead (``stream.inflight``):
+  The worker's at-least-once loop pipelines the same rule instead (``stream.kafka.inflight``):
   outputs carry their batch's delivery callback, and only the acknowledged prefix of
   batches is committed, asynchronously; ``BatchConsumer`` makes that commit synchronous
   on revoke (after the worker's ``before_revoke`` drain) and on close.
@@ -27,7 +27,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from schemas.errors import InfrastructureError
-from stream.idle import IdleFetch
+from stream.kafka.idle import IdleFetch
 
 __all__ = [
     "ACK_TIMEOUT_S",
@@ -335,7 +335,7 @@ class AckedProducer:
     ) -> int:
         """Queue records; returns how many.
 
-        With ``on_delivery`` (a batch's own callback, ``stream.inflight``) the records are
+        With ``on_delivery`` (a batch's own callback, ``stream.kafka.inflight``) the records are
         counted by ``count`` - called before any delivery report can be served - instead
         of this producer's ``outstanding``.
         """

@@ -17,7 +17,7 @@ import numpy as np
 
 from schemas.errors import ConfigError
 from stream.config import PipelineConfig, PricingPolicy
-from stream.pipeline import BatchCore, LoadedModel
+from stream.core.pipeline import BatchCore, LoadedModel
 
 __all__ = ["Stages", "build_stages", "is_push_view", "load_model", "make_drift",
            "warm_up_reader"]
@@ -70,7 +70,7 @@ def make_drift(config: PipelineConfig, model: LoadedModel, registry: Any = None)
     """A drift monitor for ``model``, or None when drift is off or it has no reference."""
     if not config.drift.enabled or not model.reference:
         return None
-    from stream.drift import DriftMonitor
+    from stream.drift.monitor import DriftMonitor
 
     try:
         return DriftMonitor(model.reference, model.feature_names, config.drift, config.name,
@@ -132,7 +132,7 @@ def build_stages(
     from features.repo import feature_refs, feature_views, load_vocab
     from features.request import RequestFeatures
     from scorers.registry import Registry, default_root
-    from stream.dev import resolve_redis_url
+    from stream.dev.services import resolve_redis_url
 
     c = config
     worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
