@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``streamscore bench core``."""
     from benchmarks.workspace import prepare_workspace
     from schemas.errors import ConfigError, InfrastructureError
-    from stream.dev.services import home_dir, resolve_redis_url
+    from stream.endpoints import home_dir, resolve_redis_url
 
     try:
         batches = sorted({int(b) for b in str(args.batches).split(",") if b.strip()})

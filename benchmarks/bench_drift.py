@@ -234,7 +234,7 @@ def worker_sequence(size: str = "full", trees: int | None = None, batch: int = 5
     from benchmarks.workspace import prepare_workspace
     from schemas.drift import encode_drift
     from stream.core.assembly import make_drift
-    from stream.dev.services import home_dir, resolve_redis_url
+    from stream.endpoints import home_dir, resolve_redis_url
 
     redis = resolve_redis_url("") if ws is None else ws.redis_url
     if ws is None:

@@ -135,7 +135,7 @@ def _infrastructure(args: argparse.Namespace) -> Iterator[tuple[str, str, str]]:
     """(bootstrap, broker label, redis url); starts an embedded broker/Redis if needed."""
     from schemas.errors import InfrastructureError
     from stream.dev.embedded import resolve_redis, start_broker
-    from stream.dev.services import resolve_bootstrap, resolve_redis_url
+    from stream.endpoints import resolve_bootstrap, resolve_redis_url
 
     started: list[Any] = []
     try:
@@ -186,7 +186,7 @@ def run_sweep(
     from benchmarks.sweep import summarize
     from benchmarks.workspace import prepare_workspace
     from stream.config import load_pipeline
-    from stream.dev.services import home_dir
+    from stream.endpoints import home_dir
 
     cfg = _resolve(args)
     root = Path(__file__).resolve().parent.parent
@@ -284,7 +284,7 @@ def _run_stacks(
     from benchmarks.sweep import run_stack
     from benchmarks.workspace import write_pipeline_file
     from stream.dev.embedded import free_port
-    from stream.dev.services import home_dir
+    from stream.endpoints import home_dir
     from stream.kafka.admin import ensure_topics
 
     for name in cfg["stacks"]:

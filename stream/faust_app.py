@@ -27,7 +27,7 @@ from schemas.errors import ConfigError
 from stream.config import PipelineConfig
 from stream.core.assembly import Stages, build_stages, load_model, make_drift
 from stream.core.pipeline import DlqGuard
-from stream.dev.embedded import free_port
+from stream.endpoints import free_port
 
 __all__ = ["create_app", "faust_credentials"]
 
@@ -74,7 +74,7 @@ def create_app(
     """A ``faust.App`` whose agent scores ``config``'s input topic with streamscore's stages."""
     import faust
 
-    from stream.dev.services import resolve_bootstrap
+    from stream.endpoints import resolve_bootstrap
     from stream.metrics import HealthServer, WorkerMetrics
 
     c = config

@@ -95,7 +95,7 @@ class Worker:
         ack_timeout_s: float = ACK_TIMEOUT_S,
         idle_backoff_ms: float | None = None,
     ) -> None:
-        from stream.dev.services import resolve_bootstrap
+        from stream.endpoints import resolve_bootstrap
 
         self.config = c = config
         self.bootstrap = bootstrap or resolve_bootstrap(c.kafka.bootstrap_servers)

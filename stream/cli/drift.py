@@ -204,7 +204,7 @@ def _report(args: argparse.Namespace) -> int:
         raise ConfigError("--last must be >= 1")
     cfg = load_pipeline(args.pipeline)
     if args.from_topic:
-        from stream.dev.services import resolve_bootstrap
+        from stream.endpoints import resolve_bootstrap
 
         bootstrap = resolve_bootstrap(args.bootstrap_servers or cfg.kafka.bootstrap_servers)
         settings = {**cfg.kafka.settings, **cfg.kafka.consumer}

@@ -1,9 +1,16 @@
 """The ``streamscore`` command line: one parser, subcommands contributed by each package.
 
-Each package that offers commands has a ``register(subparsers)`` function (in
-``stream.cli.commands``, ``features.cli``, ``scorers.cli``, ``benchmarks.cli``...). A command
-sets ``func`` to a handler ``(args) -> int``. Handlers import heavy libraries (Feast,
-LightGBM, numba) lazily, so ``--help`` stays fast.
+Each package that offers commands has a ``register(subparsers)`` function: streamscore's
+own (``stream.cli.commands``, ``stream.cli.run``, ``stream.cli.drift``) and those of the
+earlier stages (``features.cli``, ``scorers.cli``) are imported here; anything built on
+top of ``stream`` (the benchmarks, a user's own tools) plugs in through the
+``streamscore.commands`` entry point group, each entry naming a ``register`` function::
+
+    [project.entry-points."streamscore.commands"]
+    bench = "benchmarks.cli:register"
+
+A command sets ``func`` to a handler ``(args) -> int``. Handlers import heavy libraries
+(Feast, LightGBM, numba) lazily, so ``--help`` stays fast.
 
 Contract: bad input exits non-zero with one clear line on stderr, never a traceback
 (``--debug`` shows the traceback of an unexpected error).
@@ -12,28 +19,43 @@ Contract: bad input exits non-zero with one clear line on stderr, never a traceb
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from typing import Any, NoReturn
 
+from features import cli as features_cli
 from schemas.errors import StreamscoreError
+from scorers import cli as scorers_cli
+from stream.cli import commands, drift, run
 from stream.logs import setup_logging
 
 __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("streamscore.cli")
 
-# Modules whose ``register(subparsers)`` adds commands, in the order --help lists them.
-COMMAND_MODULES = (
-    "stream.cli.commands",
-    "stream.cli.run",
-    "features.cli",
-    "scorers.cli",
-    "stream.cli.drift",
-    "benchmarks.cli",
+# ``register(subparsers)`` of every built-in command group, in the order --help lists them
+# (plug-ins of the ``streamscore.commands`` entry point group follow).
+REGISTER: tuple[Callable[[Any], None], ...] = (
+    commands.register,
+    run.register,
+    features_cli.register,
+    scorers_cli.register,
+    drift.register,
 )
+PLUGIN_GROUP = "streamscore.commands"
+
+
+def _plugins() -> list[Callable[[Any], None]]:
+    """The ``register`` functions of the installed plug-ins (a broken one is skipped)."""
+    found = []
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            found.append(ep.load())
+        except Exception as exc:  # one bad plug-in must not take the CLI down
+            log.warning("command plug-in %s (%s) not loaded: %s", ep.name, ep.value, exc)
+    return found
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for register in (*REGISTER, *_plugins()):
+        register(sub)
     return parser
 
 

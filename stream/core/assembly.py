@@ -132,7 +132,7 @@ def build_stages(
     from features.repo import feature_refs, feature_views, load_vocab
     from features.request import RequestFeatures
     from scorers.registry import Registry, default_root
-    from stream.dev.services import resolve_redis_url
+    from stream.endpoints import resolve_redis_url
 
     c = config
     worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"

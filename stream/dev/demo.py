@@ -236,9 +236,9 @@ def _report(col: _Collector, counts: dict[str, int], pipeline: str, took: float)
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 when every event was accounted for."""
-    from stream.cli.run import produce_events
     from stream.config import load_pipeline
     from stream.dev.embedded import default_broker_kind, free_port, resolve_redis, start_broker
+    from stream.dev.load import produce_events
     from stream.kafka.admin import ensure_topics
 
     pipeline = args.pipeline

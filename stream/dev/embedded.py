@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas.errors import ConfigError, InfrastructureError
+from stream.endpoints import free_port, redis_answers
 
 __all__ = [
     "BROKER_KINDS",
@@ -76,13 +77,6 @@ def client_settings_for(kind: str | None) -> dict[str, str | int]:
     if kind == "tansu":
         return {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
     return {}
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _port_open(host: str, port: int, timeout: float = 0.2) -> bool:
@@ -260,16 +254,6 @@ class RedisServer:
         """Stop the server if this module started it; never touch one it found."""
         if self.process is not None:
             self.process.stop()
-
-
-def redis_answers(host: str = "127.0.0.1", port: int = 6379, timeout: float = 0.3) -> bool:
-    """Whether a Redis server answers PING at host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def _redis_binary() -> tuple[str, str] | None:

@@ -4,8 +4,8 @@
 running), records what it started in ``$STREAMSCORE_HOME/dev.json`` and leaves them
 running; ``dev down`` stops exactly what that file names, nothing else.
 
-``resolve_bootstrap`` / ``resolve_redis_url`` are how every command finds its
-infrastructure: the pipeline file first, then the environment, then ``dev up``'s state.
+Every command, the worker included, finds what ``dev up`` started through
+``stream.endpoints``, which reads that file (never this module).
 """
 
 from __future__ import annotations
@@ -17,46 +17,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import InfrastructureError
 from stream.dev.embedded import (
     EmbeddedProcess,
     default_broker_kind,
     pid_alive,
-    redis_answers,
     resolve_redis,
     start_broker,
     terminate_pid,
 )
+from stream.endpoints import home_dir, read_state, state_path
 
-__all__ = [
-    "dev_down",
-    "dev_status",
-    "dev_up",
-    "home_dir",
-    "read_state",
-    "resolve_bootstrap",
-    "resolve_redis_url",
-]
-
-
-def home_dir() -> Path:
-    """``$STREAMSCORE_HOME``, default ``./.streamscore``: data, registries, dev state."""
-    return Path(os.environ.get("STREAMSCORE_HOME", ".streamscore")).resolve()
-
-
-def _state_path() -> Path:
-    return home_dir() / "dev.json"
-
-
-def read_state() -> dict[str, Any] | None:
-    """What ``dev up`` recorded, or None when nothing is up."""
-    path = _state_path()
-    try:
-        return dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        raise InfrastructureError(f"{path} is unreadable; remove it and run dev up again") from None
+__all__ = ["dev_down", "dev_status", "dev_up"]
 
 
 def _cmdline(pid: int) -> str:
@@ -111,7 +82,7 @@ def dev_up(broker: str | None = None) -> dict[str, Any]:
         "started_at": time.time(),
         "processes": processes,
     }
-    path = _state_path()
+    path = state_path()
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     os.replace(tmp, path)
@@ -133,7 +104,7 @@ def dev_down() -> list[str]:
         if entry.get("data_dir"):
             shutil.rmtree(entry["data_dir"], ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
-        _state_path().unlink()
+        state_path().unlink()
     return stopped
 
 
@@ -144,37 +115,3 @@ def dev_status() -> dict[str, Any] | None:
         for entry in state.get("processes", []):
             entry["alive"] = _ours(entry)
     return state
-
-
-def _configured(configured: str, env_var: str, state_key: str) -> str:
-    """The first non-empty of: the pipeline's value, the environment, ``dev up``'s state."""
-    if configured.strip():
-        return configured.strip()
-    env = os.environ.get(env_var, "").strip()
-    if env:
-        return env
-    state = read_state()
-    return str(state.get(state_key) or "") if state else ""
-
-
-def resolve_bootstrap(configured: str = "") -> str:
-    """Kafka bootstrap servers: the pipeline's, else the environment's, else ``dev up``'s."""
-    found = _configured(configured, "KAFKA_BOOTSTRAP_SERVERS", "bootstrap_servers")
-    if found:
-        return found
-    raise InfrastructureError(
-        "no Kafka configured: set kafka.bootstrap_servers in the pipeline file or "
-        "KAFKA_BOOTSTRAP_SERVERS, or run 'streamscore dev up'"
-    )
-
-
-def resolve_redis_url(configured: str = "") -> str:
-    """Redis URL: the pipeline's, else REDIS_URL, else ``dev up``'s, else local 6379."""
-    found = _configured(configured, "REDIS_URL", "redis_url")
-    if found:
-        return found
-    if redis_answers("127.0.0.1", 6379):
-        return "redis://127.0.0.1:6379/0"
-    raise InfrastructureError(
-        "no Redis configured: set features.redis_url or REDIS_URL, or run 'streamscore dev up'"
-    )

@@ -24,8 +24,8 @@ import pytest
 import yaml
 from confluent_kafka import Consumer
 
-from stream.cli.run import produce_events
 from stream.config import load_pipeline
+from stream.dev.load import produce_events
 from stream.kafka.admin import ensure_topics
 
 pytestmark = pytest.mark.integration

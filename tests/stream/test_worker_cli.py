@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from stream.cli import main
-from stream.cli.run import make_events
+from stream.dev.load import make_events
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from schemas.errors import InfrastructureError
-from stream.dev.services import resolve_bootstrap, resolve_redis_url
+from stream.endpoints import resolve_bootstrap, resolve_redis_url
 
 
 @pytest.fixture
