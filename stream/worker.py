@@ -10,14 +10,15 @@ what was prebuilt, one micro-batch at a time:
       -> velocity update (in Redis, in the background) -> drift windows
       -> produce decisions + dead letters + drift records (not waiting for their acks)
 
-Acknowledgement is pipelined (``stream.kafka.inflight``): a batch's offsets are committed once
-its outputs and those of every earlier batch are acknowledged, while later batches are
-already being scored; a delivery failure stops the worker with that batch and later
-ones uncommitted. Rebalance callbacks run inside ``consume()``: on revoke the worker
-first waits for every batch in flight, commits, and only then lets the partitions go.
-``request_stop()`` (SIGTERM/SIGINT in the CLI) ends the loop after the current batch;
-the worker then flushes the last drift window, waits for acks, commits and closes.
-Exactly-once mode keeps one Kafka transaction per batch (``publish_and_commit``).
+When offsets are committed is decided by one owner, ``stream.kafka.commit.CommitOwner``:
+acknowledgement is pipelined (a batch's offsets are committed once its outputs and those
+of every earlier batch are acknowledged, while later batches are already being scored;
+a delivery failure stops the worker with that batch and later ones uncommitted), or one
+Kafka transaction per batch in exactly-once mode. Rebalance callbacks run inside
+``consume()``: on revoke the owner first waits for every batch in flight, commits, and
+only then lets the partitions go. ``request_stop()`` (SIGTERM/SIGINT in the CLI) ends the
+loop after the current batch; the worker then publishes the last drift window and the
+owner waits for acks, commits and closes.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from stream.kafka.clients import (
     BatchConsumer,
     DeliveryFailed,
     offsets_of,
-    publish_and_commit,
 )
+from stream.kafka.commit import CommitOwner
 from stream.kafka.inflight import InFlight
 from stream.metrics import HealthServer, WorkerMetrics
 
@@ -129,7 +130,8 @@ class Worker:
             self.bootstrap, c.kafka.group_id or f"streamscore-{c.name}", [c.topics.input],
             {**settings, **c.kafka.consumer, **(consumer_settings or {})},
             read_committed=self.exactly_once,
-            on_assign=self._on_assign, on_revoke=self._on_revoke, before_revoke=self._drain,
+            on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_leaving=lambda gone, lost: self.commits.revoke(gone, lost),
             idle_backoff_s=max(idle_backoff_ms, 0.0) / 1000.0,
         )
         self.producer = AckedProducer(
@@ -148,8 +150,10 @@ class Worker:
         # max_inflight_batches=1 is the former wait-for-every-batch loop).
         self.inflight = InFlight(max_inflight_batches,
                                  max_inflight_records or max(8 * self.batch_max, 8192))
-        self.ack_timeout_s = ack_timeout_s
-        self._closing = False
+        # The one owner of produce -> acknowledgement -> commit, revoke and shutdown order.
+        self.commits = CommitOwner(self.producer, self.consumer, exactly_once=self.exactly_once,
+                                   window=self.inflight, ack_timeout_s=ack_timeout_s,
+                                   on_acked=self._acked)
         # first input: perf_counter, process CPU, this (the loop's) thread's CPU
         self._first: tuple[float, float, float] | None = None
         log.info("worker %s ready: pipeline %s, model %s, input %s on %s", self.worker_id,
@@ -226,7 +230,7 @@ class Worker:
         process = self.core.process
         topics = c.topics
         topic_in = topics.input  # the only subscribed topic: no m.topic() per message
-        eos = self.exactly_once
+        commit_batch, settle = self.commits.commit_batch, self.commits.settle
         timeout_s = c.batch.timeout_ms / 1000.0
         reload_every = c.model.reload_check_s
         next_reload = time.monotonic() + reload_every
@@ -238,9 +242,7 @@ class Worker:
                 self.metrics.beat()
                 msgs = consume(self.batch_n, timeout_s)
                 t_fetch = time.perf_counter()
-                if not eos:
-                    self.producer.poll()  # serve the acks that arrived meanwhile
-                    self._settle()  # -> commit the acknowledged prefix
+                settle()  # serve the acks that arrived meanwhile, commit the acked prefix
                 now_m = time.monotonic()
                 if now_m >= next_reload:
                     self._maybe_reload()
@@ -292,18 +294,10 @@ class Worker:
                         velocity = self._bg.submit(self.stages.update_velocity, res)
                 outputs: list[tuple[str, Any]] = [(topics.decisions, res.decisions),
                            (topics.dead_letter, res.dead_letters), (topics.drift, drift_out)]
-                offsets = offsets_of(sources)
-                if eos:
-                    publish_and_commit(self.producer, self.consumer, outputs, offsets,
-                                       exactly_once=True)
-                    self.metrics.observe_ack(time.perf_counter() - t_fetch)
-                else:
-                    self._publish(outputs, offsets, t_fetch)
+                commit_batch(outputs, offsets_of(sources), t_fetch)
                 self.metrics.observe_batch(res)
                 self._count(res, len(drift_out))
                 self._adapt(len(msgs))
-                if eos:
-                    self._busy_until_now()
                 self.guard.add(res.n_in, len(res.dead_letters))
         finally:
             if velocity is not None:
@@ -311,80 +305,13 @@ class Worker:
             self._shutdown()
         return self.stats
 
-    # ---- pipelined acknowledgement (at-least-once mode) ---------------------------------
+    # ---- acknowledgement ------------------------------------------------------------------
 
-    def _publish(self, outputs: list[tuple[str, Any]], offsets: list[Any],
-                 fetched_at: float) -> None:
-        """Produce a batch's outputs without waiting for their acks (see stream.kafka.inflight).
-
-        Its offsets are committed by ``_settle`` once it and every earlier batch are
-        acknowledged. When the in-flight bound is reached, wait here for acks (the
-        backpressure: no consume() until there is room).
-        """
-        inflight, producer = self.inflight, self.producer
-        batch = inflight.open(offsets, fetched_at)
-        for topic, records in outputs:
-            if records:
-                producer.produce_many(topic, records, batch.delivered, batch.add)
-        inflight.seal(batch)
-        producer.poll()
-        self._settle()
-        if inflight.full:
-            inflight.waits += 1
-            if not inflight.wait(producer.poll_for, self._room, self.ack_timeout_s):
-                raise DeliveryFailed(f"{inflight.records} output records not acknowledged "
-                                     f"in {self.ack_timeout_s:g} s")
-
-    def _room(self) -> bool:
-        # Release (and commit) the acknowledged prefix first: acked batches only leave
-        # the in-flight queue there. Raises on a delivery failure (stop, don't wait).
-        self._settle()
-        return not self.inflight.full
-
-    def _settle(self) -> None:
-        """Commit (async) the offsets of the acknowledged prefix of batches in flight.
-
-        Raises ``DeliveryFailed`` once any batch has a rejected output: that batch and
-        every later one are never committed (re-delivered after the restart).
-        """
-        done, offsets = self.inflight.release()
-        if done:
-            if offsets:
-                self.consumer.commit(offsets)
-            self._observe_acks(done)
-            self._busy_until_now()
-        err = self.inflight.error()
-        if err is not None:
-            raise DeliveryFailed(f"broker rejected an output record: {err}")
-
-    def _drain(self) -> None:
-        """Wait until every batch in flight is acknowledged, then commit them (async).
-
-        Called on partition revoke/loss (inside consume(), before the consumer commits the
-        revoked partitions synchronously) and on shutdown (before the consumer's final
-        synchronous commit). A delivery failure is left for the loop to raise: only the
-        clean prefix before it is committed here.
-        """
-        if self.exactly_once or self._closing or not len(self.inflight):
-            return
-        inflight = self.inflight
-        if not inflight.wait(self.producer.poll_for, inflight.settled, self.ack_timeout_s):
-            log.warning("%d output records still unacknowledged after %g s; their batches "
-                        "stay uncommitted (re-delivered)", inflight.records, self.ack_timeout_s)
-        done, offsets = inflight.release()
-        if offsets:
-            self.consumer.commit(offsets)
-        self._observe_acks(done)
-        if done:
-            self._busy_until_now()
-
-    def _observe_acks(self, done: list[Any]) -> None:
-        # fetch -> the moment the batch's last delivery report was served (poll()), not
-        # the later moment the loop got round to releasing it.
-        now = time.perf_counter()
-        for b in done:
-            if b.offsets:  # drift-only records have no input batch
-                self.metrics.observe_ack((b.acked_at or now) - b.fetched_at)
+    def _acked(self, latencies: list[float]) -> None:
+        # The commit owner committed input batches: fetch -> acknowledgement of each.
+        for seconds in latencies:
+            self.metrics.observe_ack(seconds)
+        self._busy_until_now()
 
     def _busy_until_now(self) -> None:
         # The run's rate and CPU per event count until the last acknowledgement seen.
@@ -437,30 +364,23 @@ class Worker:
     def _publish_drift(self, records: list[Any]) -> None:
         if records:
             out = self._drift_records(records)
-            topic = self.config.topics.drift
-            if self.exactly_once:
-                publish_and_commit(self.producer, self.consumer, [(topic, out)], [],
-                                   exactly_once=True)
-            else:  # no input offsets: tracked only so a rejected record stops the worker
-                self._publish([(topic, out)], [], time.perf_counter())
+            # No input offsets: tracked only so a rejected record stops the worker.
+            self.commits.commit_batch([(self.config.topics.drift, out)], [],
+                                      time.perf_counter())
             self.stats.drift_records += len(out)
 
     def _shutdown(self) -> None:
-        # Order: last drift window produced -> every batch in flight acknowledged and its
-        # offsets committed (async; the prefix before any failed batch only) -> producer
-        # flushed and closed -> consumer commits what is acknowledged synchronously and
-        # leaves the group.
+        # The last drift window is produced first; then the commit owner's shutdown order
+        # (every batch in flight acknowledged and committed, producer flushed, consumer's
+        # final synchronous commit and leave).
         try:
             if self.drift is not None:
                 with contextlib.suppress(DeliveryFailed):  # already stopping; settled below
                     self._publish_drift(self.drift.flush())
-            self._drain()
-            self._closing = True  # the consumer's close may revoke: nothing left to drain
-            self.producer.close()
         except Exception:
             log.exception("flushing on shutdown failed")
         finally:
-            self.consumer.close()
+            self.commits.close()
             if self.http is not None:
                 self.http.stop()
             self._bg.shutdown(wait=True)

@@ -1,26 +1,22 @@
-"""Thin confluent-kafka wrappers: batch consumer, acked producer, commit after every ack.
+"""Thin confluent-kafka wrappers: batch consumer and acked producer.
 
 - ``BatchConsumer``: manual offsets (``enable.auto.commit`` and
   ``enable.auto.offset.store`` off), cooperative-sticky assignment, ``consume(n, t)``
   micro-batches (paused once input has stopped: ``stream.kafka.idle``), the next offset to
-  commit per partition, lag from cached watermarks.
+  commit per partition, lag from cached watermarks. When partitions leave it hands them
+  to its ``on_leaving`` hook (the commit owner), else it only hands them back.
 - ``AckedProducer``: idempotent producer; counts outstanding deliveries with the delivery
   callback, turns ``BufferError`` (queue full) into backpressure: pause the consumer,
   serve delivery reports until the queue is below the low watermark, resume (hysteresis,
   so it does not flap), and remembers the first delivery error.
-- ``publish_and_commit``: a batch's outputs made durable, then its input offsets
-  committed, in the order written down there (one batch at a time: the exactly-once
-  mode's Kafka transaction per batch).
-  The worker's at-least-once loop pipelines the same rule instead (``stream.kafka.inflight``):
-  outputs carry their batch's delivery callback, and only the acknowledged prefix of
-  batches is committed, asynchronously; ``BatchConsumer`` makes that commit synchronous
-  on revoke (after the worker's ``before_revoke`` drain) and on close.
+
+When offsets are committed, in both delivery modes, is decided in one place:
+``stream.kafka.commit.CommitOwner``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -36,7 +32,6 @@ __all__ = [
     "DeliveryFailed",
     "next_offsets",
     "offsets_of",
-    "publish_and_commit",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,7 +78,7 @@ class BatchConsumer:
         read_committed: bool = False,
         on_assign: Callable[[list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
-        before_revoke: Callable[[], None] | None = None,
+        on_leaving: Callable[[set[tuple[str, int]], bool], None] | None = None,
         idle_backoff_s: float = 0.0,
     ) -> None:
         conf: dict[str, Any] = {
@@ -100,9 +95,9 @@ class BatchConsumer:
         }
         conf.update(settings or {})
         self._on_assign, self._on_revoke = on_assign, on_revoke
-        # Called first when partitions go: the worker waits there for every batch in
-        # flight to be acknowledged and commits their offsets (see _revoked).
-        self._before_revoke = before_revoke
+        # Called with (partitions, lost) when partitions go, inside consume(): the commit
+        # owner's revoke order (stream.kafka.commit); without one, hand_back only.
+        self._on_leaving = on_leaving
         try:
             self.consumer = Consumer(conf)
         except KafkaException as exc:
@@ -128,37 +123,32 @@ class BatchConsumer:
             self._on_assign(parts)
 
     def _revoked(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        # Runs inside consume(). Order on revoke:
-        #   1. before_revoke: the worker waits until every batch in flight is acknowledged
-        #      and commits (async) the acknowledged prefix - this records its offsets;
-        #   2. commit the revoked partitions' acknowledged offsets synchronously, so the
-        #      next owner starts exactly after what we finished;
-        #   3. forget the partitions.
-        # A batch whose outputs failed is not in the prefix: the next owner re-reads it.
-        # (Idle-paused partitions are resumed first: a pause outlives the assignment.)
+        self._leave(parts, lost=False)
+
+    def _lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        # Lost, not revoked: we are no longer a member, so a commit would be refused.
+        self._leave(parts, lost=True)
+
+    def _leave(self, parts: list[TopicPartition], *, lost: bool) -> None:
+        # Runs inside consume(). (Idle-paused partitions are resumed first: a pause
+        # outlives the assignment.)
         self.idle.assignment_changed()
-        if self._before_revoke is not None:
-            self._before_revoke()
         gone = {(p.topic, p.partition) for p in parts}
-        self._commit_acked(gone)
-        for key in gone:  # the next owner commits these now: never send ours again
-            self._acked.pop(key, None)
+        if self._on_leaving is not None:
+            self._on_leaving(gone, lost)
+        else:
+            self.hand_back(gone, lost=lost)
         self.assignment -= gone
         if self._on_revoke:
             self._on_revoke(parts)
 
-    def _lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        # Lost, not revoked: we are no longer a member, so a commit would be refused;
-        # still settle the batches in flight (their acks), then forget the partitions.
-        self.idle.assignment_changed()
-        if self._before_revoke is not None:
-            self._before_revoke()
-        gone = {(p.topic, p.partition) for p in parts}
-        for key in gone:
+    def hand_back(self, partitions: set[tuple[str, int]], *, lost: bool = False) -> None:
+        """Commit these partitions' acknowledged offsets synchronously (not when lost: no
+        longer a member), then forget them: their next owner commits them from now on."""
+        if not lost:
+            self._commit_acked(partitions)
+        for key in partitions:
             self._acked.pop(key, None)
-        self.assignment -= gone
-        if self._on_revoke:
-            self._on_revoke(parts)
 
     def consume(self, n: int, timeout_s: float) -> list[Message]:
         """Up to ``n`` messages with values; errors other than partition EOF raise."""
@@ -363,20 +353,6 @@ class AckedProducer:
         """Serve delivery reports for up to ``timeout_s``."""
         return self.producer.poll(timeout_s)
 
-    def wait_acks(self, timeout_s: float = ACK_TIMEOUT_S) -> None:
-        """Block until every queued record is acknowledged; raise on any failure."""
-        deadline = time.monotonic() + timeout_s
-        while self.outstanding > 0:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise DeliveryFailed(
-                    f"{self.outstanding} output records not acknowledged in {timeout_s:g} s"
-                )
-            self.producer.flush(min(left, 1.0))
-        if self.error is not None:
-            err, self.error = self.error, None
-            raise DeliveryFailed(f"broker rejected an output record: {err}")
-
     def poll(self) -> None:
         self.producer.poll(0)
 
@@ -384,50 +360,3 @@ class AckedProducer:
         """Flush, then drop the client so its connections close now, not at GC time."""
         self.producer.flush(timeout_s)
         del self.producer
-
-
-def publish_and_commit(
-    producer: AckedProducer,
-    consumer: BatchConsumer,
-    outputs: Sequence[tuple[str, Sequence[tuple[bytes | None, bytes]]]],
-    offsets: list[TopicPartition],
-    *,
-    exactly_once: bool = False,
-) -> None:
-    """Make a batch's outputs durable, then (and only then) commit its input offsets.
-
-    At-least-once order (a crash between any two steps re-delivers the batch, never
-    loses it):
-      1. produce every output of the batch: decisions, dead letters, drift records;
-      2. wait until the broker has acknowledged every one of them (delivery callbacks;
-         any failure raises ``DeliveryFailed`` and nothing is committed);
-      3. commit the batch's input offsets (queued asynchronously behind step 2; made
-         synchronous on revoke and close, so a clean stop or rebalance re-delivers
-         nothing and a crash re-delivers at most the last batches).
-    Exactly-once order: begin transaction -> produce outputs -> send the input offsets
-    to the transaction -> commit the transaction (outputs and offsets become visible to
-    read_committed consumers atomically); on failure the transaction is aborted.
-    """
-    if exactly_once:
-        p = producer.producer
-        p.begin_transaction()
-        try:
-            for topic, records in outputs:
-                producer.produce_many(topic, records)
-            if offsets:
-                p.send_offsets_to_transaction(
-                    offsets, consumer.consumer.consumer_group_metadata(), 30
-                )
-            p.commit_transaction(60)
-            producer.outstanding = 0  # the commit flushed and acknowledged everything
-            if producer.error is not None:
-                err, producer.error = producer.error, None
-                raise DeliveryFailed(f"broker rejected an output record: {err}")
-        except KafkaException as exc:
-            p.abort_transaction(30)
-            raise DeliveryFailed(f"transaction aborted: {exc}") from None
-        return
-    for topic, records in outputs:  # 1. produce
-        producer.produce_many(topic, records)
-    producer.wait_acks()  # 2. every output acknowledged
-    consumer.commit(offsets)  # 3. only now: the input is done
