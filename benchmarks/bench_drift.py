@@ -233,8 +233,8 @@ def worker_sequence(size: str = "full", trees: int | None = None, batch: int = 5
     from benchmarks.loadgen import EventFactory
     from benchmarks.workspace import prepare_workspace
     from schemas.drift import encode_drift
-    from stream.core.assembly import make_drift
     from stream.endpoints import home_dir, resolve_redis_url
+    from stream.step import make_drift
 
     redis = resolve_redis_url("") if ws is None else ws.redis_url
     if ws is None:

@@ -6,8 +6,9 @@ producer, the drift monitor and the metrics/health server. ``run()`` then only c
 what was prebuilt, one micro-batch at a time:
 
     consume up to N -> commit the acknowledged prefix of earlier batches
-      -> BatchCore.process (decode/validate, enrich, score, decide)
-      -> velocity update (in Redis, in the background) -> drift windows
+      -> the per-batch step (``stream.step``, shared with the Faust app): BatchCore.process
+         (decode/validate, enrich, score, decide) -> drift windows -> velocity update
+         (in Redis, in the background)
       -> produce decisions + dead letters + drift records (not waiting for their acks)
 
 When offsets are committed is decided by one owner, ``stream.kafka.commit.CommitOwner``:
@@ -28,13 +29,11 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from stream.config import PipelineConfig
-from stream.core.assembly import build_stages, load_model, make_drift
-from stream.core.pipeline import DlqGuard
+from stream.core.assembly import build_stages, load_model
 from stream.kafka.clients import (
     ACK_TIMEOUT_S,
     AckedProducer,
@@ -45,6 +44,7 @@ from stream.kafka.clients import (
 from stream.kafka.commit import CommitOwner
 from stream.kafka.inflight import InFlight
 from stream.metrics import HealthServer, WorkerMetrics
+from stream.step import BatchStep
 
 __all__ = ["Worker", "WorkerStats", "load_model"]
 
@@ -112,14 +112,12 @@ class Worker:
         self.worker_id, self.redis_url = st.worker_id, st.redis_url
         self.registry, self.watcher, self.reader = st.registry, st.watcher, st.reader
         self.core, self.velocity = st.core, st.velocity
-        model, challenger = st.model, st.challenger
-        self._bg = ThreadPoolExecutor(1, thread_name_prefix="streamscore-velocity")
+        model = st.model
 
         self.metrics = WorkerMetrics(c.name)
-        self.metrics.set_model(model.name, model.version, model.sha256,
-                               challenger.label if challenger else "")
-        self.drift = make_drift(c, model, self.metrics.registry)
-        self.guard = DlqGuard(c.dead_letter.max_bad_ratio, c.dead_letter.window_events)
+        # One batch between consume and publish, hot reload and drift windows: the same
+        # step object shape as the Faust app's (velocity updates in the background here).
+        self.step = BatchStep(c, st, self.metrics, background_velocity=True)
 
         # Kafka clients last: nothing above may fail after we joined the group.
         settings = {**(client_settings or {}), **c.kafka.settings}
@@ -187,39 +185,8 @@ class Worker:
 
     def _maybe_reload(self) -> None:
         """Follow the champion's and the challenger's aliases (each swaps between batches)."""
-        core, ref = self.core, self.config.model
-        try:
-            new = self.watcher.poll()
-            model = load_model(self.registry, ref.ref, new) if new is not None else None
-        except Exception:  # a bad new version must not stop a healthy worker
-            log.exception("hot reload of %s failed; keeping %s", ref.ref, core.model.label)
-            model = None
-        challenger = None
-        cw = self.stages.challenger_watcher
-        if cw is not None and ref.challenger:
-            try:
-                cnew = cw.poll()
-                challenger = (load_model(self.registry, ref.challenger, cnew)
-                              if cnew is not None else None)
-            except Exception:  # the shadow model never stops the champion's scoring
-                log.exception("hot reload of challenger %s failed; keeping %s", ref.challenger,
-                              core.challenger.label if core.challenger else "none")
-        if model is None and challenger is None:
-            return
-        try:
-            core.set_model(model or core.model, challenger or core.challenger)
-        except Exception:
-            log.exception("hot reload failed; keeping %s", core.model.label)
-            return
-        if model is not None:
-            self.drift = make_drift(self.config, model, self.metrics.registry)
-            log.info("hot reload: now scoring with %s", model.label)
-        if challenger is not None:
-            log.info("hot reload: challenger now %s", challenger.label)
-        self.metrics.set_model(core.model.name, core.model.version, core.model.sha256,
-                               core.challenger.label if core.challenger else "")
-        self.metrics.reloads.labels(self.config.name).inc()
-        self.stats.reloads += 1
+        if self.step.reload():
+            self.stats.reloads += 1
 
     # ---- the loop ----------------------------------------------------------------------
 
@@ -227,16 +194,14 @@ class Worker:
         """Consume until ``request_stop()`` (or ``idle_exit_s`` without input)."""
         c = self.config
         consume = self.consumer.consume
-        process = self.core.process
-        topics = c.topics
-        topic_in = topics.input  # the only subscribed topic: no m.topic() per message
+        step = self.step
+        topic_in = c.topics.input  # the only subscribed topic: no m.topic() per message
         commit_batch, settle = self.commits.commit_batch, self.commits.settle
         timeout_s = c.batch.timeout_ms / 1000.0
         reload_every = c.model.reload_check_s
         next_reload = time.monotonic() + reload_every
         next_lag = time.monotonic() + 5.0
         last_input = time.monotonic()
-        velocity: Future[Any] | None = None
         try:
             while not self._stop.is_set():
                 self.metrics.beat()
@@ -253,8 +218,7 @@ class Worker:
                     next_lag = now_m + 5.0
                 if not msgs:
                     self.producer.poll()
-                    if self.drift is not None:
-                        self._publish_drift(self.drift.tick())
+                    self._publish_drift(step.tick())
                     if not self.consumer.assignment:
                         last_input = now_m  # idle means "assigned and nothing to read"
                     elif idle_exit_s is not None and now_m - last_input > idle_exit_s:
@@ -267,41 +231,15 @@ class Worker:
                 keys = [m.key() for m in msgs]
                 sources: list[Any] = [(topic_in, m.partition(), m.offset()) for m in msgs]
                 stamps = [m.timestamp()[1] / 1000.0 for m in msgs]
-                res = process(payloads, keys=keys, sources=sources, timestamps=stamps)
-                drift_out: list[tuple[bytes | None, bytes]] = []
-                if velocity is not None:
-                    # The previous batch's velocity update ran in Redis while this batch
-                    # was fetched and processed; one update in flight at a time keeps them
-                    # in order. Live, it has long landed before the next batch reads its
-                    # features (~1 ms against the gap between batches); only under a
-                    # backlog can a batch read counters one batch old, and backlog events
-                    # are over budget and decided by the fallback rules anyway. Waiting
-                    # here instead of before process() took the Redis script (~24 us per
-                    # card) off the drain's critical path.
-                    self._velocity_done(velocity)
-                    velocity = None
-                if res.decisions:
-                    if self.drift is not None and res.features is not None:
-                        t_drift = time.perf_counter()
-                        drift_out = self._drift_records(
-                            self.drift.update(res.features, res.scores, res.drift_decisions)
-                        )
-                        res.stage_s["drift"] = time.perf_counter() - t_drift
-                    # Started after the drift update: the velocity thread's Python part
-                    # holds the GIL for a while, and the drift stage timed right after
-                    # the submit absorbed it (1.8 ms a batch in a bench e2e drain).
-                    if self.velocity is not None:
-                        velocity = self._bg.submit(self.stages.update_velocity, res)
-                outputs: list[tuple[str, Any]] = [(topics.decisions, res.decisions),
-                           (topics.dead_letter, res.dead_letters), (topics.drift, drift_out)]
+                res, outputs = step.run(payloads, keys, sources, stamps)
+                n_drift = len(outputs[-1][1])
                 commit_batch(outputs, offsets_of(sources), t_fetch)
                 self.metrics.observe_batch(res)
-                self._count(res, len(drift_out))
+                self._count(res, n_drift)
                 self._adapt(len(msgs))
-                self.guard.add(res.n_in, len(res.dead_letters))
+                step.accept(res)  # a dead-letter flood raises once its outputs are out
         finally:
-            if velocity is not None:
-                self._velocity_done(velocity)
+            step.close()  # the velocity update in flight lands first
             self._shutdown()
         return self.stats
 
@@ -319,20 +257,6 @@ class Worker:
             self.stats.busy_s = time.perf_counter() - self._first[0]
             self.stats.cpu_s = time.process_time() - self._first[1]
             self.stats.main_cpu_s = time.thread_time() - self._first[2]  # loop thread only
-
-    def _velocity_done(self, fut: Future[Any]) -> None:
-        # Velocity features are best effort: a Redis fault (down, timeout, NOPERM/ACL,
-        # wrong key type) is logged and counted, and scoring goes on (the velocity rows
-        # then age and their decisions degrade, as for any stale feature).
-        try:
-            got = fut.result()
-        except Exception as exc:
-            log.warning("velocity update failed (scoring goes on): %s", exc)
-            self.metrics.velocity_faults.labels(self.config.name, "exception").inc()
-            return
-        status = getattr(got, "status", "ok")
-        if status != "ok":
-            self.metrics.velocity_faults.labels(self.config.name, status).inc()
 
     def _adapt(self, got: int) -> None:
         # Small batches while input is sparse (latency), doubling while every consume
@@ -355,35 +279,26 @@ class Worker:
         for k, v in res.outcomes.items():
             s.outcomes[k] = s.outcomes.get(k, 0) + v
 
-    def _drift_records(self, records: list[Any]) -> list[tuple[bytes | None, bytes]]:
-        from schemas.drift import encode_drift
-
-        key = self.config.name.encode()
-        return [(key, encode_drift(r)) for r in records]
-
-    def _publish_drift(self, records: list[Any]) -> None:
-        if records:
-            out = self._drift_records(records)
-            # No input offsets: tracked only so a rejected record stops the worker.
-            self.commits.commit_batch([(self.config.topics.drift, out)], [],
-                                      time.perf_counter())
-            self.stats.drift_records += len(out)
+    def _publish_drift(self, outputs: list[Any]) -> None:
+        # Drift windows closed without input (idle, or at shutdown): no input offsets,
+        # tracked only so a rejected record stops the worker.
+        if outputs:
+            self.commits.commit_batch(outputs, [], time.perf_counter())
+            self.stats.drift_records += sum(len(records) for _, records in outputs)
 
     def _shutdown(self) -> None:
         # The last drift window is produced first; then the commit owner's shutdown order
         # (every batch in flight acknowledged and committed, producer flushed, consumer's
         # final synchronous commit and leave).
         try:
-            if self.drift is not None:
-                with contextlib.suppress(DeliveryFailed):  # already stopping; settled below
-                    self._publish_drift(self.drift.flush())
+            with contextlib.suppress(DeliveryFailed):  # already stopping; settled below
+                self._publish_drift(self.step.flush())
         except Exception:
             log.exception("flushing on shutdown failed")
         finally:
             self.commits.close()
             if self.http is not None:
                 self.http.stop()
-            self._bg.shutdown(wait=True)
             with contextlib.suppress(Exception):
                 self.reader.close()
             st = self.stats

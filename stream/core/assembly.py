@@ -15,12 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from schemas.errors import ConfigError
 from stream.config import PipelineConfig, PricingPolicy
 from stream.core.pipeline import BatchCore, LoadedModel
 
-__all__ = ["Stages", "build_stages", "is_push_view", "load_model", "make_drift",
-           "warm_up_reader"]
+__all__ = ["Stages", "build_stages", "is_push_view", "load_model", "warm_up_reader"]
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +62,6 @@ def is_push_view(view: Any) -> bool:
     """
     src = getattr(view, "stream_source", None)
     return type(src).__name__ == "PushSource"
-
-
-def make_drift(config: PipelineConfig, model: LoadedModel, registry: Any = None) -> Any:
-    """A drift monitor for ``model``, or None when drift is off or it has no reference."""
-    if not config.drift.enabled or not model.reference:
-        return None
-    from stream.drift.monitor import DriftMonitor
-
-    try:
-        return DriftMonitor(model.reference, model.feature_names, config.drift, config.name,
-                            {"name": model.name, "version": model.version,
-                             "sha256": model.sha256},
-                            registry=registry)
-    except ConfigError as exc:
-        log.warning("drift monitoring off for %s: %s", model.label, exc)
-        return None
 
 
 @dataclass
