@@ -10,7 +10,7 @@ through ``map``) then joins texts and pieces.
 
 The bytes are exactly ``msgspec.json.encode(Decision(...))`` for the same values: the
 template follows ``Decision``'s field order (a field this module does not know fails at
-start-up, not on the wire), and ``tests/stream/test_pipeline.py`` decodes and re-encodes
+start-up, not on the wire), and ``tests/stream/core/test_pipeline.py`` decodes and re-encodes
 varied batches through the Struct to keep it so.
 """
 

@@ -16,7 +16,7 @@ from stream.cli.drift import read_jsonl_records, read_topic_records
 from stream.config import DriftConfig
 from stream.drift.monitor import DriftMonitor, default_jsonl_path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NAMES = ["amount", "hour", "merchant_category"]
 
 

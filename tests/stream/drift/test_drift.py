@@ -28,7 +28,7 @@ from stream.drift.monitor import SCORE_LABEL, DriftMonitor
 from stream.drift.stats import LUT_MAX_CODE, accumulate, build_layout, page_hinkley
 from stream.drift.window import PSEUDO_COUNT, psi_level, window_stats
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 N_NUM, N_CAT = 8, 2
 NAMES = [f"f{i}" for i in range(N_NUM)] + ["country", "channel"]
 CAT_P = {"country": [0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.015, 0.005],
