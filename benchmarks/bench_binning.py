@@ -1,4 +1,4 @@
-"""Time the drift monitor's binning kernel alone (``stream.drift_stats.accumulate``).
+"""Time the drift monitor's binning kernel alone (``stream.drift.stats.accumulate``).
 
 One 512 x 40 float64 batch with ``bench drift``'s fraud-like layout (5 categorical
 features, 5% NaN, plus the score as the 41st feature), binned into a fresh count array:
@@ -23,7 +23,7 @@ __all__ = ["main"]
 def main() -> None:
     """Print warm and cold per-batch times of the binning kernel."""
     from scorers.refstats import reference_stats
-    from stream.drift_stats import accumulate, build_layout
+    from stream.drift.stats import accumulate, build_layout
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=512)

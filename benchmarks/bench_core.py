@@ -1,7 +1,7 @@
 """``streamscore bench core``: CPU per event of the Kafka-free batch core, stage by stage.
 
 Builds the real pipeline once (``benchmarks.workspace``: generated data, the Feast repo
-with its rows online in Redis, the trained champion; ``stream.assembly.build_stages``:
+with its rows online in Redis, the trained champion; ``stream.core.assembly.build_stages``:
 compiled model, online reader, request features, ``BatchCore``), makes a fixed list of
 encoded events with the load generator (``benchmarks.loadgen``: hot keys, unknown
 entities, a few malformed payloads), then times ``BatchCore.process`` over that list in
@@ -50,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", default="", help="Redis (default: resolve as the "
                         "worker does, else start one)")
     parser.add_argument("--against", default=None, metavar="PIPELINE_PY",
-                        help="also time the BatchCore of another stream/pipeline.py (e.g. "
-                             "git show REV:stream/pipeline.py > old.py), alternating runs")
+                        help="also time the BatchCore of another stream/core/pipeline.py (e.g. "
+                             "git show REV:stream/core/pipeline.py > old.py), alternating runs")
     parser.add_argument("--review-above", type=float, default=None, metavar="SCORE",
                         help="fraud: review from this score on (default: the pipeline's), "
                              "to time reason codes on more adverse decisions")
@@ -90,7 +90,7 @@ class _Timed:
 
 
 class _CpuClock:
-    """Stands in for ``time`` inside ``stream.pipeline``: perf_counter reads thread CPU."""
+    """Stands in for ``time`` inside ``stream.core.pipeline``: perf_counter reads thread CPU."""
 
     perf_counter = staticmethod(time.thread_time)
     time = staticmethod(time.time)
@@ -104,8 +104,8 @@ def _builtins(obj: Any) -> Any:
 
 def _stages(pipeline: str, ws: Any, redis_url: str) -> Any:
     from benchmarks.workspace import write_pipeline_file
-    from stream.assembly import build_stages
     from stream.config import load_pipeline
+    from stream.core.assembly import build_stages
 
     path = write_pipeline_file(ws, ws.root / "pipeline-core.yaml", bootstrap="127.0.0.1:9",
                                topics={}, group="bench-core", metrics_port=9464,
@@ -116,7 +116,10 @@ def _stages(pipeline: str, ws: Any, redis_url: str) -> Any:
 
 
 def _load_core_module(path: str) -> Any:
-    """Another version of ``stream/pipeline.py`` (e.g. ``git show REV:stream/pipeline.py``)."""
+    """Another version of ``stream/core/pipeline.py``.
+
+    For example ``git show REV:stream/core/pipeline.py``.
+    """
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_core_against", path)
@@ -137,9 +140,9 @@ def measure(pipeline: str, ws: Any, redis_url: str, *, batches: list[int], event
     model, reader and request features, is timed in alternation with this one (same
     machine load for both) and reported under ``against``.
     """
-    import stream.pipeline as pipeline_mod
+    import stream.core.pipeline as pipeline_mod
     from benchmarks.loadgen import EventFactory
-    from stream.pipeline import LoadedModel
+    from stream.core.pipeline import LoadedModel
 
     st = _stages(pipeline, ws, redis_url)
     core = st.core
@@ -253,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``streamscore bench core``."""
     from benchmarks.workspace import prepare_workspace
     from schemas.errors import ConfigError, InfrastructureError
-    from stream.dev import home_dir, resolve_redis_url
+    from stream.endpoints import home_dir, resolve_redis_url
 
     try:
         batches = sorted({int(b) for b in str(args.batches).split(",") if b.strip()})
@@ -266,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         redis_url = resolve_redis_url(args.redis_url)
     except InfrastructureError:
-        from stream.embedded import resolve_redis
+        from stream.dev.embedded import resolve_redis
 
         server = resolve_redis()
         redis_url = server.url

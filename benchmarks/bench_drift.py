@@ -105,7 +105,7 @@ def measure(batch: int = 512, batches: int = 400, out: str | Path = "benchmarks/
     from schemas.drift import encode_drift
     from scorers.refstats import reference_stats
     from stream.config import DriftConfig
-    from stream.drift import DriftMonitor
+    from stream.drift.monitor import DriftMonitor
 
     path = _model(Path(out) / "models")
     booster = lgb.Booster(model_file=str(path))
@@ -227,14 +227,14 @@ def worker_sequence(size: str = "full", trees: int | None = None, batch: int = 5
     import numpy as np
     from prometheus_client import CollectorRegistry
 
-    import stream.pipeline as pipeline_mod
+    import stream.core.pipeline as pipeline_mod
     from benchmarks.bench_core import _CpuClock, _stages
     from benchmarks.bench_e2e import fixed_size_model
     from benchmarks.loadgen import EventFactory
     from benchmarks.workspace import prepare_workspace
     from schemas.drift import encode_drift
-    from stream.assembly import make_drift
-    from stream.dev import home_dir, resolve_redis_url
+    from stream.endpoints import home_dir, resolve_redis_url
+    from stream.step import make_drift
 
     redis = resolve_redis_url("") if ws is None else ws.redis_url
     if ws is None:
@@ -301,7 +301,7 @@ def calibration(alpha: float = 0.01, windows: tuple[int, ...] = (100, 300, 1000,
     from schemas.drift import decode_drift
     from scorers.refstats import reference_stats
     from stream.config import DriftConfig
-    from stream.drift import DriftMonitor
+    from stream.drift.monitor import DriftMonitor
 
     rng = np.random.default_rng(7)
     n_num, n_cat = 20, 5

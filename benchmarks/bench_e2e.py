@@ -134,8 +134,8 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
 def _infrastructure(args: argparse.Namespace) -> Iterator[tuple[str, str, str]]:
     """(bootstrap, broker label, redis url); starts an embedded broker/Redis if needed."""
     from schemas.errors import InfrastructureError
-    from stream.dev import resolve_bootstrap, resolve_redis_url
-    from stream.embedded import resolve_redis, start_broker
+    from stream.dev.embedded import resolve_redis, start_broker
+    from stream.endpoints import resolve_bootstrap, resolve_redis_url
 
     started: list[Any] = []
     try:
@@ -186,7 +186,7 @@ def run_sweep(
     from benchmarks.sweep import summarize
     from benchmarks.workspace import prepare_workspace
     from stream.config import load_pipeline
-    from stream.dev import home_dir
+    from stream.endpoints import home_dir
 
     cfg = _resolve(args)
     root = Path(__file__).resolve().parent.parent
@@ -283,9 +283,9 @@ def _run_stacks(
     from benchmarks.stacks import naive_stack, worker_stack
     from benchmarks.sweep import run_stack
     from benchmarks.workspace import write_pipeline_file
-    from stream.admin import ensure_topics
-    from stream.dev import home_dir
-    from stream.embedded import free_port
+    from stream.dev.embedded import free_port
+    from stream.endpoints import home_dir
+    from stream.kafka.admin import ensure_topics
 
     for name in cfg["stacks"]:
         topics = {k: f"{tag}-{name}-{k}" for k in ("input", "decisions", "dead_letter", "drift")}

@@ -1,6 +1,6 @@
 """Idle-fetch backoff benchmark: consumer and broker CPU, and latency, at low input rates.
 
-One ``stream.kafka_io.BatchConsumer`` (the worker's consumer) in its own group on a fresh
+One ``stream.kafka.clients.BatchConsumer`` (the worker's consumer) in its own group on a fresh
 4-partition topic; a producer thread sends timestamped records at a fixed rate (0 = idle);
 for each idle backoff the consumer reads for ``--seconds`` and the run reports its own
 process CPU, the broker process's CPU (``/proc``), the fetch latency (produce call ->
@@ -40,7 +40,7 @@ def run_one(bootstrap: str, broker_pid: int | None, backoff_ms: float, rate: flo
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from stream.kafka_io import BatchConsumer
+    from stream.kafka.clients import BatchConsumer
 
     topic = "idlebench-" + uuid.uuid4().hex[:8]
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     bootstrap, pid = args.bootstrap, args.broker_pid or None
     started = None
     if args.broker:
-        from stream.embedded import start_broker
+        from stream.dev.embedded import start_broker
 
         started = start_broker(args.broker)
         bootstrap, pid = started.address, started.pid

@@ -87,7 +87,7 @@ class Collector(threading.Thread):
         super().__init__(name="bench-collector", daemon=True)
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-        from stream.idle import IdleFetch
+        from stream.kafka.idle import IdleFetch
 
         self.mode = mode
         self.dead = set(dead_letter_topics)
@@ -103,7 +103,7 @@ class Collector(threading.Thread):
             for t in topics for p in sorted(meta.topics[t].partitions)
         ]
         self._consumer.assign(parts)
-        # Once input has stopped the partitions are paused (stream.idle), as in the worker:
+        # Once input has stopped the partitions are paused (stream.kafka.idle), as in the worker:
         # on noida-db an idle collector otherwise spins the broker and a core between
         # rate steps. (Never while records arrive: latencies are measured as before.)
         keys = [(tp.topic, tp.partition) for tp in parts]
@@ -154,7 +154,7 @@ class Collector(threading.Thread):
         self.join(timeout=10)
 
     def run(self) -> None:
-        from stream.idle import is_eof
+        from stream.kafka.idle import is_eof
 
         consume = self._fetch.consume
         try:

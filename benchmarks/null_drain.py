@@ -3,8 +3,8 @@
 Fills a fresh 4-partition input topic with N ~200-byte events, then drains it the way
 ``stream.worker`` does, without decoding, features or scoring: ``BatchConsumer.consume``
 (up to ``--batch``) -> the worker's per-message unpacking -> one ~900-byte output
-record per input through ``AckedProducer.produce_many`` with the batch's delivery
-callback (``stream.inflight``) -> commit of the acknowledged prefix. The output records
+record per input through the worker's commit owner (``stream.kafka.commit``: produce
+with the batch's delivery callback -> commit of the acknowledged prefix). The output records
 are decision-shaped JSON with random values (``decision_pool``: as compressible as real
 ones at most, so compression is not flattered). Reports events/s
 (first message consumed -> last batch acknowledged), the process's CPU per event (all
@@ -68,7 +68,7 @@ def fill(bootstrap: str, topic: str, events: int, size: int = 200) -> None:
     """``events`` records of ``size`` bytes, keyed like card ids, on 4 partitions."""
     from confluent_kafka import Producer
 
-    from stream.admin import ensure_topics
+    from stream.kafka.admin import ensure_topics
 
     ensure_topics(bootstrap, [topic], partitions=4)
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
@@ -90,15 +90,13 @@ def drain_once(bootstrap: str, topic_in: str, producer_settings: dict[str, Any],
                batch: int = 4096, broker_pid: int | None = None,
                idle_exit_s: float = 2.0, expect: int = 0) -> dict[str, Any]:
     """Drain ``topic_in`` with the worker's Kafka I/O and a null core."""
-    from stream.admin import ensure_topics
-    from stream.inflight import InFlight
-    from stream.kafka_io import AckedProducer, BatchConsumer, offsets_of
+    from stream.kafka.admin import ensure_topics
+    from stream.kafka.clients import AckedProducer, BatchConsumer, offsets_of
+    from stream.kafka.commit import CommitOwner
+    from stream.kafka.inflight import InFlight
 
     topic_out = topic_in + "-out-" + uuid.uuid4().hex[:6]
     ensure_topics(bootstrap, [topic_out], partitions=4)
-    consumer = BatchConsumer(bootstrap, "null-" + uuid.uuid4().hex[:8], [topic_in])
-    producer = AckedProducer(bootstrap, producer_settings)
-    inflight = InFlight(16, max(8 * batch, 8192))
     pool = decision_pool()
     npool = len(pool)
     sent = 0
@@ -107,23 +105,22 @@ def drain_once(bootstrap: str, topic_in: str, producer_settings: dict[str, Any],
     last_ack = (0.0, 0.0, 0.0)
     last_input = time.monotonic()
 
-    def settle() -> None:
+    def acked(_latencies: list[float]) -> None:
         nonlocal last_ack
-        done, offsets = inflight.release()
-        if offsets:
-            consumer.commit(offsets)
-        if done:
-            last_ack = (time.perf_counter(), time.process_time(),
-                        _cpu_s(broker_pid) if broker_pid else 0.0)
-        err = inflight.error()
-        if err:
-            raise RuntimeError(err)
+        last_ack = (time.perf_counter(), time.process_time(),
+                    _cpu_s(broker_pid) if broker_pid else 0.0)
 
+    holder: list[CommitOwner] = []  # the consumer's revoke hook needs the owner made below
+    consumer = BatchConsumer(bootstrap, "null-" + uuid.uuid4().hex[:8], [topic_in],
+                             on_leaving=lambda gone, lost: holder[0].revoke(gone, lost))
+    producer = AckedProducer(bootstrap, producer_settings)
+    window = InFlight(16, max(8 * batch, 8192))
+    owner = CommitOwner(producer, consumer, window=window, on_acked=acked)
+    holder.append(owner)
     try:
         while True:
             msgs = consumer.consume(batch, 0.005)
-            producer.poll()
-            settle()
+            owner.settle()
             if not msgs:
                 if time.monotonic() - last_input > idle_exit_s or (expect and events >= expect):
                     break
@@ -140,19 +137,13 @@ def drain_once(bootstrap: str, topic_in: str, producer_settings: dict[str, Any],
             assert len(payloads) == len(keys)
             records = [(k, pool[(sent + i) % npool]) for i, k in enumerate(keys)]
             sent += len(records)
-            b = inflight.open(offsets_of(sources), time.perf_counter())
-            producer.produce_many(topic_out, records, b.delivered, b.add)
-            inflight.seal(b)
-            producer.poll()
-            settle()
-            if inflight.full:
-                inflight.wait(producer.poll_for, lambda: (settle(), not inflight.full)[1], 60)
+            owner.commit_batch([(topic_out, records)], offsets_of(sources), time.perf_counter())
             events += len(msgs)
-        inflight.wait(producer.poll_for, inflight.settled, 60)
-        settle()
     finally:
-        producer.close()
-        consumer.close()
+        owner.close()  # every batch acknowledged and committed, then both clients closed
+    err = window.error()
+    if err:
+        raise RuntimeError(err)
     if first is None:
         raise RuntimeError("nothing consumed")
     wall = last_ack[0] - first[0]

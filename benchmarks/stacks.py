@@ -200,7 +200,7 @@ def worker_stack(
     batch latency (consumed -> every output acknowledged and committed). ``batch`` caps
     its micro-batches (default: the pipeline file's ``batch.max_messages``).
     """
-    from stream.embedded import free_port
+    from stream.dev.embedded import free_port
 
     cmd = [*_streamscore_cmd(), "run", "--pipeline", str(pipeline_file)]
     if batch is not None:

@@ -119,7 +119,7 @@ def measure(repo: Path, quick: bool, push_file: str | None = None) -> dict[str, 
     from features import layout
     from features.repo import open_store
     from schemas.errors import InfrastructureError
-    from stream.embedded import start_redis_server
+    from stream.dev.embedded import start_redis_server
 
     try:
         server = start_redis_server()

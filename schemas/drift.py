@@ -116,7 +116,7 @@ def drift_json_schema() -> dict[str, object]:
 # the same order, hence the same JSON. A drift close builds one row per feature with one
 # map() over the statistics' columns. Measured on a 41-feature record (warm, 2 shared
 # cores): FeatureDrift objects + encode_drift 32 us; these rows 29 us; a %-template filled
-# with one piece per number (as stream.records does for decisions) 43 us: here the pieces
+# with one piece per number (as stream.core.records does for decisions) 43 us: here the pieces
 # are mostly floats, whose formatting is the bulk of the cost either way, and splitting
 # and joining ~300 pieces costs more than building 41 rows in C.
 

@@ -187,7 +187,7 @@ def reference_stats(
     drift window is compared with the reference's bin proportions, which are estimates:
     their sampling error stays fixed for the model's life, and a window of ``n`` events
     is calibrated per feature only if the reference has enough rows for it
-    (``stream.drift_calibration.min_reference_rows``: ~66,000 for 5,000-event windows
+    (``stream.drift.calibration.min_reference_rows``: ~66,000 for 5,000-event windows
     at alpha = 0.01). The score histogram uses ``X``'s scores only (the model's scores
     on its own training rows are optimistic). ``n`` is then the rows of the feature
     histograms; the score's count is the sum of its counts.

@@ -303,7 +303,7 @@ def train(
     pred = final.predict(X[valid_idx])
     metrics = evaluate(objective, y[valid_idx], pred)
     # Feature histograms from train + holdout rows: drift thresholds hold per feature only
-    # when the reference is large against the window (stream.drift_calibration); the
+    # when the reference is large against the window (stream.drift.calibration); the
     # score's histogram stays holdout-only (scores on training rows are optimistic).
     reference = reference_stats(
         X[valid_idx], list(spec.features), pred, categorical=cats, bins=options.bins,

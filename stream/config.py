@@ -139,7 +139,7 @@ class BatchConfig(_Frozen, frozen=True):
     min_messages: int = 1
     timeout_ms: float = 5.0
     adaptive: bool = True
-    # Pause the input partitions this long once input has stopped (stream.idle): a broker
+    # Pause the input partitions this long once input has stopped (stream.kafka.idle): a broker
     # that answers empty fetches at once (noida-db) is not spun by an idle worker; 0 = off.
     idle_backoff_ms: float = 5.0
 

@@ -1,9 +1,10 @@
 """A Faust app running streamscore's stages, for teams already on faust-streaming.
 
 The agent consumes the pipeline's input topic in micro-batches (``take_events``), runs
-the same Kafka-free core as the confluent-kafka worker (decode/validate -> enrich ->
-score -> decide, built by ``stream.assembly``) and publishes the same decision,
-dead-letter and drift records to the same topics.
+the same per-batch step as the confluent-kafka worker (``stream.step``: decode/validate ->
+enrich -> score -> decide -> drift windows -> velocity update, with the same hot reload of
+the champion and the challenger) and publishes the same decision, dead-letter and drift
+records to the same topics.
 
 Delivery: the agent awaits the broker's ack of every record a batch produced before it
 takes the next batch, so the batch's events are acknowledged to Faust only after their
@@ -24,10 +25,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from schemas.errors import ConfigError
-from stream.assembly import Stages, build_stages, load_model, make_drift
 from stream.config import PipelineConfig
-from stream.embedded import free_port
-from stream.pipeline import DlqGuard
+from stream.core.assembly import Stages, build_stages
+from stream.endpoints import free_port
 
 __all__ = ["create_app", "faust_credentials"]
 
@@ -74,8 +74,9 @@ def create_app(
     """A ``faust.App`` whose agent scores ``config``'s input topic with streamscore's stages."""
     import faust
 
-    from stream.dev import resolve_bootstrap
+    from stream.endpoints import resolve_bootstrap
     from stream.metrics import HealthServer, WorkerMetrics
+    from stream.step import BatchStep
 
     c = config
     bootstrap = bootstrap or resolve_bootstrap(c.kafka.bootstrap_servers)
@@ -106,13 +107,11 @@ def create_app(
                (c.topics.decisions, c.topics.dead_letter, c.topics.drift)}
 
     metrics = WorkerMetrics(c.name)
-    metrics.set_model(st.model.name, st.model.version, st.model.sha256,
-                      st.challenger.label if st.challenger else "")
+    # The worker's per-batch step; the velocity update runs inline (the agent is a
+    # coroutine: a thread would only add a hand-off).
+    step = BatchStep(c, st, metrics, background_velocity=False)
     port = c.metrics.port if metrics_port is None else metrics_port
     http = HealthServer(metrics, c.metrics.host, port).start() if port >= 0 else None
-    guard = DlqGuard(c.dead_letter.max_bad_ratio, c.dead_letter.window_events)
-    state: dict[str, Any] = {"drift": make_drift(c, st.model, metrics.registry)}
-    drift_key = c.name.encode()
 
     async def publish(batches: Sequence[tuple[str, Sequence[tuple[bytes | None, bytes]]]]) -> None:
         # force=True: send now rather than when Faust acks the current event; then wait
@@ -127,48 +126,24 @@ def create_app(
 
     @app.agent(source, name=f"streamscore-{c.name}-score")
     async def score(stream: Any) -> None:
-        from schemas.drift import encode_drift
-
         async for events in stream.take_events(c.batch.max_messages,
                                                within=c.batch.timeout_ms / 1000.0):
             t0 = time.perf_counter()
             metrics.beat()
             msgs = [e.message for e in events]
-            res = st.core.process(
+            res, outputs = step.run(
                 [m.value for m in msgs],
-                keys=[m.key for m in msgs],
-                sources=[(m.topic, m.partition, m.offset) for m in msgs],
-                timestamps=[float(m.timestamp or 0.0) for m in msgs],
+                [m.key for m in msgs],
+                [(m.topic, m.partition, m.offset) for m in msgs],
+                [float(m.timestamp or 0.0) for m in msgs],
             )
-            drift_out: list[tuple[bytes | None, bytes]] = []
-            if res.decisions:
-                st.update_velocity(res)
-                drift = state["drift"]
-                if drift is not None and res.features is not None:
-                    drift_out = [(drift_key, encode_drift(r)) for r in
-                                 drift.update(res.features, res.scores, res.drift_decisions)]
-            await publish([(c.topics.decisions, res.decisions),
-                           (c.topics.dead_letter, res.dead_letters),
-                           (c.topics.drift, drift_out)])
+            await publish(outputs)
             metrics.observe_batch(res, time.perf_counter() - t0)
-            guard.add(res.n_in, len(res.dead_letters))  # a flood stops the agent: an incident
+            step.accept(res)  # a flood stops the agent: an incident
 
     @app.timer(interval=max(0.5, c.model.reload_check_s))
     async def reload_model() -> None:
-        new = st.watcher.poll()
-        if new is None:
-            return
-        try:
-            model = load_model(st.registry, c.model.ref, new)
-            st.core.set_model(model, st.core.challenger)
-        except Exception:  # a bad new version must not stop a healthy app
-            log.exception("hot reload of %s failed; keeping %s", c.model.ref,
-                          st.core.model.label)
-            return
-        state["drift"] = make_drift(c, model, None)
-        metrics.set_model(model.name, model.version, model.sha256,
-                          st.core.challenger.label if st.core.challenger else "")
-        log.info("hot reload: now scoring with %s", model.label)
+        step.reload()  # champion and challenger, between batches (the agent awaits here)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: Any, assigned: Any, **_: Any) -> None:
@@ -180,18 +155,17 @@ def create_app(
         """Flushes the last drift window and closes the online store on shutdown."""
 
         async def on_stop(self) -> None:
-            drift = state["drift"]
-            if drift is not None:
-                from schemas.drift import encode_drift
-
-                out = [(drift_key, encode_drift(r)) for r in drift.flush()]
+            out = step.flush()
+            if out:
                 try:
-                    await publish([(c.topics.drift, out)])
+                    await publish(out)
                 except Exception:
                     log.exception("publishing the last drift window failed")
+            step.close()
             st.close()
             if http is not None:
                 http.stop()
 
     setattr(app, "streamscore_stages", st)  # noqa: B010 - for tests and introspection
+    setattr(app, "streamscore_step", step)  # noqa: B010
     return app

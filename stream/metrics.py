@@ -119,7 +119,7 @@ class WorkerMetrics:
         self._ack.observe(seconds)
 
     def observe_batch(self, res: Any, ack_s: float | None = None) -> None:
-        """Record one processed batch (a ``stream.pipeline.BatchResult``)."""
+        """Record one processed batch (a ``stream.core.pipeline.BatchResult``)."""
         p = self.pipeline
         self._events.inc(res.n_in)
         self._batch.observe(res.n_in)

@@ -6,18 +6,20 @@ producer, the drift monitor and the metrics/health server. ``run()`` then only c
 what was prebuilt, one micro-batch at a time:
 
     consume up to N -> commit the acknowledged prefix of earlier batches
-      -> BatchCore.process (decode/validate, enrich, score, decide)
-      -> velocity update (in Redis, in the background) -> drift windows
+      -> the per-batch step (``stream.step``, shared with the Faust app): BatchCore.process
+         (decode/validate, enrich, score, decide) -> drift windows -> velocity update
+         (in Redis, in the background)
       -> produce decisions + dead letters + drift records (not waiting for their acks)
 
-Acknowledgement is pipelined (``stream.inflight``): a batch's offsets are committed once
-its outputs and those of every earlier batch are acknowledged, while later batches are
-already being scored; a delivery failure stops the worker with that batch and later
-ones uncommitted. Rebalance callbacks run inside ``consume()``: on revoke the worker
-first waits for every batch in flight, commits, and only then lets the partitions go.
-``request_stop()`` (SIGTERM/SIGINT in the CLI) ends the loop after the current batch;
-the worker then flushes the last drift window, waits for acks, commits and closes.
-Exactly-once mode keeps one Kafka transaction per batch (``publish_and_commit``).
+When offsets are committed is decided by one owner, ``stream.kafka.commit.CommitOwner``:
+acknowledgement is pipelined (a batch's offsets are committed once its outputs and those
+of every earlier batch are acknowledged, while later batches are already being scored;
+a delivery failure stops the worker with that batch and later ones uncommitted), or one
+Kafka transaction per batch in exactly-once mode. Rebalance callbacks run inside
+``consume()``: on revoke the owner first waits for every batch in flight, commits, and
+only then lets the partitions go. ``request_stop()`` (SIGTERM/SIGINT in the CLI) ends the
+loop after the current batch; the worker then publishes the last drift window and the
+owner waits for acks, commits and closes.
 """
 
 from __future__ import annotations
@@ -27,23 +29,22 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.assembly import build_stages, load_model, make_drift
 from stream.config import PipelineConfig
-from stream.inflight import InFlight
-from stream.kafka_io import (
+from stream.core.assembly import build_stages, load_model
+from stream.kafka.clients import (
     ACK_TIMEOUT_S,
     AckedProducer,
     BatchConsumer,
     DeliveryFailed,
     offsets_of,
-    publish_and_commit,
 )
+from stream.kafka.commit import CommitOwner
+from stream.kafka.inflight import InFlight
 from stream.metrics import HealthServer, WorkerMetrics
-from stream.pipeline import DlqGuard
+from stream.step import BatchStep
 
 __all__ = ["Worker", "WorkerStats", "load_model"]
 
@@ -95,7 +96,7 @@ class Worker:
         ack_timeout_s: float = ACK_TIMEOUT_S,
         idle_backoff_ms: float | None = None,
     ) -> None:
-        from stream.dev import resolve_bootstrap
+        from stream.endpoints import resolve_bootstrap
 
         self.config = c = config
         self.bootstrap = bootstrap or resolve_bootstrap(c.kafka.bootstrap_servers)
@@ -105,20 +106,18 @@ class Worker:
 
         # Everything between input bytes and output records (model from the registry,
         # online reader, request features, the batch core, velocity updates) is built the
-        # same way for the Faust app: see stream.assembly.
+        # same way for the Faust app: see stream.core.assembly.
         self.stages = st = build_stages(c, redis_url=redis_url, registry_root=registry_root,
                                         worker_id=worker_id)
         self.worker_id, self.redis_url = st.worker_id, st.redis_url
         self.registry, self.watcher, self.reader = st.registry, st.watcher, st.reader
         self.core, self.velocity = st.core, st.velocity
-        model, challenger = st.model, st.challenger
-        self._bg = ThreadPoolExecutor(1, thread_name_prefix="streamscore-velocity")
+        model = st.model
 
         self.metrics = WorkerMetrics(c.name)
-        self.metrics.set_model(model.name, model.version, model.sha256,
-                               challenger.label if challenger else "")
-        self.drift = make_drift(c, model, self.metrics.registry)
-        self.guard = DlqGuard(c.dead_letter.max_bad_ratio, c.dead_letter.window_events)
+        # One batch between consume and publish, hot reload and drift windows: the same
+        # step object shape as the Faust app's (velocity updates in the background here).
+        self.step = BatchStep(c, st, self.metrics, background_velocity=True)
 
         # Kafka clients last: nothing above may fail after we joined the group.
         settings = {**(client_settings or {}), **c.kafka.settings}
@@ -129,7 +128,8 @@ class Worker:
             self.bootstrap, c.kafka.group_id or f"streamscore-{c.name}", [c.topics.input],
             {**settings, **c.kafka.consumer, **(consumer_settings or {})},
             read_committed=self.exactly_once,
-            on_assign=self._on_assign, on_revoke=self._on_revoke, before_revoke=self._drain,
+            on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_leaving=lambda gone, lost: self.commits.revoke(gone, lost),
             idle_backoff_s=max(idle_backoff_ms, 0.0) / 1000.0,
         )
         self.producer = AckedProducer(
@@ -148,8 +148,10 @@ class Worker:
         # max_inflight_batches=1 is the former wait-for-every-batch loop).
         self.inflight = InFlight(max_inflight_batches,
                                  max_inflight_records or max(8 * self.batch_max, 8192))
-        self.ack_timeout_s = ack_timeout_s
-        self._closing = False
+        # The one owner of produce -> acknowledgement -> commit, revoke and shutdown order.
+        self.commits = CommitOwner(self.producer, self.consumer, exactly_once=self.exactly_once,
+                                   window=self.inflight, ack_timeout_s=ack_timeout_s,
+                                   on_acked=self._acked)
         # first input: perf_counter, process CPU, this (the loop's) thread's CPU
         self._first: tuple[float, float, float] | None = None
         log.info("worker %s ready: pipeline %s, model %s, input %s on %s", self.worker_id,
@@ -184,39 +186,8 @@ class Worker:
 
     def _maybe_reload(self) -> None:
         """Follow the champion's and the challenger's aliases (each swaps between batches)."""
-        core, ref = self.core, self.config.model
-        try:
-            new = self.watcher.poll()
-            model = load_model(self.registry, ref.ref, new) if new is not None else None
-        except Exception:  # a bad new version must not stop a healthy worker
-            log.exception("hot reload of %s failed; keeping %s", ref.ref, core.model.label)
-            model = None
-        challenger = None
-        cw = self.stages.challenger_watcher
-        if cw is not None and ref.challenger:
-            try:
-                cnew = cw.poll()
-                challenger = (load_model(self.registry, ref.challenger, cnew)
-                              if cnew is not None else None)
-            except Exception:  # the shadow model never stops the champion's scoring
-                log.exception("hot reload of challenger %s failed; keeping %s", ref.challenger,
-                              core.challenger.label if core.challenger else "none")
-        if model is None and challenger is None:
-            return
-        try:
-            core.set_model(model or core.model, challenger or core.challenger)
-        except Exception:
-            log.exception("hot reload failed; keeping %s", core.model.label)
-            return
-        if model is not None:
-            self.drift = make_drift(self.config, model, self.metrics.registry)
-            log.info("hot reload: now scoring with %s", model.label)
-        if challenger is not None:
-            log.info("hot reload: challenger now %s", challenger.label)
-        self.metrics.set_model(core.model.name, core.model.version, core.model.sha256,
-                               core.challenger.label if core.challenger else "")
-        self.metrics.reloads.labels(self.config.name).inc()
-        self.stats.reloads += 1
+        if self.step.reload():
+            self.stats.reloads += 1
 
     # ---- the loop ----------------------------------------------------------------------
 
@@ -224,24 +195,20 @@ class Worker:
         """Consume until ``request_stop()`` (or ``idle_exit_s`` without input)."""
         c = self.config
         consume = self.consumer.consume
-        process = self.core.process
-        topics = c.topics
-        topic_in = topics.input  # the only subscribed topic: no m.topic() per message
-        eos = self.exactly_once
+        step = self.step
+        topic_in = c.topics.input  # the only subscribed topic: no m.topic() per message
+        commit_batch, settle = self.commits.commit_batch, self.commits.settle
         timeout_s = c.batch.timeout_ms / 1000.0
         reload_every = c.model.reload_check_s
         next_reload = time.monotonic() + reload_every
         next_lag = time.monotonic() + 5.0
         last_input = time.monotonic()
-        velocity: Future[Any] | None = None
         try:
             while not self._stop.is_set():
                 self.metrics.beat()
                 msgs = consume(self.batch_n, timeout_s)
                 t_fetch = time.perf_counter()
-                if not eos:
-                    self.producer.poll()  # serve the acks that arrived meanwhile
-                    self._settle()  # -> commit the acknowledged prefix
+                settle()  # serve the acks that arrived meanwhile, commit the acked prefix
                 now_m = time.monotonic()
                 if now_m >= next_reload:
                     self._maybe_reload()
@@ -252,8 +219,7 @@ class Worker:
                     next_lag = now_m + 5.0
                 if not msgs:
                     self.producer.poll()
-                    if self.drift is not None:
-                        self._publish_drift(self.drift.tick())
+                    self._publish_drift(step.tick())
                     if not self.consumer.assignment:
                         last_input = now_m  # idle means "assigned and nothing to read"
                     elif idle_exit_s is not None and now_m - last_input > idle_exit_s:
@@ -266,126 +232,25 @@ class Worker:
                 keys = [m.key() for m in msgs]
                 sources: list[Any] = [(topic_in, m.partition(), m.offset()) for m in msgs]
                 stamps = [m.timestamp()[1] / 1000.0 for m in msgs]
-                res = process(payloads, keys=keys, sources=sources, timestamps=stamps)
-                drift_out: list[tuple[bytes | None, bytes]] = []
-                if velocity is not None:
-                    # The previous batch's velocity update ran in Redis while this batch
-                    # was fetched and processed; one update in flight at a time keeps them
-                    # in order. Live, it has long landed before the next batch reads its
-                    # features (~1 ms against the gap between batches); only under a
-                    # backlog can a batch read counters one batch old, and backlog events
-                    # are over budget and decided by the fallback rules anyway. Waiting
-                    # here instead of before process() took the Redis script (~24 us per
-                    # card) off the drain's critical path.
-                    self._velocity_done(velocity)
-                    velocity = None
-                if res.decisions:
-                    if self.drift is not None and res.features is not None:
-                        t_drift = time.perf_counter()
-                        drift_out = self._drift_records(
-                            self.drift.update(res.features, res.scores, res.drift_decisions)
-                        )
-                        res.stage_s["drift"] = time.perf_counter() - t_drift
-                    # Started after the drift update: the velocity thread's Python part
-                    # holds the GIL for a while, and the drift stage timed right after
-                    # the submit absorbed it (1.8 ms a batch in a bench e2e drain).
-                    if self.velocity is not None:
-                        velocity = self._bg.submit(self.stages.update_velocity, res)
-                outputs: list[tuple[str, Any]] = [(topics.decisions, res.decisions),
-                           (topics.dead_letter, res.dead_letters), (topics.drift, drift_out)]
-                offsets = offsets_of(sources)
-                if eos:
-                    publish_and_commit(self.producer, self.consumer, outputs, offsets,
-                                       exactly_once=True)
-                    self.metrics.observe_ack(time.perf_counter() - t_fetch)
-                else:
-                    self._publish(outputs, offsets, t_fetch)
+                res, outputs = step.run(payloads, keys, sources, stamps)
+                n_drift = len(outputs[-1][1])
+                commit_batch(outputs, offsets_of(sources), t_fetch)
                 self.metrics.observe_batch(res)
-                self._count(res, len(drift_out))
+                self._count(res, n_drift)
                 self._adapt(len(msgs))
-                if eos:
-                    self._busy_until_now()
-                self.guard.add(res.n_in, len(res.dead_letters))
+                step.accept(res)  # a dead-letter flood raises once its outputs are out
         finally:
-            if velocity is not None:
-                self._velocity_done(velocity)
+            step.close()  # the velocity update in flight lands first
             self._shutdown()
         return self.stats
 
-    # ---- pipelined acknowledgement (at-least-once mode) ---------------------------------
+    # ---- acknowledgement ------------------------------------------------------------------
 
-    def _publish(self, outputs: list[tuple[str, Any]], offsets: list[Any],
-                 fetched_at: float) -> None:
-        """Produce a batch's outputs without waiting for their acks (see stream.inflight).
-
-        Its offsets are committed by ``_settle`` once it and every earlier batch are
-        acknowledged. When the in-flight bound is reached, wait here for acks (the
-        backpressure: no consume() until there is room).
-        """
-        inflight, producer = self.inflight, self.producer
-        batch = inflight.open(offsets, fetched_at)
-        for topic, records in outputs:
-            if records:
-                producer.produce_many(topic, records, batch.delivered, batch.add)
-        inflight.seal(batch)
-        producer.poll()
-        self._settle()
-        if inflight.full:
-            inflight.waits += 1
-            if not inflight.wait(producer.poll_for, self._room, self.ack_timeout_s):
-                raise DeliveryFailed(f"{inflight.records} output records not acknowledged "
-                                     f"in {self.ack_timeout_s:g} s")
-
-    def _room(self) -> bool:
-        # Release (and commit) the acknowledged prefix first: acked batches only leave
-        # the in-flight queue there. Raises on a delivery failure (stop, don't wait).
-        self._settle()
-        return not self.inflight.full
-
-    def _settle(self) -> None:
-        """Commit (async) the offsets of the acknowledged prefix of batches in flight.
-
-        Raises ``DeliveryFailed`` once any batch has a rejected output: that batch and
-        every later one are never committed (re-delivered after the restart).
-        """
-        done, offsets = self.inflight.release()
-        if done:
-            if offsets:
-                self.consumer.commit(offsets)
-            self._observe_acks(done)
-            self._busy_until_now()
-        err = self.inflight.error()
-        if err is not None:
-            raise DeliveryFailed(f"broker rejected an output record: {err}")
-
-    def _drain(self) -> None:
-        """Wait until every batch in flight is acknowledged, then commit them (async).
-
-        Called on partition revoke/loss (inside consume(), before the consumer commits the
-        revoked partitions synchronously) and on shutdown (before the consumer's final
-        synchronous commit). A delivery failure is left for the loop to raise: only the
-        clean prefix before it is committed here.
-        """
-        if self.exactly_once or self._closing or not len(self.inflight):
-            return
-        inflight = self.inflight
-        if not inflight.wait(self.producer.poll_for, inflight.settled, self.ack_timeout_s):
-            log.warning("%d output records still unacknowledged after %g s; their batches "
-                        "stay uncommitted (re-delivered)", inflight.records, self.ack_timeout_s)
-        done, offsets = inflight.release()
-        if offsets:
-            self.consumer.commit(offsets)
-        self._observe_acks(done)
-        if done:
-            self._busy_until_now()
-
-    def _observe_acks(self, done: list[Any]) -> None:
-        # fetch -> the moment the batch's last delivery report was served (poll()), not
-        # the later moment the loop got round to releasing it.
-        now = time.perf_counter()
-        for b in done:
-            if b.offsets:  # drift-only records have no input batch
-                self.metrics.observe_ack((b.acked_at or now) - b.fetched_at)
+    def _acked(self, latencies: list[float]) -> None:
+        # The commit owner committed input batches: fetch -> acknowledgement of each.
+        for seconds in latencies:
+            self.metrics.observe_ack(seconds)
+        self._busy_until_now()
 
     def _busy_until_now(self) -> None:
         # The run's rate and CPU per event count until the last acknowledgement seen.
@@ -393,20 +258,6 @@ class Worker:
             self.stats.busy_s = time.perf_counter() - self._first[0]
             self.stats.cpu_s = time.process_time() - self._first[1]
             self.stats.main_cpu_s = time.thread_time() - self._first[2]  # loop thread only
-
-    def _velocity_done(self, fut: Future[Any]) -> None:
-        # Velocity features are best effort: a Redis fault (down, timeout, NOPERM/ACL,
-        # wrong key type) is logged and counted, and scoring goes on (the velocity rows
-        # then age and their decisions degrade, as for any stale feature).
-        try:
-            got = fut.result()
-        except Exception as exc:
-            log.warning("velocity update failed (scoring goes on): %s", exc)
-            self.metrics.velocity_faults.labels(self.config.name, "exception").inc()
-            return
-        status = getattr(got, "status", "ok")
-        if status != "ok":
-            self.metrics.velocity_faults.labels(self.config.name, status).inc()
 
     def _adapt(self, got: int) -> None:
         # Small batches while input is sparse (latency), doubling while every consume
@@ -429,42 +280,26 @@ class Worker:
         for k, v in res.outcomes.items():
             s.outcomes[k] = s.outcomes.get(k, 0) + v
 
-    def _drift_records(self, records: list[Any]) -> list[tuple[bytes | None, bytes]]:
-        from schemas.drift import encode_drift
-
-        key = self.config.name.encode()
-        return [(key, encode_drift(r)) for r in records]
-
-    def _publish_drift(self, records: list[Any]) -> None:
-        if records:
-            out = self._drift_records(records)
-            topic = self.config.topics.drift
-            if self.exactly_once:
-                publish_and_commit(self.producer, self.consumer, [(topic, out)], [],
-                                   exactly_once=True)
-            else:  # no input offsets: tracked only so a rejected record stops the worker
-                self._publish([(topic, out)], [], time.perf_counter())
-            self.stats.drift_records += len(out)
+    def _publish_drift(self, outputs: list[Any]) -> None:
+        # Drift windows closed without input (idle, or at shutdown): no input offsets,
+        # tracked only so a rejected record stops the worker.
+        if outputs:
+            self.commits.commit_batch(outputs, [], time.perf_counter())
+            self.stats.drift_records += sum(len(records) for _, records in outputs)
 
     def _shutdown(self) -> None:
-        # Order: last drift window produced -> every batch in flight acknowledged and its
-        # offsets committed (async; the prefix before any failed batch only) -> producer
-        # flushed and closed -> consumer commits what is acknowledged synchronously and
-        # leaves the group.
+        # The last drift window is produced first; then the commit owner's shutdown order
+        # (every batch in flight acknowledged and committed, producer flushed, consumer's
+        # final synchronous commit and leave).
         try:
-            if self.drift is not None:
-                with contextlib.suppress(DeliveryFailed):  # already stopping; settled below
-                    self._publish_drift(self.drift.flush())
-            self._drain()
-            self._closing = True  # the consumer's close may revoke: nothing left to drain
-            self.producer.close()
+            with contextlib.suppress(DeliveryFailed):  # already stopping; settled below
+                self._publish_drift(self.step.flush())
         except Exception:
             log.exception("flushing on shutdown failed")
         finally:
-            self.consumer.close()
+            self.commits.close()
             if self.http is not None:
                 self.http.stop()
-            self._bg.shutdown(wait=True)
             with contextlib.suppress(Exception):
                 self.reader.close()
             st = self.stats

@@ -1,6 +1,6 @@
 """Session fixtures: a real Kafka-protocol broker and a real Redis, unique names per test.
 
-Brokers are the embedded ones (see stream/embedded.py) unless KAFKA_BOOTSTRAP_SERVERS
+Brokers are the embedded ones (see stream/dev/embedded.py) unless KAFKA_BOOTSTRAP_SERVERS
 points at a real cluster. Redis is REDIS_URL, else 127.0.0.1:6379 if it answers, else
 a redis-server the session starts and stops.
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from stream.embedded import (
+from stream.dev.embedded import (
     BROKER_KINDS,
     EmbeddedProcess,
     client_settings_for,
@@ -84,7 +84,7 @@ def unique_name() -> str:
 @pytest.fixture
 def make_topic(bootstrap: str, unique_name: str) -> Callable[..., str]:
     """Factory: create a fresh topic on the session broker and return its name."""
-    from stream.admin import ensure_topics
+    from stream.kafka.admin import ensure_topics
 
     counter = iter(range(1000))
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_core_bench_times_a_correct_core(workspace: Any, redis_url: str) -> None:
-    import stream.pipeline as pipeline_mod
+    import stream.core.pipeline as pipeline_mod
     from benchmarks.bench_core import _stages, _table, measure
     from benchmarks.loadgen import EventFactory
     from schemas.registry import decoder_for

@@ -60,11 +60,11 @@ def _sample_names(family: Any) -> set[str]:
 
 
 def defined_sample_names() -> set[str]:
-    """Every sample name a worker can export, from ``stream.metrics`` and ``stream.drift``."""
+    """Every sample name a worker can export (``stream.metrics``, ``stream.drift.monitor``)."""
     from prometheus_client import CollectorRegistry
 
     from stream.config import DriftConfig
-    from stream.drift import DriftMonitor
+    from stream.drift.monitor import DriftMonitor
     from stream.metrics import WorkerMetrics
 
     registry = CollectorRegistry()

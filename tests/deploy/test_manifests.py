@@ -237,11 +237,12 @@ def test_rendered_pieces_agree(rendered: list[dict[str, Any]]) -> None:
 
 
 def _drain_seconds() -> float:
-    """Worst drain after SIGTERM, from the worker's own defaults: wait for the in-flight
-    batch's acks, then the producer's final flush."""
-    from stream.kafka_io import AckedProducer
+    """Worst drain after SIGTERM, from the worker's own defaults: wait for the acks of the
+    batches in flight, then the producer's final flush."""
+    from stream.kafka.clients import AckedProducer
+    from stream.worker import Worker
 
-    wait = inspect.signature(AckedProducer.wait_acks).parameters["timeout_s"].default
+    wait = inspect.signature(Worker).parameters["ack_timeout_s"].default
     close = inspect.signature(AckedProducer.close).parameters["timeout_s"].default
     return float(wait) + float(close)
 

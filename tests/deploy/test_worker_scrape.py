@@ -96,7 +96,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory, bootstrap: str, redis_url: 
     from features.synthetic import generate
     from scorers.registry import Registry
     from scorers.train import TrainOptions, train_and_register
-    from stream.admin import ensure_topics
+    from stream.kafka.admin import ensure_topics
 
     tmp = tmp_path_factory.mktemp("deploy-worker")
     name = f"dw{os.getpid():x}{int(time.time() * 1000) % 100000:x}"

@@ -139,7 +139,7 @@ def test_script_missing_on_the_server_is_loaded_and_the_batch_applied(feast_repo
 
     from features import layout
     from features.online import OnlineReader
-    from stream.embedded import start_redis_server
+    from stream.dev.embedded import start_redis_server
 
     server = start_redis_server()  # private: SCRIPT FLUSH must not touch the shared one
     try:

@@ -24,9 +24,9 @@ import pytest
 import yaml
 from confluent_kafka import Consumer
 
-from stream.admin import ensure_topics
 from stream.config import load_pipeline
-from stream.worker_cli import produce_events
+from stream.dev.load import produce_events
+from stream.kafka.admin import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -346,7 +346,7 @@ def test_exactly_once_mode_on_noida(env, unique_name, broker_kind):
 def test_redis_stopped_mid_stream_degrades_then_recovers(env, unique_name):
     from features.materialize import apply_repo, materialize_repo
     from features.repo import prepare_repo
-    from stream.embedded import start_redis_server
+    from stream.dev.embedded import start_redis_server
 
     server = start_redis_server()  # our own: the shared Redis is never stopped
     try:
@@ -426,7 +426,7 @@ def test_offsets_never_committed_ahead_of_acks(env, unique_name):
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from stream.kafka_io import DeliveryFailed
+    from stream.kafka.clients import DeliveryFailed
 
     admin = AdminClient({"bootstrap.servers": env.bootstrap})
     futures = admin.create_topics([
@@ -467,7 +467,7 @@ def test_velocity_permission_error_is_counted_and_scoring_goes_on(env, unique_na
 
     from features.materialize import apply_repo, materialize_repo
     from features.repo import prepare_repo
-    from stream.embedded import start_redis_server
+    from stream.dev.embedded import start_redis_server
 
     server = start_redis_server()  # our own: no ACL users on the shared Redis
     try:

@@ -1,0 +1,155 @@
+"""Build a pipeline's Kafka-free stages once: model, online reader, request features, core.
+
+The confluent-kafka worker (``stream.worker``) and the Faust app (``stream.faust_app``)
+run the same stages; this module is where they are put together, so both score with
+the same model, the same feature plan and the same policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stream.config import PipelineConfig, PricingPolicy
+from stream.core.pipeline import BatchCore, LoadedModel
+
+__all__ = ["Stages", "build_stages", "is_push_view", "load_model", "warm_up_reader"]
+
+log = logging.getLogger(__name__)
+
+
+def load_model(registry: Any, ref: str, version: Any = None) -> LoadedModel:
+    """Resolve ``ref`` in the registry (or take ``version``), verify and compile it."""
+    from scorers import compile_lightgbm
+
+    mv = version if version is not None else registry.resolve(ref)
+    scorer = compile_lightgbm(mv.read_text())
+    # The kernels are loaded from numba's cache on first call (~1-2 s of CPU): do it now,
+    # not on the first batch of live traffic (and not after a hot reload's swap).
+    row = np.zeros((1, len(scorer.feature_names)))
+    scorer.predict(row)
+    if hasattr(scorer, "contributions"):
+        scorer.contributions(row)
+    return LoadedModel(mv.name, str(mv.version), mv.sha256, scorer, mv.reference)
+
+
+def warm_up_reader(reader: Any) -> None:
+    """Open the online store's connection before the first batch.
+
+    Its set-up time must not count against the first batch's read timeout (and fail it
+    as "store down"). A store that does not answer is logged, not fatal: decisions are
+    degraded until it does.
+    """
+    entities: dict[str, Any] = {k: [0] if k.endswith("_id") and k not in ("merchant_id",
+                                                                        "store_id")
+                                else ["warm-up"] for k in reader.join_keys}
+    got = reader.read(entities)
+    if got.status != "ok":
+        log.warning("online store not answering at start-up (%s); decisions will be "
+                    "degraded until it does", got.error)
+
+
+def is_push_view(view: Any) -> bool:
+    """Whether a Feast view is fed by a push source (the streaming velocity features).
+
+    Such a view has no row until the entity's first event: a missing row there means
+    "no recent activity", not a degraded read.
+    """
+    src = getattr(view, "stream_source", None)
+    return type(src).__name__ == "PushSource"
+
+
+@dataclass
+class Stages:
+    """Everything between the input bytes and the output records, built once."""
+
+    config: PipelineConfig
+    worker_id: str
+    redis_url: str
+    registry: Any  # scorers.registry.Registry
+    watcher: Any  # its RefWatcher on config.model.ref (hot reload)
+    model: LoadedModel
+    challenger: LoadedModel | None
+    reader: Any  # features.online.OnlineReader
+    refs: list[str]
+    core: BatchCore
+    velocity: Any  # features.push.VelocityUpdater | None
+    kind: str  # "fraud" | "pricing"
+    challenger_watcher: Any = None  # RefWatcher on config.model.challenger (hot reload)
+
+    def update_velocity(self, res: Any) -> Any:
+        """Fold a scored batch's events into the streaming velocity features (USD sums).
+
+        Returns the updater's result (never raises on Redis faults); None when the
+        pipeline has no velocity features.
+        """
+        if self.velocity is None:
+            return None
+        cols = res.columns
+        # An unknown currency has no USD amount: count the event, add 0.
+        amount = np.nan_to_num(cols.get("amount_usd", cols["amount"]))
+        return self.velocity.update(cols["card_id__int"], amount, cols["event_time"])
+
+    def close(self) -> None:
+        """Release the online store connection."""
+        close = getattr(self.reader, "close", None)
+        if close is not None:
+            close()
+
+
+def build_stages(
+    config: PipelineConfig,
+    *,
+    redis_url: str | None = None,
+    registry_root: str | None = None,
+    worker_id: str | None = None,
+) -> Stages:
+    """Resolve Redis and the registry, compile the model, plan the feature matrix."""
+    from features.online import OnlineReader
+    from features.repo import feature_refs, feature_views, load_vocab
+    from features.request import RequestFeatures
+    from scorers.registry import Registry, default_root
+    from stream.endpoints import resolve_redis_url
+
+    c = config
+    worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    redis_url = redis_url or resolve_redis_url(c.features.redis_url)
+
+    # Model: registry -> verified text -> compiled kernels; a watcher for hot reload.
+    root = registry_root or (str(c.resolve_path(c.model.registry)) if c.model.registry
+                             else str(default_root()))
+    registry = Registry(root)
+    watcher = registry.watch(c.model.ref)
+    model = load_model(registry, c.model.ref, watcher.current)
+    challenger_watcher = registry.watch(c.model.challenger) if c.model.challenger else None
+    challenger = (load_model(registry, c.model.challenger, challenger_watcher.current)
+                  if challenger_watcher else None)
+
+    # Features: the Feast repo's refs (all of them, so a reloaded model needing another
+    # one still finds it), the request-time features, the velocity updater.
+    repo = c.resolve_path(c.features.repo)
+    refs = list(c.features.refs) or feature_refs(repo)
+    reader = OnlineReader(repo, refs, redis_url, timeout_ms=c.features.timeout_ms)
+    warm_up_reader(reader)
+    kind = "pricing" if isinstance(c.policy, PricingPolicy) else "fraud"
+    request = RequestFeatures(kind, load_vocab(repo))
+    optional = [v.name for v in feature_views(repo) if is_push_view(v)]
+    core = BatchCore(
+        c, model, reader=reader, request=request,
+        online_names=[r.split(":", 1)[1] for r in refs], optional_views=optional,
+        challenger=challenger, worker_id=worker_id,
+    )
+    velocity = None
+    if c.features.velocity_updates and kind == "fraud" and "card_velocity" in {
+        r.split(":", 1)[0] for r in refs
+    }:
+        from features.push import VelocityUpdater
+
+        velocity = VelocityUpdater(repo, redis_url=redis_url)
+    return Stages(c, worker_id, redis_url, registry, watcher, model, challenger, reader, refs,
+                  core, velocity, kind, challenger_watcher)

