@@ -21,7 +21,7 @@ from scipy.stats import binom, chi2, ncx2
 
 from scorers.refstats import reference_stats
 from stream.config import DriftConfig
-from stream.drift import DriftMonitor
+from stream.drift.monitor import DriftMonitor
 from stream.drift.calibration import (
     BAND,
     conditional_rate_band,
