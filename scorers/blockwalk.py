@@ -8,11 +8,13 @@ arranged so that the walk is no longer one long chain of dependent loads:
 - every tree is renumbered breadth-first with each node's two children side by side,
   one 16-byte record per node (threshold or categorical bitset position, and child,
   feature, flags in one word), so a step is ``node = kid + goes_right``: no branch;
-- leaves are nodes too, that always step to themselves, so a tree is walked a fixed
-  number of steps (its depth) by every lane without a per-lane exit test;
-- many independent walks (lanes) advance together, one step each in turn: rows of a
-  block through one tree (large batches: the tree's nodes stay in L1 for the block), or
-  a group of trees for one row (batch 1), so the CPU overlaps their loads.
+  the parent's flags say whether each child is a leaf;
+- many independent walks (lanes) advance together, one step each in turn: the rows of
+  a block through one tree (batches of 4 rows or more: the tree's nodes stay in cache
+  for the block), or one row through a group of trees (smaller batches), so the CPU
+  overlaps their loads; lanes that reach a leaf drop out (the active ones are kept
+  packed), so the work is the nodes visited, not every lane to the tree's full depth
+  (which is 2x more on a 255-leaf model).
 
 Leaf values are added per row in tree order, so sums are bit-identical to LightGBM's.
 LightGBM semantics are those of ``scorers.walker`` (which stays the reference walk, and
@@ -41,8 +43,10 @@ F64 = npt.NDArray[np.float64]
 CAT = 1  # categorical node: the record's first word is bitset offset << 24 | words
 ZT = 2  # zero-as-missing node: |x| <= 1e-35 is "missing" as well as NaN
 SPECIAL_LEFT = 4  # where missing goes (NaN; and zero on ZT nodes)
+LEFT_IS_LEAF = 8  # the left child is a leaf (its lane is done); RIGHT_IS_LEAF = 16
+RIGHT_IS_LEAF = 16
 ROWS = 64  # rows per block in the row-major mode
-TREES = 16  # trees walked together for one row in the tree-major mode
+TREES = 32  # trees walked together for one row in the tree-major mode
 
 
 @dataclass(frozen=True)
@@ -52,13 +56,13 @@ class BlockTables:
     word: U64  # child (bits 0-31), feature (32-55), flags (56-63)
     thr: F64  # threshold; on categorical nodes the bits hold bitset offset << 24 | words
     root: npt.NDArray[np.int64]  # (T) first record of each tree
-    depth: npt.NDArray[np.int64]  # (T) steps that bring every row of tree t to a leaf
+    depth: npt.NDArray[np.int64]  # (T) depth of the deepest leaf (0: the root is a leaf)
     leaf: npt.NDArray[np.int64]  # (nodes) global leaf index (GeneralTables' numbering)
     has_cat: bool
 
 
 def build_block_tables(g: GeneralTables) -> BlockTables:
-    """Renumber every tree breadth-first, children in pairs, leaves as self-loops."""
+    """Renumber every tree breadth-first, children in pairs (leaves get records too)."""
     nt = g.node_off.shape[0] - 1
     nodes_total = int(g.node_off[-1] + g.leaf_off[-1])
     thr = np.zeros(nodes_total, np.float64)
@@ -86,7 +90,6 @@ def _renumber(node_off: U64, leaf_off: U64, feat: U64, gthr: F64,
               depth: npt.NDArray[np.int64]) -> None:
     """Fill the records tree by tree, breadth-first (see ``build_block_tables``)."""
     at = 0
-    leaf_word = np.uint64(SPECIAL_LEFT) << np.uint64(56)
     for t in range(root.shape[0]):
         o = np.int64(node_off[t])
         lo = np.int64(leaf_off[t])
@@ -100,9 +103,7 @@ def _renumber(node_off: U64, leaf_off: U64, feat: U64, gthr: F64,
         for k in range(size):
             node = queue[k]
             rec = at + k
-            if node < 0:  # leaf: always "left", to itself
-                thr[rec] = np.inf
-                word[rec] = np.uint64(rec) | leaf_word
+            if node < 0:  # leaf: only its value is read (through ``leaf``)
                 leaf[rec] = lo + ~node
                 depth[t] = max(depth[t], qdepth[k])
                 continue
@@ -112,6 +113,8 @@ def _renumber(node_off: U64, leaf_off: U64, feat: U64, gthr: F64,
                 thr_bits[rec] = cat_bits[gi]
             else:
                 thr[rec] = gthr[gi]
+            fl |= np.uint64(LEFT_IS_LEAF if left[gi] < 0 else 0)
+            fl |= np.uint64(RIGHT_IS_LEAF if right[gi] < 0 else 0)
             word[rec] = (np.uint64(at + nxt) | (feat[gi] << np.uint64(32))
                          | (fl << np.uint64(56)))
             queue[nxt] = left[gi]
@@ -131,17 +134,19 @@ def block_predict(X: F64, out: F64, word: U64, thr: F64, root: npt.NDArray[np.in
                   code: int, param: float) -> None:
     """Score every row of X into ``out`` (rows × classes, zero-filled by the caller).
 
-    Each task is a set of lanes (row ``rows[i]`` in tree ``trees[i]`` at record
-    ``lanes[i]``): a block of rows through one tree, or (n < 4) one row through a group
-    of trees. The walk is a flat loop, branch-free per lane, in integer arithmetic,
-    over arrays allocated here: the same logic in a helper taking ``lanes`` as an
-    argument, or with bools and conditional expressions, compiled to code 1.5-4x
-    slower on the 255-leaf benchmark model.
+    Each task is a set of lanes (row ``rows[i]`` in tree ``trees[i]``, ending at leaf
+    record ``res[i]``): a block of rows through one tree, or (n < 4) one row through a
+    group of trees. The walk is a flat loop, branch-free per lane, in integer
+    arithmetic, over arrays allocated here: the same logic in a helper taking the lane
+    arrays as arguments, or with bools and conditional expressions, compiled to code
+    1.5-4x slower on the 255-leaf benchmark model.
     """
     n = X.shape[0]
     nt = depth.shape[0]
     width = max(ROWS, TREES)
-    lanes = np.empty(width, np.int64)
+    node = np.empty(width, np.int64)  # record of each active lane
+    who = np.empty(width, np.int64)  # its lane
+    res = np.empty(width, np.int64)  # record of each lane (its leaf at the end)
     rows = np.empty(width, np.int64)
     trees = np.empty(width, np.int64)
     tbits = thr.view(np.uint64)
@@ -150,42 +155,49 @@ def block_predict(X: F64, out: F64, word: U64, thr: F64, root: npt.NDArray[np.in
     for task in range(tasks):
         if row_major:  # rows r0.. of a block through tree t
             r0 = (task // nt) * ROWS
-            t = task % nt
+            t0 = task % nt
             nl = min(n, r0 + ROWS) - r0
-            steps = depth[t]
             for i in range(nl):
-                lanes[i] = root[t]
                 rows[i] = r0 + i
-                trees[i] = t
+                trees[i] = t0
         else:  # row r through trees t0..
             per_row = (nt + TREES - 1) // TREES
-            r = task // per_row
+            r0 = task // per_row
             t0 = (task % per_row) * TREES
             nl = min(nt, t0 + TREES) - t0
-            steps = 0
             for i in range(nl):
-                lanes[i] = root[t0 + i]
-                rows[i] = r
+                rows[i] = r0
                 trees[i] = t0 + i
-                steps = max(steps, depth[t0 + i])
-        # The walk, one flat loop per model kind (numeric-only or with categorical
-        # nodes), written twice on purpose: one loop with an ``if has_cat`` inside, or a
-        # helper per kind taking ``lanes``, compiled to code 1.5-2x slower.
+        active = 0
+        for i in range(nl):
+            t = trees[i]
+            res[i] = root[t]
+            node[active] = root[t]
+            who[active] = i
+            active += 1 if depth[t] > 0 else 0
+        # Each pass advances every active lane one step and keeps, packed at the front,
+        # only lanes not yet at a leaf: the work is the nodes visited, as in a plain
+        # walk, not the tree's depth for every lane. The loop is written twice (numeric
+        # only, with categorical nodes) on purpose: one loop with an ``if has_cat``
+        # inside, or a helper per kind taking the lane arrays, compiled to code 1.5-2x
+        # slower.
         if has_cat:
-            for _ in range(steps):
-                for i in range(nl):
-                    node = lanes[i]
-                    w = word[node]
-                    xo = X[rows[i], np.int64((w >> np.uint64(32)) & np.uint64(0xFFFFFF))]
+            while active > 0:
+                k = 0
+                for i in range(active):
+                    nd = node[i]
+                    lane = who[i]
+                    w = word[nd]
+                    xo = X[rows[lane], np.int64((w >> np.uint64(32)) & np.uint64(0xFFFFFF))]
                     special_left = np.int64((w >> np.uint64(58)) & np.uint64(1))
                     zt = np.int64((w >> np.uint64(57)) & np.uint64(1))
-                    right = np.int64(not xo <= thr[node])
+                    right = np.int64(not xo <= thr[nd])
                     miss = np.int64(np.isnan(xo)) | (zt & np.int64(abs(xo) <= KZ))
                     right = (right & ~miss) | (miss & (1 - special_left))
                     # A numeric node's first word is its threshold: is_cat zeroes the
                     # bitset index there (categorical nodes are rare; no branch).
                     is_cat = np.int64((w >> np.uint64(56)) & np.uint64(CAT))
-                    tb = tbits[node]
+                    tb = tbits[nd]
                     valid = np.int64((xo > -1.0) & (xo < 2147483648.0))
                     c = np.uint64(np.int64(xo) if valid else 0)
                     cw = c >> np.uint64(5)
@@ -195,24 +207,36 @@ def block_predict(X: F64, out: F64, word: U64, thr: F64, root: npt.NDArray[np.in
                     cat_right = 1 - (in_range & np.int64(
                         (bits >> np.uint32(c & np.uint64(31))) & np.uint32(1)))
                     right = (is_cat & cat_right) | ((1 - is_cat) & right)
-                    lanes[i] = np.int64(w & np.uint64(0xFFFFFFFF)) + right
+                    nxt = np.int64(w & np.uint64(0xFFFFFFFF)) + right
+                    res[lane] = nxt
+                    node[k] = nxt
+                    who[k] = lane
+                    k += 1 - np.int64((w >> np.uint64(59 + right)) & np.uint64(1))
+                active = k
         else:
-            for _ in range(steps):
-                for i in range(nl):
-                    node = lanes[i]
-                    w = word[node]
-                    xo = X[rows[i], np.int64((w >> np.uint64(32)) & np.uint64(0xFFFFFF))]
+            while active > 0:
+                k = 0
+                for i in range(active):
+                    nd = node[i]
+                    lane = who[i]
+                    w = word[nd]
+                    xo = X[rows[lane], np.int64((w >> np.uint64(32)) & np.uint64(0xFFFFFF))]
                     special_left = np.int64((w >> np.uint64(58)) & np.uint64(1))
                     zt = np.int64((w >> np.uint64(57)) & np.uint64(1))
-                    right = np.int64(not xo <= thr[node])
+                    right = np.int64(not xo <= thr[nd])
                     # Missing (NaN; |x| <= 1e-35 on zero-as-missing nodes) takes its side.
                     miss = np.int64(np.isnan(xo)) | (zt & np.int64(abs(xo) <= KZ))
                     right = (right & ~miss) | (miss & (1 - special_left))
-                    lanes[i] = np.int64(w & np.uint64(0xFFFFFFFF)) + right
+                    nxt = np.int64(w & np.uint64(0xFFFFFFFF)) + right
+                    res[lane] = nxt
+                    node[k] = nxt
+                    who[k] = lane
+                    k += 1 - np.int64((w >> np.uint64(59 + right)) & np.uint64(1))
+                active = k
         # In lane order: a row's leaves are added in tree order (bit-identical sums).
         for i in range(nl):
             t = trees[i]
-            gl = leaf[lanes[i]]
+            gl = leaf[res[i]]
             value = leafvals[gl]
             if is_linear[t]:  # written out: a call per leaf costs ~100 ns (array refcounts)
                 value = lin_const[gl]
