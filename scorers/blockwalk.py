@@ -8,13 +8,15 @@ arranged so that the walk is no longer one long chain of dependent loads:
 - every tree is renumbered breadth-first with each node's two children side by side,
   one 16-byte record per node (threshold or categorical bitset position, and child,
   feature, flags in one word), so a step is ``node = kid + goes_right``: no branch;
-  the parent's flags say whether each child is a leaf;
-- many independent walks (lanes) advance together, one step each in turn: the rows of
-  a block through one tree (batches of 4 rows or more: the tree's nodes stay in cache
-  for the block), or one row through a group of trees (smaller batches), so the CPU
-  overlaps their loads; lanes that reach a leaf drop out (the active ones are kept
-  packed), so the work is the nodes visited, not every lane to the tree's full depth
-  (which is 2x more on a 255-leaf model).
+  leaves step to themselves, and a parent's flags say whether each child is a leaf;
+- many independent walks (lanes) advance together: the rows of a block (up to 512)
+  through one tree (batches of 4 rows or more: each tree's records are read once per
+  block, not once per row), or one row through a group of 32 trees (smaller batches);
+- a step runs in phases over the lanes (load node words, thresholds, the rows' values,
+  then the decision, which LLVM vectorises), so the loads of all lanes overlap;
+- every 2 steps the lanes that reached a leaf drop out (the active ones are kept
+  packed), so the work is close to the nodes visited, not every lane to the tree's full
+  depth (2x more on a 255-leaf model).
 
 Leaf values are added per row in tree order, so sums are bit-identical to LightGBM's.
 LightGBM semantics are those of ``scorers.walker`` (which stays the reference walk, and
@@ -40,12 +42,13 @@ U64 = npt.NDArray[np.uint64]
 F64 = npt.NDArray[np.float64]
 
 # Flags in bits 56-63 of a node's word.
+COMPACT = 2  # steps between two compactions of the active lanes
 CAT = 1  # categorical node: the record's first word is bitset offset << 24 | words
 ZT = 2  # zero-as-missing node: |x| <= 1e-35 is "missing" as well as NaN
 SPECIAL_LEFT = 4  # where missing goes (NaN; and zero on ZT nodes)
 LEFT_IS_LEAF = 8  # the left child is a leaf (its lane is done); RIGHT_IS_LEAF = 16
 RIGHT_IS_LEAF = 16
-ROWS = 64  # rows per block in the row-major mode
+ROWS = 512  # rows per block in the row-major mode: the trees' records are read once per block
 TREES = 32  # trees walked together for one row in the tree-major mode
 
 
@@ -90,6 +93,7 @@ def _renumber(node_off: U64, leaf_off: U64, feat: U64, gthr: F64,
               depth: npt.NDArray[np.int64]) -> None:
     """Fill the records tree by tree, breadth-first (see ``build_block_tables``)."""
     at = 0
+    leaf_word = np.uint64(SPECIAL_LEFT | LEFT_IS_LEAF) << np.uint64(56)
     for t in range(root.shape[0]):
         o = np.int64(node_off[t])
         lo = np.int64(leaf_off[t])
@@ -103,7 +107,9 @@ def _renumber(node_off: U64, leaf_off: U64, feat: U64, gthr: F64,
         for k in range(size):
             node = queue[k]
             rec = at + k
-            if node < 0:  # leaf: only its value is read (through ``leaf``)
+            if node < 0:  # leaf: steps to itself ("left", to a leaf) whatever the row
+                thr[rec] = np.inf
+                word[rec] = np.uint64(rec) | leaf_word
                 leaf[rec] = lo + ~node
                 depth[t] = max(depth[t], qdepth[k])
                 continue
@@ -125,6 +131,20 @@ def _renumber(node_off: U64, leaf_off: U64, feat: U64, gthr: F64,
         at += size
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _cat_right(xo: float, tb: np.uint64, catbits: npt.NDArray[np.uint32]) -> np.int64:
+    """1 when ``xo`` goes right at a categorical node whose bitset is ``tb`` (offset << 24
+    | words): NaN, negative, out-of-range and unseen categories go right."""
+    if not (xo > -1.0 and xo < 2147483648.0):
+        return np.int64(1)
+    c = np.uint64(np.int64(xo))
+    cw = c >> np.uint64(5)
+    if cw >= (tb & np.uint64(0xFFFFFF)):
+        return np.int64(1)
+    bits = catbits[np.int64(tb >> np.uint64(24)) + np.int64(cw)]
+    return np.int64(1) - np.int64((bits >> np.uint32(c & np.uint64(31))) & np.uint32(1))
+
+
 @nb.njit(cache=True, nogil=True)
 def block_predict(X: F64, out: F64, word: U64, thr: F64, root: npt.NDArray[np.int64],
                   depth: npt.NDArray[np.int64], leaf: npt.NDArray[np.int64],
@@ -132,20 +152,25 @@ def block_predict(X: F64, out: F64, word: U64, thr: F64, root: npt.NDArray[np.in
                   is_linear: npt.NDArray[np.uint8], leafvals: F64, lin_const: F64,
                   lin_start: U64, lin_feat: U64, lin_coeff: F64, raw: bool, divide: float,
                   code: int, param: float) -> None:
-    """Score every row of X into ``out`` (rows × classes, zero-filled by the caller).
+    """Score every row of X (C-contiguous) into ``out`` (rows × classes, zero-filled).
 
     Each task is a set of lanes (row ``rows[i]`` in tree ``trees[i]``, ending at leaf
     record ``res[i]``): a block of rows through one tree, or (n < 4) one row through a
-    group of trees. The walk is a flat loop, branch-free per lane, in integer
-    arithmetic, over arrays allocated here: the same logic in a helper taking the lane
-    arrays as arguments, or with bools and conditional expressions, compiled to code
-    1.5-4x slower on the 255-leaf benchmark model.
+    group of trees. Every step runs in phases over the active lanes (load the node
+    words, the thresholds, the rows' values; then the branch-free decision, which LLVM
+    vectorises), and every ``COMPACT`` steps the lanes that reached a leaf drop out.
     """
-    n = X.shape[0]
+    n, nf = X.shape
+    xf = X.reshape(n * nf)
     nt = depth.shape[0]
     width = max(ROWS, TREES)
     node = np.empty(width, np.int64)  # record of each active lane
     who = np.empty(width, np.int64)  # its lane
+    base = np.empty(width, np.int64)  # its row's offset in xf
+    w = np.empty(width, np.uint64)
+    prev = np.empty(width, np.int64)
+    t = np.empty(width, np.float64)
+    xo = np.empty(width, np.float64)
     res = np.empty(width, np.int64)  # record of each lane (its leaf at the end)
     rows = np.empty(width, np.int64)
     trees = np.empty(width, np.int64)
@@ -153,14 +178,14 @@ def block_predict(X: F64, out: F64, word: U64, thr: F64, root: npt.NDArray[np.in
     row_major = n >= 4
     tasks = ((n + ROWS - 1) // ROWS) * nt if row_major else n * ((nt + TREES - 1) // TREES)
     for task in range(tasks):
-        if row_major:  # rows r0.. of a block through tree t
+        if row_major:  # rows r0.. of a block through tree t0
             r0 = (task // nt) * ROWS
             t0 = task % nt
             nl = min(n, r0 + ROWS) - r0
             for i in range(nl):
                 rows[i] = r0 + i
                 trees[i] = t0
-        else:  # row r through trees t0..
+        else:  # row r0 through trees t0..
             per_row = (nt + TREES - 1) // TREES
             r0 = task // per_row
             t0 = (task % per_row) * TREES
@@ -168,77 +193,60 @@ def block_predict(X: F64, out: F64, word: U64, thr: F64, root: npt.NDArray[np.in
             for i in range(nl):
                 rows[i] = r0
                 trees[i] = t0 + i
-        active = 0
+        steps = 0
         for i in range(nl):
-            t = trees[i]
-            res[i] = root[t]
-            node[active] = root[t]
-            who[active] = i
-            active += 1 if depth[t] > 0 else 0
-        # Each pass advances every active lane one step and keeps, packed at the front,
-        # only lanes not yet at a leaf: the work is the nodes visited, as in a plain
-        # walk, not the tree's depth for every lane. The loop is written twice (numeric
-        # only, with categorical nodes) on purpose: one loop with an ``if has_cat``
-        # inside, or a helper per kind taking the lane arrays, compiled to code 1.5-2x
-        # slower.
-        if has_cat:
-            while active > 0:
-                k = 0
+            node[i] = root[trees[i]]
+            res[i] = node[i]
+            who[i] = i
+            base[i] = rows[i] * nf
+            steps = max(steps, depth[trees[i]])
+        active = nl
+        done = 0
+        while done < steps and active > 0:
+            for _ in range(min(COMPACT, steps - done)):
+                # Leaves step to themselves, so lanes already there are harmless.
                 for i in range(active):
-                    nd = node[i]
-                    lane = who[i]
-                    w = word[nd]
-                    xo = X[rows[lane], np.int64((w >> np.uint64(32)) & np.uint64(0xFFFFFF))]
-                    special_left = np.int64((w >> np.uint64(58)) & np.uint64(1))
-                    zt = np.int64((w >> np.uint64(57)) & np.uint64(1))
-                    right = np.int64(not xo <= thr[nd])
-                    miss = np.int64(np.isnan(xo)) | (zt & np.int64(abs(xo) <= KZ))
-                    right = (right & ~miss) | (miss & (1 - special_left))
-                    # A numeric node's first word is its threshold: is_cat zeroes the
-                    # bitset index there (categorical nodes are rare; no branch).
-                    is_cat = np.int64((w >> np.uint64(56)) & np.uint64(CAT))
-                    tb = tbits[nd]
-                    valid = np.int64((xo > -1.0) & (xo < 2147483648.0))
-                    c = np.uint64(np.int64(xo) if valid else 0)
-                    cw = c >> np.uint64(5)
-                    in_range = valid & np.int64(cw < (tb & np.uint64(0xFFFFFF)))
-                    bits = catbits[(np.int64(tb >> np.uint64(24))
-                                    + (np.int64(cw) if in_range else 0)) * is_cat]
-                    cat_right = 1 - (in_range & np.int64(
-                        (bits >> np.uint32(c & np.uint64(31))) & np.uint32(1)))
-                    right = (is_cat & cat_right) | ((1 - is_cat) & right)
-                    nxt = np.int64(w & np.uint64(0xFFFFFFFF)) + right
-                    res[lane] = nxt
-                    node[k] = nxt
-                    who[k] = lane
-                    k += 1 - np.int64((w >> np.uint64(59 + right)) & np.uint64(1))
-                active = k
-        else:
-            while active > 0:
-                k = 0
+                    w[i] = word[node[i]]
+                    prev[i] = node[i]
                 for i in range(active):
-                    nd = node[i]
-                    lane = who[i]
-                    w = word[nd]
-                    xo = X[rows[lane], np.int64((w >> np.uint64(32)) & np.uint64(0xFFFFFF))]
-                    special_left = np.int64((w >> np.uint64(58)) & np.uint64(1))
-                    zt = np.int64((w >> np.uint64(57)) & np.uint64(1))
-                    right = np.int64(not xo <= thr[nd])
+                    t[i] = thr[node[i]]
+                for i in range(active):
+                    xo[i] = xf[base[i] + np.int64((w[i] >> np.uint64(32))
+                                                  & np.uint64(0xFFFFFF))]
+                for i in range(active):
+                    wi = w[i]
+                    x = xo[i]
+                    special_left = np.int64((wi >> np.uint64(58)) & np.uint64(1))
+                    zt = np.int64((wi >> np.uint64(57)) & np.uint64(1))
+                    right = np.int64(not x <= t[i])
                     # Missing (NaN; |x| <= 1e-35 on zero-as-missing nodes) takes its side.
-                    miss = np.int64(np.isnan(xo)) | (zt & np.int64(abs(xo) <= KZ))
+                    miss = np.int64(x != x) | (zt & np.int64(abs(x) <= KZ))
                     right = (right & ~miss) | (miss & (1 - special_left))
-                    nxt = np.int64(w & np.uint64(0xFFFFFFFF)) + right
-                    res[lane] = nxt
-                    node[k] = nxt
-                    who[k] = lane
-                    k += 1 - np.int64((w >> np.uint64(59 + right)) & np.uint64(1))
-                active = k
+                    node[i] = np.int64(wi & np.uint64(0xFFFFFFFF)) + right
+                if has_cat:  # categorical nodes redo their decision (a rare branch)
+                    for i in range(active):
+                        if (w[i] >> np.uint64(56)) & np.uint64(CAT):
+                            node[i] = (np.int64(w[i] & np.uint64(0xFFFFFFFF))
+                                       + _cat_right(xo[i], tbits[prev[i]], catbits))
+            done += COMPACT
+            # Keep, packed at the front, only the lanes not yet at a leaf.
+            k = 0
+            for i in range(active):
+                nd = node[i]
+                lane = who[i]
+                res[lane] = nd
+                right = nd - np.int64(w[i] & np.uint64(0xFFFFFFFF))
+                node[k] = nd
+                who[k] = lane
+                base[k] = base[i]
+                k += 1 - np.int64((w[i] >> np.uint64(59 + right)) & np.uint64(1))
+            active = k
         # In lane order: a row's leaves are added in tree order (bit-identical sums).
         for i in range(nl):
-            t = trees[i]
+            tr = trees[i]
             gl = leaf[res[i]]
             value = leafvals[gl]
-            if is_linear[t]:  # written out: a call per leaf costs ~100 ns (array refcounts)
+            if is_linear[tr]:  # written out: a call per leaf costs ~100 ns (array refcounts)
                 value = lin_const[gl]
                 for j in range(lin_start[gl], lin_start[gl + 1]):
                     xv = X[rows[i], lin_feat[j]]
@@ -246,5 +254,5 @@ def block_predict(X: F64, out: F64, word: U64, thr: F64, root: npt.NDArray[np.in
                         value = leafvals[gl]  # LightGBM falls back to the constant leaf
                         break
                     value += lin_coeff[j] * (0.0 if abs(xv) <= KZ else xv)
-            out[rows[i], tree_class[t]] += value
+            out[rows[i], tree_class[tr]] += value
     finish_rows(out, 0, n, raw, divide, code, param)

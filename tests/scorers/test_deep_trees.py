@@ -83,13 +83,13 @@ def get(models: dict[str, tuple[lgb.Booster, CompiledModel]], key: str
 def test_deep_models_match_lightgbm_at_every_batch_path(models: Any, key: str) -> None:
     booster, model = get(models, key)
     assert model.kernel == "blockwalk"
-    X = rows(300, seed=11)
+    X = rows(1100, seed=11)  # more than two blocks of rows
     for raw in (False, True):
         np.testing.assert_allclose(model.predict(X, raw_score=raw),
                                    booster.predict(X, raw_score=raw), rtol=0, atol=ATOL)
     expected = booster.predict(X)
-    # n < 4 walks groups of trees for one row; larger batches walk blocks of 64 rows.
-    for n in (1, 2, 3, 4, 5, 63, 64, 65, 129):
+    # n < 4 walks groups of trees for one row; larger batches walk blocks of rows.
+    for n in (1, 2, 3, 4, 5, 63, 64, 65, 129, 511, 512, 513):
         np.testing.assert_allclose(model.predict(X[:n]), expected[:n], rtol=0, atol=ATOL,
                                    err_msg=f"batch {n}")
     np.testing.assert_allclose(model.predict_general(X), expected, rtol=0, atol=ATOL)
