@@ -176,8 +176,10 @@ def sweep(shapes: list[Shape], seconds: float) -> list[dict[str, Any]]:
             rates = _rates({"lightgbm": partial(booster.predict, num_threads=1),
                             "streamscore": model.predict}, A, seconds)
             entry[f"ratio_{b}"] = rates["streamscore"][0] / rates["lightgbm"][0]
-            entry[f"ns_per_node_{b}"] = 1e9 / (rates["streamscore"][0] * visited)
-            entry[f"lightgbm_ns_per_node_{b}"] = 1e9 / (rates["lightgbm"][0] * visited)
+            for engine, key in (("streamscore", "ns_per_node"),
+                                ("lightgbm", "lightgbm_ns_per_node")):
+                entry[f"{key}_{b}"] = (1e9 / (rates[engine][0] * visited) if visited
+                                       else float("nan"))  # stumps visit no node
         results.append(entry)
     return results
 
