@@ -240,5 +240,5 @@ def run_sweep(out: Path, quick: bool, seconds: float) -> int:
                      f"batch 1, 8x at batch 512; build = compile_lightgbm + first predict "
                      f"(warm numba cache, no table cache); load average {load[0]:.2f} before, "
                      f"{report['load_avg_after'][0]:.2f} after; {out}/scorer_sweep.png")
-    Console().print(table)
+    Console(width=max(Console().width, 150)).print(table)
     return 0
