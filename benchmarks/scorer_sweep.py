@@ -191,8 +191,8 @@ def plot(results: list[dict[str, Any]], path: Path, load: tuple[float, ...]) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['leaves']}L {r['features']}F {r['trees']}T\ncat {r['categorical_share']:g}"
-              f" nan {r['nan_share']:g}" for r in results]
+    labels = [f"{r['leaves']}L/{r['features']}F/{r['trees']}T\nc{r['categorical_share']:g} "
+              f"n{r['nan_share']:g}" for r in results]
     x = np.arange(len(results))
     fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(results)), 4.5))
     ax.bar(x - 0.2, [r["ratio_1"] for r in results], 0.4, label="batch 1")
@@ -200,7 +200,8 @@ def plot(results: list[dict[str, Any]], path: Path, load: tuple[float, ...]) -> 
     ax.axhline(6, color="C0", ls="--", lw=1, label="target batch 1 (6x)")
     ax.axhline(8, color="C1", ls="--", lw=1, label="target batch 512 (8x)")
     ax.axhline(1, color="grey", lw=0.8)
-    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_xticks(x, labels, fontsize=7, rotation=35, ha="right")
+    ax.set_xlabel("leaves/features/trees, categorical share c, NaN share n")
     ax.set_ylabel("x Booster.predict(num_threads=1)")
     ax.set_title(f"compiled scorer by model shape (CPU time, load avg {load[0]:.2f})")
     ax.legend(fontsize=8)
