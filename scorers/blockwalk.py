@@ -206,13 +206,12 @@ def block_predict(X: F64, out: F64, word: U64, thr: F64, root: npt.NDArray[np.in
             for _ in range(min(COMPACT, steps - done)):
                 # Leaves step to themselves, so lanes already there are harmless.
                 for i in range(active):
-                    w[i] = word[node[i]]
-                    prev[i] = node[i]
-                for i in range(active):
-                    t[i] = thr[node[i]]
-                for i in range(active):
-                    xo[i] = xf[base[i] + np.int64((w[i] >> np.uint64(32))
-                                                  & np.uint64(0xFFFFFF))]
+                    nd = node[i]
+                    wi = word[nd]
+                    w[i] = wi
+                    prev[i] = nd
+                    t[i] = thr[nd]
+                    xo[i] = xf[base[i] + np.int64((wi >> np.uint64(32)) & np.uint64(0xFFFFFF))]
                 for i in range(active):
                     wi = w[i]
                     x = xo[i]
