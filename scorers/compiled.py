@@ -126,6 +126,10 @@ class CompiledModel:
         self._code, self._param = transform_code(self.objective, self.num_class)
         iterations = self.num_trees // max(self._k, 1)
         self._divide = float(max(iterations, 1)) if header["average_output"] else 1.0
+        # A rule, not a per-model measurement: wherever QuickScorer applies (<= 64
+        # constant leaves) it beat the block walk on every shape measured, e.g. x LightGBM
+        # at batch 1 / 512: 63 leaves 4.8 / 6.9 vs 3.5 / 3.1; 31 leaves 4.9 / 10.1 vs
+        # 3.3 / 3.2; 63 leaves x 500 features 4.2 / 3.7 vs 3.8 / 1.9.
         self._qs_fast = cached is not None or kernels.qs_supported(self.ir)
         if self._qs_fast:
             self.kernel = "quickscorer"
