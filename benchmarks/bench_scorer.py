@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=None,
                         help="CPU seconds per measurement (default 1.0, --quick 0.2)")
     parser.add_argument("--retrain", action="store_true", help="ignore cached models")
+    parser.add_argument("--sweep", action="store_true",
+                        help="instead: the ratio to LightGBM over model shapes (leaves 15-1,023, "
+                             "features 10-500, trees 50-3,000, categorical and NaN shares); "
+                             "with --quick a shorter list (a few minutes)")
     parser.add_argument(
         "--foreign-python", default=os.environ.get("STREAMSCORE_BENCH_FOREIGN_PYTHON"),
         help="python of a separate virtualenv with lleaves / treelite + tl2cgen (they do not "
@@ -432,6 +436,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seconds = args.seconds if args.seconds is not None else (0.2 if args.quick else 1.0)
+    if getattr(args, "sweep", False):
+        from benchmarks.scorer_sweep import run_sweep
+
+        return run_sweep(out, args.quick, seconds)
     batches = BATCHES
     names = getattr(args, "models", sorted(MODELS))
     report: dict[str, Any] = {"load_avg": os.getloadavg(), "cpu_count": os.cpu_count(),

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scorers import kernels, qstables, walker
+from scorers import blockwalk, kernels, qstables, walker
 from scorers.exceptions import ModelFormatError
 from scorers.ir import ModelIR
 from scorers.objectives import transform_code
@@ -84,7 +84,8 @@ class Reasons:
 class CompiledModel:
     """A LightGBM model compiled to numba kernels; predicts what ``Booster.predict`` does.
 
-    ``kernel`` is ``"quickscorer"`` (all trees <= 64 constant leaves) or ``"general"``.
+    ``kernel`` is ``"quickscorer"`` (all trees <= 64 constant leaves) or ``"blockwalk"``
+    (deeper or linear trees; ``scorers.blockwalk``).
     ``parallel=True`` spreads large batches over threads (prange); results are identical.
     """
 
@@ -125,14 +126,22 @@ class CompiledModel:
         self._code, self._param = transform_code(self.objective, self.num_class)
         iterations = self.num_trees // max(self._k, 1)
         self._divide = float(max(iterations, 1)) if header["average_output"] else 1.0
+        # A rule, not a per-model measurement: wherever QuickScorer applies (<= 64
+        # constant leaves) it beat the block walk on every shape measured, e.g. x LightGBM
+        # at batch 1 / 512: 63 leaves 4.8 / 6.9 vs 3.5 / 3.1; 31 leaves 4.9 / 10.1 vs
+        # 3.3 / 3.2; 63 leaves x 500 features 4.2 / 3.7 vs 3.8 / 1.9.
         self._qs_fast = cached is not None or kernels.qs_supported(self.ir)
         if self._qs_fast:
             self.kernel = "quickscorer"
             if cached is None:
                 self._U, self._F = self._packed_tables(path, header)
         else:
-            self.kernel = "general"
-            self._general_tables()
+            self.kernel = "blockwalk"
+            g = self._general_tables()
+            b = blockwalk.build_block_tables(g)
+            self._b_args = (b.word, b.thr, b.root, b.depth, b.leaf, g.catbits, b.has_cat,
+                            g.tree_class, g.is_linear, g.leafvals, g.lin_const, g.lin_start,
+                            g.lin_feat, g.lin_coeff)
 
     @property
     def ir(self) -> ModelIR:
@@ -308,8 +317,8 @@ class CompiledModel:
                 kernels.qs_predict_packed(x, out, self._U, self._F, raw_score, v, xb)
             return out if self._k == 1 else out.reshape(n, self._k)
         out2 = np.zeros((n, self._k))
-        walker.general_predict(x, out2, *self._g_args, raw_score, self._divide,
-                               self._code, self._param)
+        blockwalk.block_predict(x, out2, *self._b_args, raw_score, self._divide, self._code,
+                                self._param)
         return out2[:, 0] if self._k == 1 else out2
 
     def predict_general(self, X: Any, raw_score: bool = False) -> F64:

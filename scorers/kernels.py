@@ -9,8 +9,8 @@ bit-identical to LightGBM's own loop. Rows are scored 16 at a time (one threshol
 shared by the block, branch-free updates LLVM vectorises) with a scalar early-exit
 path for the remainder and for batch 1.
 
-The node-walking kernel for everything else lives in ``scorers.walker`` and shares the
-helpers at the end of this module.
+Everything else (deeper or linear trees) is scored by ``scorers.blockwalk``; the
+reference node walk (``scorers.walker``) shares the helpers at the end of this module.
 
 LightGBM semantics mirrored here: a value with |x| <= 1e-35 (kZeroThreshold) is 0.0;
 NaN is 0.0 unless the node's missing type is NaN; zero/NaN missing types send the value

@@ -1,10 +1,11 @@
-"""The general numba kernel: walk every tree node by node, LightGBM's own way.
+"""The reference numba walk: every tree node by node, one row at a time, LightGBM's way.
 
-It covers what QuickScorer (``scorers.kernels``) cannot: trees with more than 64 leaves
-and linear trees (leaf = constant + coefficients · features, falling back to the
-constant when one of those features is NaN, as LightGBM does). ``go_left_or_right`` is
-also the decision TreeSHAP (``scorers.shap``) follows. Cost: one dependent load chain
-per visited node, ~13-26 ns per node on the benchmark models (QuickScorer: 1.1-1.8).
+Any model (any leaf count, linear trees: leaf = constant + coefficients · features,
+falling back to the constant when one of those features is NaN, as LightGBM does). It
+is the cross-check of the scoring kernels (``CompiledModel.predict_general``), and its
+tables and ``go_left_or_right`` are what TreeSHAP (``scorers.shap``) and the block
+walk (``scorers.blockwalk``, the scoring path past QuickScorer's reach) are built on.
+Cost: one dependent load chain per visited node, ~13-47 ns per node.
 """
 
 from __future__ import annotations

@@ -28,3 +28,20 @@ def test_benchmark_options_and_tiny_run(tmp_path: Path) -> None:
     assert set(result["rows_per_s"]) >= {"lightgbm", "streamscore", "streamscore-general"}
     assert result["ratio"]["lightgbm"]["16"] == 1.0
     assert result["kernel"] == "quickscorer"
+
+
+def test_shape_sweep_models_load_in_lightgbm_and_match(tmp_path: Path) -> None:
+    """The sweep's generated models are LightGBM's format, and the compiled scorer equals
+    ``Booster.predict`` on them (the sweep asserts it before timing)."""
+    from benchmarks import scorer_sweep
+
+    shapes = [(15, 5, 4, 0.4, 0.2), (130, 6, 3, 0.3, 0.3), (1, 3, 2, 0.0, 0.0)]
+    text, depths = scorer_sweep.model_text(shapes[1])
+    booster = lgb.Booster(model_str=text)
+    assert booster.num_trees() == 3 and booster.num_feature() == 6
+    assert all(d.size == 130 for d in depths) and max(d.max() for d in depths) > 7
+    results = scorer_sweep.sweep(shapes, seconds=0.01)
+    assert [r["kernel"] for r in results] == ["quickscorer", "blockwalk", "quickscorer"]
+    assert all(r["ratio_1"] > 0 and r["ratio_512"] > 0 for r in results)
+    scorer_sweep.plot(results, tmp_path / "sweep.png", (1.0, 1.0, 1.0))
+    assert (tmp_path / "sweep.png").stat().st_size > 0

@@ -59,9 +59,9 @@ def check(booster: Any, model: Any, X: np.ndarray) -> None:
         got = model.predict(X, raw_score=raw)
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL, err_msg=f"raw={raw}")
-    if model.kernel == "quickscorer":  # the fallback kernel must agree too
-        np.testing.assert_allclose(model.predict_general(X), booster.predict(X), rtol=0,
-                                   atol=ATOL)
+    # The reference node walk (also TreeSHAP's decision) must agree too.
+    np.testing.assert_allclose(model.predict_general(X), booster.predict(X), rtol=0,
+                               atol=ATOL)
 
 
 @pytest.mark.parametrize(("key", "params", "kind", "rounds"), OBJECTIVES,
@@ -83,8 +83,8 @@ def test_boosting_and_tree_kinds_match_lightgbm(get_model: Any, key: str,
 
 def test_kernel_choice(get_model: Any) -> None:
     assert get_model(*OBJECTIVES[0])[1].kernel == "quickscorer"
-    assert get_model(*BOOSTING[6])[1].kernel == "general"
-    assert get_model(*BOOSTING[7])[1].kernel == "general"
+    assert get_model(*BOOSTING[6])[1].kernel == "blockwalk"
+    assert get_model(*BOOSTING[7])[1].kernel == "blockwalk"
 
 
 
