@@ -104,7 +104,7 @@ def cluster_urls(connection_string: str) -> list[str]:
 
     nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
     if not nodes:
-        raise FeatureRepoError(f"no host:port in the cluster connection string {connection_string!r}")
+        raise FeatureRepoError(f"no host:port in cluster connection string {connection_string!r}")
     scheme = "rediss" if str(params.get("ssl", "")).lower() == "true" else "redis"
     auth = ""
     if "password" in params:
@@ -158,6 +158,7 @@ class ClusterMap:
     ) -> None:
         self.timeout_s = timeout_s
         self.refresh_interval_s = refresh_interval_s
+        key_slots(np.zeros(1, np.uint8), np.zeros(1), np.ones(1))  # compiled now, not in a read
         first = redis.connection.parse_url(startup_urls[0])
         self._scheme = "rediss" if startup_urls[0].startswith("rediss://") else "redis"
         user, password = first.get("username"), first.get("password")
@@ -207,7 +208,10 @@ class ClusterMap:
                     continue
                 owner = np.full(SLOTS, -1, dtype=np.int64)
                 for lo, hi, addr in ranges:
-                    owner[lo : hi + 1] = self.node(addr)
+                    if lo >= 0:
+                        owner[lo : hi + 1] = self.node(addr)
+                    else:  # a replica: known for the next refresh, serves no slot
+                        self.node(addr)
                 self.owner = owner
                 self.stale = False
                 return True
@@ -230,10 +234,12 @@ class ClusterMap:
             master = None
             for n in info.get("nodes", []):
                 d = _pairs(n)
+                ip = _text(d.get("ip")) or _text(d.get("endpoint")) or host
+                addr = f"{ip}:{int(d.get('port') or d.get('tls-port'))}"
                 if _text(d.get("role")) == "master" and _text(d.get("health")) != "fail":
-                    ip = _text(d.get("ip")) or _text(d.get("endpoint")) or host
-                    port = d.get("port") or d.get("tls-port")
-                    master = f"{ip}:{int(port)}"
+                    master = addr
+                elif _text(d.get("health")) == "online":
+                    out.append((-1, -1, addr))
             slots = [int(s) for s in info.get("slots", [])]
             if master is None:
                 continue

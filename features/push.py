@@ -52,7 +52,9 @@ import redis
 
 from features import layout
 from features.breaker import CircuitBreaker
+from features.cluster import ClusterMap, key_slots
 from features.exceptions import FeatureRepoError
+from features.velocity_cluster import run_on_cluster
 from features.velocity_lua import SCRIPT as _SCRIPT
 
 __all__ = [
@@ -138,10 +140,13 @@ class VelocityUpdater:
         state_in_hash: bool = False,
     ) -> None:
         from features.online import connection_pool
-        from features.repo import open_store, redis_url_from_repo
+        from features.repo import check_online_store, open_store, redis_url_from_repo
 
-        url = redis_url or os.environ.get("REDIS_URL") or redis_url_from_repo(repo_path)
-        store = open_store(repo_path, url)
+        given = redis_url or os.environ.get("REDIS_URL") or None  # see OnlineReader
+        url = given or redis_url_from_repo(repo_path)
+        store = open_store(repo_path, given)
+        cluster_urls = check_online_store(store)
+        state_in_hash = state_in_hash or cluster_urls is not None
         views = {fv.name: fv for fv in store.list_feature_views()}
         if view not in views:
             raise FeatureRepoError(f"feature repo {repo_path} has no view {view!r}")
@@ -207,10 +212,14 @@ class VelocityUpdater:
         self._sha = hashlib.sha1(_SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
         self._url = url
         self._timeout_ms = timeout_ms
-        self._pool = connection_pool(url, timeout_ms / 1000.0)
-        # One connection of the updater's own, used under a lock (see OnlineReader).
-        self._conn: Any = self._pool.make_connection()
         self._lock = threading.Lock()
+        self._cmap: ClusterMap | None = None
+        if cluster_urls is not None:
+            self._cmap = ClusterMap(cluster_urls, timeout_ms / 1000.0)
+        else:
+            self._pool = connection_pool(url, timeout_ms / 1000.0)
+            # One connection of the updater's own, used under a lock (see OnlineReader).
+            self._conn: Any = self._pool.make_connection()
         self._chunk = int(cards_per_script)
         self.breaker = breaker or CircuitBreaker()
 
@@ -279,10 +288,10 @@ class VelocityUpdater:
             return UpdateResult(0, 0, "circuit_open", "Redis circuit breaker is open",
                                 refused=refused)
         heal = math.floor((clock + 2 * self.max_skew_s) / self.bucket_s)
+        if self._cmap is not None:
+            return self._update_cluster(cards, amount, times, keys, offs, heal, dropped, refused)
         try:
-            n_cards, skipped = self._send(
-                self._commands(cards, amount, times, keys, offs, heal), len(cards)
-            )
+            n_cards, skipped = self._send(self._commands(cards, amount, times, keys, offs, heal))
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self.breaker.record_failure()
             log.warning("velocity update of %d events lost: %s", len(cards), exc)
@@ -324,11 +333,12 @@ class VelocityUpdater:
         offs: np.ndarray | None,
         heal: int,
         groups: np.ndarray | None = None,
-    ) -> list[tuple[int, bytes]]:
+    ) -> list[tuple[int, bytes, int]]:
         """One EVALSHA per chunk of cards, RESP-encoded by numpy (no per-event Python).
 
         ``groups`` (one int per event, the same for all events of a card: its cluster
-        slot) keeps every chunk inside one group; each command comes with its group.
+        slot) keeps every chunk inside one group; each command comes with its group and
+        the number of events it carries.
         """
         buckets = np.floor(times / self.bucket_s).astype(np.int64)
         # sort by (group, card, bucket): each (card, bucket) pair, and each card, is one run
@@ -383,6 +393,7 @@ class VelocityUpdater:
             cuts.update(np.flatnonzero(np.diff(card_group)) + 1)
         bounds = [*sorted(cuts), n_cards]
         tail = _bulk(b"%d" % heal) + self._tail
+        ev_bounds = np.append(card_at, len(cards))
         sha = self._sha.encode()
         commands = []
         for lo, hi in pairwise(bounds):
@@ -409,24 +420,68 @@ class VelocityUpdater:
                             tail,
                         )
                     ),
+                    int(ev_bounds[hi] - ev_bounds[lo]),
                 )
             )
         return commands
 
-    def _send(self, commands: list[tuple[int, bytes]], n_events: int) -> tuple[int, int]:
+    def _update_cluster(
+        self,
+        cards: np.ndarray,
+        amount: np.ndarray,
+        times: np.ndarray,
+        keys: np.ndarray | None,
+        offs: np.ndarray | None,
+        heal: int,
+        dropped: int,
+        refused: np.ndarray,
+    ) -> UpdateResult:
+        """``update`` on Redis Cluster: chunks per slot, each script sent to its master."""
+        assert self._cmap is not None
+        uniq, inverse = np.unique(cards, return_inverse=True)
+        block = np.tile(self._keys_template, (len(uniq), 1))
+        at = self._id_at[0]
+        block[:, at : at + 8] = uniq.astype("<i8").view(np.uint8).reshape(-1, 8)
+        width = block.shape[1]
+        key_len = len(self._prefix) + 8 + len(self._suffix)
+        slots = key_slots(
+            block.reshape(-1), np.arange(len(uniq)) * width + at - len(self._prefix),
+            np.full(len(uniq), key_len),
+        )
+        commands = self._commands(cards, amount, times, keys, offs, heal, slots[inverse])
+        with self._lock:
+            done = run_on_cluster(self._cmap, commands, self._script)
+        applied = len(cards) - done.failed_events - done.skipped
+        skipped = done.skipped + dropped
+        if not done.failed_events:
+            self.breaker.record_success()
+            return UpdateResult(applied, done.cards, skipped=skipped, refused=refused)
+        error = "; ".join(dict.fromkeys(done.errors))
+        log.warning("velocity update: %d of %d events lost: %s", done.failed_events,
+                    len(cards), error)
+        if done.failed_events == len(cards):
+            self.breaker.record_failure()
+            return UpdateResult(0, 0, "unavailable", error, refused=refused)
+        self.breaker.record_success()
+        return UpdateResult(applied, done.cards, "partial", error, skipped, refused)
+
+    def _send(self, commands: list[tuple[int, bytes, int]]) -> tuple[int, int]:
         """Pipeline the scripts on the updater's connection; load the script on NOSCRIPT.
 
         Returns (cards, events skipped as already applied)."""
         with self._lock:
             conn = self._conn
             try:
-                return _run_scripts(conn, [c for _, c in commands], self._script)
+                return _run_scripts(conn, [c[1] for c in commands], self._script)
             except BaseException:
                 conn.disconnect()  # unread replies may be in flight: start afresh next time
                 raise
 
     def close(self) -> None:
         """Close the updater's Redis connections."""
+        if self._cmap is not None:
+            self._cmap.close()
+            return
         self._conn.disconnect()
         self._pool.disconnect()
 
