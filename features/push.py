@@ -54,8 +54,9 @@ from features import layout
 from features.breaker import CircuitBreaker
 from features.cluster import ClusterMap, key_slots
 from features.exceptions import FeatureRepoError
-from features.velocity_cluster import run_on_cluster
 from features.velocity_lua import SCRIPT as _SCRIPT
+from features.velocity_lua import part_rows
+from features.velocity_send import run_on_cluster, run_on_redis
 
 __all__ = [
     "EVENT_TIME_SKEW",
@@ -378,7 +379,7 @@ class VelocityUpdater:
             )
         ).astype("<f8")
         if ev_keys is not None and ev_offs is not None:
-            part_rows, part_at = _part_rows(card_new, ev_keys, ev_offs)
+            part_blob, part_at = part_rows(card_new, ev_keys, ev_offs)
             ev_at = np.append(card_at, len(cards))
         keys_block = np.tile(self._keys_template, (n_cards, 1))
         ids = uniq.astype("<i8").view(np.uint8).reshape(-1, 8)
@@ -398,7 +399,7 @@ class VelocityUpdater:
         commands = []
         for lo, hi in pairwise(bounds):
             if ev_keys is not None:
-                parts = _bulk(part_rows[part_at[lo] : part_at[hi]].tobytes())
+                parts = _bulk(part_blob[part_at[lo] : part_at[hi]].tobytes())
                 events = _bulk(ev_rows[ev_at[lo] : ev_at[hi]].tobytes())
             else:
                 parts = events = b"$0\r\n\r\n"
@@ -472,7 +473,7 @@ class VelocityUpdater:
         with self._lock:
             conn = self._conn
             try:
-                return _run_scripts(conn, [c[1] for c in commands], self._script)
+                return run_on_redis(conn, [c[1] for c in commands], self._script)
             except BaseException:
                 conn.disconnect()  # unread replies may be in flight: start afresh next time
                 raise
@@ -489,62 +490,3 @@ class VelocityUpdater:
 def state_field(view: str) -> bytes:
     """The Feast hash field holding a view's velocity state (when kept in the hash)."""
     return b"_vstate:" + view.encode("utf-8")
-
-
-def _part_rows(
-    card_new: np.ndarray, keys: np.ndarray, offs: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The part blob: per card a row [n_parts, 0, 0, 0], then per input partition of the
-    card [key, lowest offset, highest offset, events] (events sorted by card, key, offset);
-    and where each card's rows start (one more entry: the end)."""
-    n = len(keys)
-    run_new = card_new.copy()
-    run_new[1:] |= keys[1:] != keys[:-1]
-    runs = np.flatnonzero(run_new)
-    lens = np.diff(np.append(runs, n))
-    card_of_run = (np.cumsum(card_new) - 1)[runs]
-    n_cards = int(card_new.sum())
-    per_card = np.bincount(card_of_run, minlength=n_cards)
-    header_at = np.arange(n_cards) + np.concatenate(([0], np.cumsum(per_card)[:-1]))
-    rows = np.zeros((n_cards + len(runs), 4), dtype="<f8")
-    rows[header_at, 0] = per_card
-    rows[np.arange(len(runs)) + card_of_run + 1] = np.column_stack(
-        (keys[runs], offs[runs], offs[runs + lens - 1], lens)
-    )
-    return rows, np.append(header_at, len(rows))
-
-
-def _run_scripts(conn: Any, pending: list[bytes], script: str) -> tuple[int, int]:
-    """Send the EVALSHAs at once on ``conn``; SCRIPT LOAD and resend those Redis lacks.
-
-    Every reply is read before raising the first error, so the connection stays in step.
-    """
-    cards = skipped = 0
-    failed: list[bytes] = []
-    for attempt in range(2):
-        conn.send_packed_command(pending)
-        failed, error = [], None
-        for command in pending:
-            try:
-                reply = conn.read_response()
-            except redis.exceptions.NoScriptError:
-                failed.append(command)
-                continue
-            except redis.ResponseError as exc:  # read on: stay in step
-                error = error or exc
-                continue
-            if isinstance(reply, list):
-                cards += int(reply[0])
-                skipped += int(reply[1])
-            else:  # an older script's reply: its card count
-                cards += int(reply)
-        if error is not None:
-            raise error
-        if not failed or attempt:
-            break
-        conn.send_command("SCRIPT", "LOAD", script)
-        conn.read_response()
-        pending = failed
-    if failed:
-        raise redis.ResponseError("velocity script missing after SCRIPT LOAD")
-    return cards, skipped

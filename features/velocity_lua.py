@@ -3,10 +3,13 @@
 One EVALSHA per chunk of cards folds a batch into each card's window state (``ssvel:`` +
 its Feast key) and writes the windows into the card's Feast hash (murmur3 field names,
 Feast ``Value`` protobufs, the ``_ts`` Timestamp), atomically per script. The argument
-layout is built by ``features.push.VelocityUpdater``; the state format is below.
+layout is built by ``features.push.VelocityUpdater`` (the part blob by ``part_rows``);
+the state format is below.
 """
 
-__all__ = ["SCRIPT"]
+import numpy as np
+
+__all__ = ["SCRIPT", "part_rows"]
 
 # KEYS: per card [feast key, state key], or [feast key] when the state is a field of the
 # Feast hash (Redis Cluster: one key, one slot). ARGV: header, then blobs of packed
@@ -335,3 +338,26 @@ for c = 1, n_cards do
 end
 return {n_cards, skipped}
 """
+
+
+def part_rows(
+    card_new: np.ndarray, keys: np.ndarray, offs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The part blob: per card a row [n_parts, 0, 0, 0], then per input partition of the
+    card [key, lowest offset, highest offset, events] (events sorted by card, key, offset);
+    and where each card's rows start (one more entry: the end)."""
+    n = len(keys)
+    run_new = card_new.copy()
+    run_new[1:] |= keys[1:] != keys[:-1]
+    runs = np.flatnonzero(run_new)
+    lens = np.diff(np.append(runs, n))
+    card_of_run = (np.cumsum(card_new) - 1)[runs]
+    n_cards = int(card_new.sum())
+    per_card = np.bincount(card_of_run, minlength=n_cards)
+    header_at = np.arange(n_cards) + np.concatenate(([0], np.cumsum(per_card)[:-1]))
+    rows = np.zeros((n_cards + len(runs), 4), dtype="<f8")
+    rows[header_at, 0] = per_card
+    rows[np.arange(len(runs)) + card_of_run + 1] = np.column_stack(
+        (keys[runs], offs[runs], offs[runs + lens - 1], lens)
+    )
+    return rows, np.append(header_at, len(rows))

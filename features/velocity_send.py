@@ -1,8 +1,10 @@
-"""The velocity scripts on Redis Cluster: each routed to its slot's master, all at once.
+"""Running the velocity scripts: pipelined on one Redis, or routed per slot on a cluster.
 
-Every script of ``features.push.VelocityUpdater`` touches one slot (the state is a field of
-the card's Feast hash, chunks never span slots), so it runs atomically on the master of
-that slot. The scripts are written to every master before any reply is read; ``MOVED``
+``run_on_redis`` writes every script of an update on one connection and reads the
+replies (loading the script on ``NOSCRIPT``). On Redis Cluster every script of
+``features.push.VelocityUpdater`` touches one slot (the state is a field of the card's
+Feast hash, chunks never span slots), so it runs atomically on the master of that slot:
+``run_on_cluster`` writes the scripts to every master before any reply is read; ``MOVED``
 patches the slot map and resends, ``ASK`` resends after ``ASKING``, ``NOSCRIPT`` loads the
 script on that node and resends. A node that cannot be reached loses only its own
 scripts: they are reported as failed (not retried: a script may have run before the
@@ -13,13 +15,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
 from features.cluster import ClusterMap, parse_redirect
 from features.fanout import ASKING
 
-__all__ = ["ScriptOutcome", "run_on_cluster"]
+__all__ = ["ScriptOutcome", "run_on_cluster", "run_on_redis"]
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +124,39 @@ def _node_failed(
     n.breaker.record_failure()
     cmap.stale = True
     _lost(out, items, f"{n.addr}: {exc}")
+
+
+def run_on_redis(conn: Any, pending: list[bytes], script: str) -> tuple[int, int]:
+    """Send the EVALSHAs at once on ``conn``; SCRIPT LOAD and resend those Redis lacks.
+
+    Every reply is read before raising the first error, so the connection stays in step.
+    """
+    cards = skipped = 0
+    failed: list[bytes] = []
+    for attempt in range(2):
+        conn.send_packed_command(pending)
+        failed, error = [], None
+        for command in pending:
+            try:
+                reply = conn.read_response()
+            except redis.exceptions.NoScriptError:
+                failed.append(command)
+                continue
+            except redis.ResponseError as exc:  # read on: stay in step
+                error = error or exc
+                continue
+            if isinstance(reply, list):
+                cards += int(reply[0])
+                skipped += int(reply[1])
+            else:  # an older script's reply: its card count
+                cards += int(reply)
+        if error is not None:
+            raise error
+        if not failed or attempt:
+            break
+        conn.send_command("SCRIPT", "LOAD", script)
+        conn.read_response()
+        pending = failed
+    if failed:
+        raise redis.ResponseError("velocity script missing after SCRIPT LOAD")
+    return cards, skipped
