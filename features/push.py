@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import redis
@@ -289,10 +289,11 @@ class VelocityUpdater:
             return UpdateResult(0, 0, "circuit_open", "Redis circuit breaker is open",
                                 refused=refused)
         heal = math.floor((clock + 2 * self.max_skew_s) / self.bucket_s)
+        ev = _Events(cards, amount, times, keys, offs)
         if self._cmap is not None:
-            return self._update_cluster(cards, amount, times, keys, offs, heal, dropped, refused)
+            return self._update_cluster(ev, heal, dropped, refused)
         try:
-            n_cards, skipped = self._send(self._commands(cards, amount, times, keys, offs, heal))
+            n_cards, skipped = self._send(self._commands(ev, heal))
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self.breaker.record_failure()
             log.warning("velocity update of %d events lost: %s", len(cards), exc)
@@ -326,14 +327,7 @@ class VelocityUpdater:
         return base * _MAX_PARTITION + parts
 
     def _commands(
-        self,
-        cards: np.ndarray,
-        amount: np.ndarray,
-        times: np.ndarray,
-        keys: np.ndarray | None,
-        offs: np.ndarray | None,
-        heal: int,
-        groups: np.ndarray | None = None,
+        self, ev: _Events, heal: int, groups: np.ndarray | None = None
     ) -> list[tuple[int, bytes, int]]:
         """One EVALSHA per chunk of cards, RESP-encoded by numpy (no per-event Python).
 
@@ -341,6 +335,7 @@ class VelocityUpdater:
         slot) keeps every chunk inside one group; each command comes with its group and
         the number of events it carries.
         """
+        cards, amount, times, keys, offs = ev
         buckets = np.floor(times / self.bucket_s).astype(np.int64)
         # sort by (group, card, bucket): each (card, bucket) pair, and each card, is one run
         sort_keys: tuple[np.ndarray, ...] = (buckets, cards)
@@ -427,18 +422,11 @@ class VelocityUpdater:
         return commands
 
     def _update_cluster(
-        self,
-        cards: np.ndarray,
-        amount: np.ndarray,
-        times: np.ndarray,
-        keys: np.ndarray | None,
-        offs: np.ndarray | None,
-        heal: int,
-        dropped: int,
-        refused: np.ndarray,
+        self, ev: _Events, heal: int, dropped: int, refused: np.ndarray
     ) -> UpdateResult:
         """``update`` on Redis Cluster: chunks per slot, each script sent to its master."""
         assert self._cmap is not None
+        cards = ev.cards
         uniq, inverse = np.unique(cards, return_inverse=True)
         block = np.tile(self._keys_template, (len(uniq), 1))
         at = self._id_at[0]
@@ -449,7 +437,7 @@ class VelocityUpdater:
             block.reshape(-1), np.arange(len(uniq)) * width + at - len(self._prefix),
             np.full(len(uniq), key_len),
         )
-        commands = self._commands(cards, amount, times, keys, offs, heal, slots[inverse])
+        commands = self._commands(ev, heal, slots[inverse])
         with self._lock:
             done = run_on_cluster(self._cmap, commands, self._script)
         applied = len(cards) - done.failed_events - done.skipped
@@ -485,6 +473,16 @@ class VelocityUpdater:
             return
         self._conn.disconnect()
         self._pool.disconnect()
+
+
+class _Events(NamedTuple):
+    """One update's events after filtering; ``keys``/``offs``: partition keys, offsets."""
+
+    cards: np.ndarray
+    amount: np.ndarray
+    times: np.ndarray
+    keys: np.ndarray | None
+    offs: np.ndarray | None
 
 
 def state_field(view: str) -> bytes:

@@ -58,6 +58,10 @@ class LocalCluster:
             self.start_node(port)
         for port in self.ports:
             self._wait_ping(port)
+        if self.masters == 1 and not self.replicas:  # redis-cli creates 3 masters or more
+            self.client(self.ports[0]).execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            self.wait_ok()
+            return self
         cmd = ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                "--cluster-replicas", str(self.replicas), "--cluster-yes"]
         done = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
@@ -65,7 +69,18 @@ class LocalCluster:
             self.stop()
             raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-400:]!r}")
         self.wait_ok()
+        self.wait_replicas()
         return self
+
+    def wait_replicas(self, timeout: float = 30.0) -> None:
+        """Until every replica's link to its master is up (its data synced)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            links = [self.client(p).info("replication") for p in self.live_ports()]
+            if all(i.get("master_link_status") == "up" for i in links if i["role"] == "slave"):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the cluster's replicas did not sync")
 
     def start_node(self, port: int) -> None:
         d = self.workdir / str(port)
@@ -75,6 +90,9 @@ class LocalCluster:
              "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
              "--cluster-node-timeout", str(self.node_timeout_ms), "--dir", str(d),
              "--save", "", "--appendonly", "no", "--protected-mode", "no",
+             # replicas sync at once, and may take over whatever their data's age: the
+             # failover tests must not depend on the machine's load
+             "--repl-diskless-sync-delay", "0", "--cluster-replica-validity-factor", "0",
              "--logfile", str(d / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
