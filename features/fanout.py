@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import selectors
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,15 +178,13 @@ class RoutedReads:
             e = raw.index(b"\r\n", p)
             self._key_at.append((e + 2, int(raw[p + 1 : e])))
 
-    def _slots(self, g: int, pieces: Any) -> tuple[list[bytes], np.ndarray]:
-        """Each command of group ``g`` as bytes, and its key's slot."""
+    def _slots(self, g: int, pieces: Any) -> np.ndarray:
+        """The slot of each command's key in group ``g`` (a 2-D block or a list)."""
         if isinstance(pieces, np.ndarray):
             at, length = self._key_at[g]
             rows, width = pieces.shape
             flat = np.ascontiguousarray(pieces).reshape(-1)
-            slots = key_slots(flat, np.arange(rows) * width + at, np.full(rows, length))
-            raw = flat.tobytes()
-            return [raw[i * width : (i + 1) * width] for i in range(rows)], slots
+            return key_slots(flat, np.arange(rows) * width + at, np.full(rows, length))
         cache = self._slot_cache[g]
         head = self._heads[g]
         out = np.empty(len(pieces), dtype=np.int64)
@@ -199,30 +198,48 @@ class RoutedReads:
             out[i] = slot
         if len(cache) > 100_000:
             cache.clear()
-        return list(pieces), out
+        return out
 
-    def _flatten(self, pieces: list[Any]) -> tuple[list[bytes], np.ndarray, np.ndarray]:
-        cmds: list[bytes] = []
-        slots, gids = [], []
-        for g, p in enumerate(pieces):
-            c, s = self._slots(g, p)
-            cmds += c
-            slots.append(s)
-            gids.append(np.full(len(c), g, dtype=np.int64))
-        return cmds, np.concatenate(slots), np.concatenate(gids)
+    def _flatten(self, pieces: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Slot and group of every command (group-major), and where each group starts."""
+        slots = [self._slots(g, p) for g, p in enumerate(pieces)]
+        counts = [len(s) for s in slots]
+        gids = np.repeat(np.arange(len(pieces)), counts)
+        return np.concatenate(slots), gids, np.concatenate(([0], np.cumsum(counts)))
+
+    @staticmethod
+    def _payload(
+        pieces: list[Any], mine: np.ndarray, gids: np.ndarray, first: np.ndarray,
+        ask: Mapping[int, int],
+    ) -> bytes:
+        """The RESP bytes of commands ``mine`` (sorted), ASKING before those in ``ask``."""
+        parts = []
+        for g in np.unique(gids[mine]).tolist():
+            local = mine[gids[mine] == g] - first[g]
+            p = pieces[g]
+            if ask:
+                sent = mine[gids[mine] == g]
+                for j, k in zip(sent.tolist(), local.tolist(), strict=True):
+                    cmd = p[k].tobytes() if isinstance(p, np.ndarray) else p[k]
+                    parts.append(ASKING + cmd if j in ask else cmd)
+            elif isinstance(p, np.ndarray):
+                parts.append(p[local].tobytes())
+            else:
+                parts.extend(p[k] for k in local.tolist())
+        return b"".join(parts)
 
     def floats(self, pieces: list[Any], deadline: float) -> tuple[np.ndarray, np.ndarray]:
         """Replies decoded like ``Channel.floats`` (NaN where unread), and a bool per
         command: its node failed, or its redirects did not settle before ``deadline``."""
-        cmds, slots, gids = self._flatten(pieces)
+        slots, gids, first = self._flatten(pieces)
         width = self.widths[gids]
         dest = np.concatenate(([0], np.cumsum(width)[:-1])).astype(np.int64)
         numbers = np.full(int(width.sum()), np.nan)
-        failed = np.zeros(len(cmds), dtype=bool)
+        failed = np.zeros(len(slots), dtype=bool)
         cmap = self.cmap
         if cmap.stale:
             cmap.refresh()
-        pending = np.arange(len(cmds))
+        pending = np.arange(len(slots))
         ask: dict[int, int] = {}
         for _ in range(5):  # redirects of a slot being moved settle in one or two turns
             if not len(pending) or time.monotonic() >= deadline:
@@ -236,9 +253,7 @@ class RoutedReads:
             jobs = []
             for node in np.unique(owner[owner >= 0]).tolist():
                 mine = pending[owner == node]
-                payload = b"".join(
-                    [ASKING + cmds[j] if j in ask else cmds[j] for j in mine.tolist()]
-                )
+                payload = self._payload(pieces, mine, gids, first, ask)
                 stops = np.searchsorted(gids[mine], np.arange(self.n_groups), side="right")
                 jobs.append(NodeJob(node, mine, payload, stops.astype(np.int64),
                                     int(width[mine].sum())))
@@ -281,9 +296,9 @@ class RoutedReads:
 
     def objects(self, pieces: list[Any], timeout: float, deadline: float) -> list[Any]:
         """Every reply as hiredis objects, in command order (raises if one cannot be read)."""
-        cmds, slots, _ = self._flatten(pieces)
-        replies: list[Any] = [None] * len(cmds)
-        pending = list(range(len(cmds)))
+        slots, gids, first = self._flatten(pieces)
+        replies: list[Any] = [None] * len(slots)
+        pending = list(range(len(slots)))
         ask: dict[int, int] = {}
         self.cmap.refresh(force=True)
         for _ in range(5):
@@ -298,7 +313,7 @@ class RoutedReads:
                     raise redis.ConnectionError("no master serves a slot of this read")
                 channel = resp.Channel(self.cmap.nodes[node].connection(), self.tables)
                 got = channel.objects(
-                    b"".join(ASKING + cmds[j] if j in asked else cmds[j] for j in mine),
+                    self._payload(pieces, np.array(mine, dtype=np.int64), gids, first, asked),
                     len(mine) + sum(j in asked for j in mine), timeout, deadline, errors=True,
                 )
                 got = [r for r in got if r != b"OK"]
@@ -309,7 +324,7 @@ class RoutedReads:
                         retry.append(j)
                     else:
                         replies[j] = reply
-            pending = retry
+            pending = sorted(retry)
         if pending:
             raise redis.ResponseError("redirects did not settle")
         return replies
