@@ -25,13 +25,15 @@ import redis
 from features.exceptions import FeatureRepoError
 from features.online import OnlineReader
 from features.push import VelocityUpdater
-from tests.features.conftest import TestRepo, build_repo
+from tests.features.conftest import build_repo
 from tests.features.redis_cluster import LocalCluster, cluster_tools_missing
 from tests.features.test_online import NUMERIC_REFS, _as_float, _rows, check_read_dict
 from tests.features.test_push import REFS as VELOCITY_REFS
 from tests.features.test_push import _events, _expected
 
 pytestmark = pytest.mark.integration
+
+Repo = Any  # tests/features/conftest.py:Repo (not imported: pytest would collect it)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 @pytest.fixture(scope="module")
 def cluster_repo(
     cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TestRepo]:
+) -> Iterator[Repo]:
     mp = pytest.MonkeyPatch()
     mp.delenv("REDIS_URL", raising=False)  # the repo's connection string is the one used
     path = tmp_path_factory.mktemp("crepo") / "repo"
@@ -57,7 +59,7 @@ def cluster_repo(
     mp.undo()
 
 
-def _want_matrix(repo: TestRepo, cards: list[int], merchants: list[str]) -> np.ndarray:
+def _want_matrix(repo: Repo, cards: list[int], merchants: list[str]) -> np.ndarray:
     rows = [{"card_id": c, "merchant_id": m} for c, m in zip(cards, merchants, strict=True)]
     want = repo.store.get_online_features(features=NUMERIC_REFS, entity_rows=rows).to_dict()
     return np.column_stack([
@@ -66,12 +68,12 @@ def _want_matrix(repo: TestRepo, cards: list[int], merchants: list[str]) -> np.n
     ])
 
 
-def test_feast_wrote_to_every_master(cluster: LocalCluster, cluster_repo: TestRepo) -> None:
+def test_feast_wrote_to_every_master(cluster: LocalCluster, cluster_repo: Repo) -> None:
     sizes = [cluster.client(p).dbsize() for p in cluster.masters_ports()]
     assert len(sizes) == 3 and min(sizes) > 100, sizes
 
 
-def test_reader_equals_feast_on_the_cluster(cluster_repo: TestRepo) -> None:
+def test_reader_equals_feast_on_the_cluster(cluster_repo: Repo) -> None:
     check_read_dict(cluster_repo, 1200, seed=1)
     reader = OnlineReader(cluster_repo.path, NUMERIC_REFS, timeout_ms=5000)
     for n in (1, 10, 100, 1000):  # the dict path (small) and the numpy path (large)
@@ -98,7 +100,7 @@ def test_key_serialization_version_is_checked(tmp_path: Path, redis_url: str) ->
         VelocityUpdater(tmp_path)
 
 
-def test_velocity_on_the_cluster_is_routed_and_replay_safe(cluster_repo: TestRepo) -> None:
+def test_velocity_on_the_cluster_is_routed_and_replay_safe(cluster_repo: Repo) -> None:
     cards, amounts, times = _events(3000, 400, seed=3)
     updater = VelocityUpdater(cluster_repo.path, cards_per_script=8)
     assert updater.state_field == b"_vstate:card_velocity"
@@ -135,7 +137,7 @@ def _master_of(cluster: LocalCluster, key: bytes) -> tuple[int, int]:
 
 
 def test_a_slot_moved_key_by_key_reads_no_wrong_value(
-    cluster: LocalCluster, cluster_repo: TestRepo
+    cluster: LocalCluster, cluster_repo: Repo
 ) -> None:
     """Between every step of a hand-made migration (IMPORTING/MIGRATING, MIGRATE of each
     key, SETSLOT NODE) the reader answers, equal to the SDK: ASK while keys are split
@@ -172,7 +174,7 @@ def test_a_slot_moved_key_by_key_reads_no_wrong_value(
 
 
 def test_reads_during_a_reshard_give_no_wrong_value(
-    cluster: LocalCluster, cluster_repo: TestRepo
+    cluster: LocalCluster, cluster_repo: Repo
 ) -> None:
     reader = OnlineReader(cluster_repo.path, NUMERIC_REFS, timeout_ms=2000)
     cards, merchants = _rows(cluster_repo, 400, seed=6)
@@ -214,7 +216,7 @@ def _diag(cluster: LocalCluster, reader: Any) -> Any:
 
 
 def test_a_killed_master_degrades_its_rows_until_the_replica_takes_over(
-    cluster: LocalCluster, cluster_repo: TestRepo
+    cluster: LocalCluster, cluster_repo: Repo
 ) -> None:
     reader = OnlineReader(cluster_repo.path, NUMERIC_REFS, timeout_ms=200)
     updater = VelocityUpdater(cluster_repo.path, timeout_ms=200)
@@ -249,7 +251,7 @@ def test_a_killed_master_degrades_its_rows_until_the_replica_takes_over(
     updater.close()
 
 
-def test_a_lost_cluster_gives_unavailable(cluster: LocalCluster, cluster_repo: TestRepo) -> None:
+def test_a_lost_cluster_gives_unavailable(cluster: LocalCluster, cluster_repo: Repo) -> None:
     reader = OnlineReader(cluster_repo.path, NUMERIC_REFS, timeout_ms=200)
     entities = {"card_id": np.array(cluster_repo.card_ids[:50]), "merchant_id": ["m"] * 50}
     assert reader.read(entities).status == "ok"
