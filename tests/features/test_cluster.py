@@ -33,7 +33,7 @@ from tests.features.test_push import _events, _expected
 
 pytestmark = pytest.mark.integration
 
-Repo = Any  # tests/features/conftest.py:Repo (not imported: pytest would collect it)
+Repo = Any  # tests/features/conftest.py:TestRepo (not imported: pytest would collect it)
 
 
 @pytest.fixture(scope="module")
