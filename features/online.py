@@ -10,8 +10,14 @@ connection, and two compiled passes (``features.resp``) decode the replies strai
 the socket buffer and spread them into a float64 matrix in
 ``feature_refs`` order with per-view presence, staleness and age.
 
+On Redis Cluster (the repo's ``redis_type: redis_cluster``) the HMGETs are routed per node
+by their keys' slots and sent to every node at once (``features.fanout``), parsed by the
+same compiled pass; redirects are followed within the read's deadline.
+
 Faults never reach the caller: a Redis timeout (``timeout_ms``), a lost connection or an
-open circuit breaker gives an all-NaN matrix with ``status`` saying why; an unknown entity
+open circuit breaker gives an all-NaN matrix with ``status`` saying why; on a cluster, rows
+held by a node that is down get NaN and are flagged (``status`` ``"partial"``,
+``unavailable``) while the others read normally; an unknown entity
 gives NaN for its view with ``present`` False; a row older than its view's TTL is NaN and
 flagged ``stale`` (Feast's own read path returns such rows as if fresh).
 
@@ -33,8 +39,9 @@ from typing import Any
 import numpy as np
 import redis
 
-from features import readplan, resp
+from features import fanout, readplan, resp
 from features.breaker import CircuitBreaker
+from features.cluster import ClusterMap
 from features.exceptions import FeatureRepoError
 
 __all__ = ["OnlineReader", "ReadResult", "connection_pool"]
@@ -52,8 +59,10 @@ class ReadResult:
     """Features of one batch: ``values`` rows x feature_refs (NaN missing), flags per view.
 
     ``status`` is ``"ok"``, ``"timeout"``, ``"unavailable"`` (connection lost or refused),
-    ``"circuit_open"`` (Redis skipped while the breaker is open) or ``"error"``; when it is
-    not ``"ok"`` every value is NaN and ``error`` holds the reason.
+    ``"circuit_open"`` (Redis skipped while the breaker is open), ``"error"``, or on Redis
+    Cluster ``"partial"``: the rows in ``unavailable`` (a node down, a slot without a
+    master, redirects that did not settle in time) are NaN, the others read normally.
+    Otherwise, when it is not ``"ok"``, every value is NaN and ``error`` holds the reason.
     """
 
     values: np.ndarray
@@ -63,6 +72,7 @@ class ReadResult:
     views: tuple[str, ...]
     status: str = "ok"
     error: str | None = None
+    unavailable: np.ndarray | None = None  # bool rows: not read (``"partial"`` only)
 
     @property
     def ok(self) -> bool:
@@ -95,16 +105,25 @@ class OnlineReader:
         breaker: CircuitBreaker | None = None,
         strict: bool = True,
     ) -> None:
-        from features.repo import load_vocab, open_store, redis_url_from_repo
+        from features.repo import (
+            check_online_store,
+            load_vocab,
+            open_store,
+            redis_url_from_repo,
+        )
 
         self.repo_path = Path(repo_path)
         self.feature_refs = tuple(feature_refs)
         if not self.feature_refs:
             raise FeatureRepoError("OnlineReader needs at least one feature reference")
-        self.redis_url = redis_url or os.environ.get("REDIS_URL") or redis_url_from_repo(repo_path)
+        # an explicit URL (or REDIS_URL) overrides the repo's connection string, as Feast's
+        # own; otherwise the repo's is used whole (every startup node of a cluster)
+        url = redis_url or os.environ.get("REDIS_URL") or None
+        self.redis_url = url or redis_url_from_repo(repo_path)
         self.timeout_ms = timeout_ms
         self.breaker = breaker or CircuitBreaker()
-        store = open_store(repo_path, self.redis_url)
+        store = open_store(repo_path, url)
+        cluster_urls = check_online_store(store)
         self.project: str = store.config.project
         self._store = store
         vocab_file = self.repo_path / "vocab.json"
@@ -116,11 +135,16 @@ class OnlineReader:
         self.views = tuple(v.name for v in self._views)
         self.join_keys = tuple(dict.fromkeys(k for v in self._views for k in v.join_keys))
         self._suffix = self.project.encode("utf-8")
+        self._lock = threading.Lock()
+        self._cluster: fanout.RoutedReads | None = None
+        if cluster_urls is not None:
+            cmap = ClusterMap(cluster_urls, timeout_ms / 1000.0)
+            self._cluster = fanout.RoutedReads(cmap, self._groups, self._tables)
+            return
         self._pool = connection_pool(self.redis_url, timeout_ms / 1000.0)
         # One connection of the reader's own, used under a lock: checking one out of the
         # pool per read costs more than the read itself for small batches.
         self._channel = resp.Channel(self._pool.make_connection(), self._tables)
-        self._lock = threading.Lock()
         self.feature_names = tuple(ref.split(":", 1)[1] for ref in self.feature_refs)
 
     # ---- start-up -------------------------------------------------------------------------
@@ -128,17 +152,18 @@ class OnlineReader:
     # ---- the hot path -----------------------------------------------------------------------
 
     def _group_keys(
-        self, group: readplan.Group, entities: Mapping[str, Any], n: int
-    ) -> tuple[bytes, int, np.ndarray | None]:
+        self, group: readplan.Group, entities: Mapping[str, Any], n: int, joined: bool = True
+    ) -> tuple[Any, int, np.ndarray | None]:
         """RESP bytes of the group's HMGETs for the unique entities, their count, and row ->
-        unique index (None when every row is its own unique entity, in order)."""
+        unique index (None when every row is its own unique entity, in order). Not
+        ``joined``: the commands apart (a 2-D uint8 block, one row each, or a list)."""
         if group.template is not None and n > _SMALL_ROWS:
             ids = np.asarray(entities[group.join_keys[0]], dtype=np.int64)
             uniq, inverse = np.unique(ids, return_inverse=True)
             block = np.tile(group.template, (len(uniq), 1))
             at = group.id_at
             block[:, at : at + 8] = uniq.astype("<i8").view(np.uint8).reshape(-1, 8)
-            return block.tobytes(), len(uniq), inverse
+            return (block.tobytes() if joined else block), len(uniq), inverse
         columns = [entities[k] for k in group.join_keys]
         if len(columns) > 1:
             rows: Any = list(zip(*columns, strict=True))
@@ -153,10 +178,10 @@ class OnlineReader:
         if len(cache) > _COMMAND_CACHE:
             cache.clear()
         if len(index) == n:  # all distinct: rows in order map to themselves, no fan-out
-            return b"".join(parts), n, None
+            return (b"".join(parts) if joined else parts), n, None
         position = {r: i for i, r in enumerate(index)}
         mapping = np.fromiter(map(position.__getitem__, rows), np.int64, count=n)
-        return b"".join(parts), len(index), mapping
+        return (b"".join(parts) if joined else parts), len(index), mapping
 
     @staticmethod
     def _command(group: readplan.Group, entity: Any) -> bytes:
@@ -210,6 +235,8 @@ class OnlineReader:
             return self._empty(0)
         if not self.breaker.allow():
             return self._empty(n, "circuit_open", "Redis circuit breaker is open")
+        if self._cluster is not None:
+            return self._read_cluster(entities, n, time.time() if now is None else now)
         plans = [self._group_keys(g, entities, n) for g in self._groups]
         try:
             numbers = self._roundtrip(
@@ -226,6 +253,38 @@ class OnlineReader:
             return self._empty(n, "error", f"Redis error: {exc}")
         self.breaker.record_success()
         return self._decode(numbers, plans, n, time.time() if now is None else now)
+
+    def _read_cluster(self, entities: Mapping[str, Any], n: int, now: float) -> ReadResult:
+        """``read`` on Redis Cluster: rows of a node that is down are flagged, not failed."""
+        assert self._cluster is not None
+        plans = [self._group_keys(g, entities, n, joined=False) for g in self._groups]
+        deadline = time.monotonic() + self.timeout_ms / 1000.0
+        with self._lock:
+            try:
+                numbers, failed = self._cluster.floats([p[0] for p in plans], deadline)
+            except redis.RedisError as exc:  # a reply out of protocol: nothing is trusted
+                self.breaker.record_failure()
+                return self._empty(n, "error", f"Redis error: {exc}")
+        if failed.all():
+            self.breaker.record_failure()
+            return self._empty(n, "unavailable", "no Redis Cluster node answered in time")
+        self.breaker.record_success()
+        result = self._decode(numbers, plans, n, now)
+        if failed.any():
+            rows = np.zeros(n, dtype=bool)
+            start = 0
+            for count, inverse in ((p[1], p[2]) for p in plans):
+                mine = failed[start : start + count]
+                start += count
+                rows |= mine if inverse is None else mine[inverse]
+            result.values[rows] = np.nan
+            result.present[rows] = False
+            result.stale[rows] = False
+            result.age[rows] = np.nan
+            result.status = "partial"
+            result.unavailable = rows
+            result.error = f"{int(rows.sum())} of {n} rows on cluster nodes that did not answer"
+        return result
 
     def _decode(
         self,
@@ -279,10 +338,18 @@ class OnlineReader:
         keys = list(entity_rows[0]) if n else []
         out: dict[str, list[Any]] = {k: [row[k] for row in entity_rows] for k in keys}
         columns = {k: out[k] for k in self.join_keys if k in out}
-        plans = [self._group_keys(g, columns, n) for g in self._groups]
-        replies = self._roundtrip(
-            b"".join(p[0] for p in plans), self._channel.objects, sum(p[1] for p in plans)
-        )
+        if self._cluster is not None:
+            plans = [self._group_keys(g, columns, n, joined=False) for g in self._groups]
+            timeout = self.timeout_ms / 1000.0
+            with self._lock:
+                replies = self._cluster.objects(
+                    [p[0] for p in plans], timeout, time.monotonic() + timeout
+                )
+        else:
+            plans = [self._group_keys(g, columns, n) for g in self._groups]
+            replies = self._roundtrip(
+                b"".join(p[0] for p in plans), self._channel.objects, sum(p[1] for p in plans)
+            )
         start = 0
         for group, (_, count, inverse) in zip(self._groups, plans, strict=True):
             mine = replies[start : start + count]
@@ -309,6 +376,9 @@ class OnlineReader:
 
     def close(self) -> None:
         """Close the reader's Redis connections."""
+        if self._cluster is not None:
+            self._cluster.cmap.close()
+            return
         self._channel.conn.disconnect()
         self._pool.disconnect()
 

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PIPELINES",
+    "check_online_store",
     "data_dir",
     "definitions_file",
     "delete_project_keys",
@@ -258,6 +259,42 @@ def open_store(repo: str | Path, redis_url: str | None = None) -> FeatureStore:
     except Exception as exc:  # pydantic's ValidationError and Feast's config errors
         raise FeatureRepoError(f"invalid {repo_dir / 'feature_store.yaml'}: {exc}") from exc
     return FeatureStore(repo_path=str(repo_dir), config=config)
+
+
+# The entity key serialization ``features.layout`` writes (and Feast 0.67 supports).
+KEY_SERIALIZATION_VERSION = 3
+
+
+def check_online_store(store: FeatureStore) -> list[str] | None:
+    """Check what the fast reader and the velocity updater need of a repo's online store;
+    the cluster's startup node URLs when it is ``redis_type: redis_cluster``, else None.
+
+    Raises ``FeatureRepoError`` for a store that is not Redis or a key serialization
+    version other than the one ``features.layout`` implements (a repo on another version
+    would read no rows at all, and degrade every decision without saying why).
+    """
+    config = store.config
+    version = getattr(config, "entity_key_serialization_version", None)
+    if version != KEY_SERIALIZATION_VERSION:
+        raise FeatureRepoError(
+            f"feature repo {store.repo_path}: entity_key_serialization_version {version} is not"
+            f" supported (streamscore reads and writes version {KEY_SERIALIZATION_VERSION}:"
+            " set it in feature_store.yaml and re-materialize)"
+        )
+    online = config.online_store
+    if getattr(online, "type", "redis") != "redis":
+        raise FeatureRepoError(
+            f"feature repo {store.repo_path}: online store {online.type!r} is not Redis"
+        )
+    kind = getattr(online, "redis_type", "redis")
+    kind = getattr(kind, "value", kind)
+    if kind == "redis":
+        return None
+    if kind != "redis_cluster":
+        raise FeatureRepoError(f"feature repo {store.repo_path}: redis_type {kind} unsupported")
+    from features.cluster import cluster_urls
+
+    return cluster_urls(str(online.connection_string))
 
 
 def prepare_repo(

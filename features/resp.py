@@ -346,8 +346,11 @@ class Channel:
             raise err from exc
         return out
 
-    def objects(self, payload: bytes, count: int, timeout: float, deadline: float) -> list[Any]:
-        """Send ``payload``; ``count`` replies as Python objects parsed by hiredis."""
+    def objects(
+        self, payload: bytes, count: int, timeout: float, deadline: float, errors: bool = False
+    ) -> list[Any]:
+        """Send ``payload``; ``count`` replies as Python objects parsed by hiredis (error
+        replies raise, or with ``errors`` come back as exceptions in the list)."""
         try:
             sock = self._socket(timeout)
             sock.sendall(payload)
@@ -373,7 +376,7 @@ class Channel:
                 raise
             raise err from exc
         for reply in replies:
-            if isinstance(reply, Exception):
+            if isinstance(reply, Exception) and not errors:
                 raise redis.ResponseError(str(reply))
         return replies
 

@@ -103,8 +103,10 @@ class TestRepo:
     vocab: dict[str, list[str]]
 
 
-def _write_yaml(path: Path, project: str, redis_url: str) -> None:
+def _write_yaml(path: Path, project: str, redis_url: str, cluster: str | None = None) -> None:
     hostport = redis_url.split("://", 1)[-1].rstrip("/").split("/")[0]
+    # a cluster: Feast's connection string lists every node host:port
+    kind = "redis_cluster" if cluster is not None else "redis"
     (path / "feature_store.yaml").write_text(
         textwrap.dedent(
             f"""\
@@ -113,7 +115,8 @@ def _write_yaml(path: Path, project: str, redis_url: str) -> None:
             provider: local
             online_store:
               type: redis
-              connection_string: "{hostport}"
+              redis_type: {kind}
+              connection_string: "{cluster or hostport}"
             offline_store:
               type: file
             entity_key_serialization_version: 3
@@ -131,15 +134,17 @@ def build_repo(
     n_merchants: int,
     seed: int = 7,
     card_ttl_days: int = 3650,
+    cluster: str | None = None,
 ) -> TestRepo:
-    """Create, apply and fill a small repo (Feast's own write path fills Redis)."""
+    """Create, apply and fill a small repo (Feast's own write path fills Redis, or the
+    Redis Cluster whose nodes ``cluster`` lists)."""
     import json
 
     import pandas as pd
 
     path.mkdir(parents=True, exist_ok=True)
     (path / "data").mkdir(exist_ok=True)
-    _write_yaml(path, project, redis_url)
+    _write_yaml(path, project, redis_url, cluster)
     (path / "definitions.py").write_text(DEFINITIONS.replace("{card_ttl_days}", str(card_ttl_days)))
     (path / "vocab.json").write_text(json.dumps(VOCAB))
     rng = np.random.default_rng(seed)

@@ -62,19 +62,27 @@ def _as_float(vocab: dict[str, list[str]], feature: str, value: Any) -> float:
     return float(value)
 
 
-def test_read_dict_equals_sdk_on_every_value_type(big_repo: Repo) -> None:
-    reader = OnlineReader(big_repo.path, ALL_REFS, strict=False, timeout_ms=5000)
-    cards, merchants = _rows(big_repo, 2500, seed=1)
+def check_read_dict(repo: Repo, n: int, seed: int) -> dict[str, list[Any]]:
+    """``read_dict`` of every value type equals the SDK's dict, types included; the dict."""
+    reader = OnlineReader(repo.path, ALL_REFS, strict=False, timeout_ms=5000)
+    cards, merchants = _rows(repo, n, seed=seed)
     rows = [{"card_id": c, "merchant_id": m} for c, m in zip(cards, merchants, strict=True)]
-    want = big_repo.store.get_online_features(features=ALL_REFS, entity_rows=rows).to_dict()
+    want: dict[str, list[Any]] = repo.store.get_online_features(
+        features=ALL_REFS, entity_rows=rows
+    ).to_dict()
     got = reader.read_dict(rows)
+    reader.close()
     assert list(got) == list(want)
     for key in want:
         assert got[key] == want[key], key
         assert [type(v) for v in got[key]] == [type(v) for v in want[key]], key
+    return want
+
+
+def test_read_dict_equals_sdk_on_every_value_type(big_repo: Repo) -> None:
+    want = check_read_dict(big_repo, 2500, seed=1)
     # the data really holds missing values and every type
     assert any(v is None for v in want["avg_amount"]) and any(v is None for v in want["fraud_rate"])
-    reader.close()
 
 
 def test_read_matrix_equals_sdk_values(big_repo: Repo) -> None:

@@ -1,4 +1,4 @@
-"""The format-2 velocity script against the format-1 one it replaced, on the real Redis.
+"""The velocity script (format 3) against the format-1 one it replaced, on the real Redis.
 
 Same events in, same Feast hash bytes out: run through the old script alone, through the
 new one alone, and through the old one then the new one (a deployment upgrading in place
@@ -120,7 +120,7 @@ def test_state_keeps_the_longest_window_and_reads_like_before(
             state = client.get(_keys(project, 11)[1])
             assert state is not None
             if updater is new:
-                assert state[:1] == b"V" and len(state) == 60 + 59 * 16
+                assert state[:1] == b"W" and len(state) == 62 + 59 * 16
             got = feast_repo.store.get_online_features(
                 features=["card_velocity:velocity_count_10m", "card_velocity:velocity_sum_1h"],
                 entity_rows=[{"card_id": 11}],
