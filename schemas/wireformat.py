@@ -46,6 +46,7 @@ from schemas.registry import (
     Rejection,
     classify_error,
     decode_batch,
+    pattern_twin,
     schema_type,
 )
 
@@ -126,6 +127,8 @@ class FramedDecoder:
     builds one over a registry client), raises ``UnknownSchemaId`` when the registry
     has no such id, and ``SchemaRegistryUnavailable`` when it cannot answer.
     ``reader_schema`` is the pipeline's Avro schema, if it declared one (evolution).
+    ``fast`` is ``decode_batch``'s: the same events and rejections, patterns checked
+    once per distinct value, events are instances of the Struct's pattern-free twin.
     """
 
     def __init__(self, name: str, lookup: Lookup, *,
@@ -139,7 +142,11 @@ class FramedDecoder:
         self._fast = fast
         self._readers: dict[int, _Reader] = {}
         self._unknown: dict[int, float] = {}  # id -> monotonic time to ask again
-        self._convert = partial(msgspec.convert, type=self.struct)
+        # fast: convert into the pattern-free twin, check patterns per distinct value.
+        self._twin = pattern_twin(name) if fast else None
+        target = self._twin[0] if self._twin is not None else self.struct
+        self._convert = partial(msgspec.convert, type=target)
+        self._convert_all = partial(msgspec.convert, type=list[target])  # type: ignore[valid-type]
 
     # -- schemas ---------------------------------------------------------------------------
 
@@ -247,7 +254,44 @@ class FramedDecoder:
 
     def _validate(self, records: list[Any], rows: list[int], rejected: list[Rejection]
                   ) -> tuple[list[int], list[Any]]:
-        """``msgspec.convert`` each record, in C-level runs (like the JSON path's)."""
+        """``msgspec.convert`` the records into the Struct (its twin when ``fast``).
+
+        The whole list in one call first (the common, all-good case); when a record
+        fails, C-level runs like the JSON path's, so the error names the field as
+        ``$.field`` exactly as a JSON payload's would. With the twin, each pattern is
+        searched once per distinct value and the records failing one are converted
+        again strictly, whose error becomes the rejection.
+        """
+        twin = self._twin
+        try:
+            events = self._convert_all(records)
+            kept = list(rows)
+        except (msgspec.ValidationError, RecursionError):
+            kept, events = self._convert_runs(records, rows, rejected)
+        if twin is None or not events:
+            return kept, events
+        bad: set[int] = set()
+        for field, rx in twin[1]:
+            get = attrgetter(field)
+            failing = {v for v in set(map(get, events)) if not rx.search(v)}
+            if failing:
+                bad.update(j for j, ev in enumerate(events) if get(ev) in failing)
+        if not bad:
+            return kept, events
+        by_row = dict(zip(rows, records, strict=True))
+        keep = [j for j in range(len(events)) if j not in bad]
+        for j in sorted(bad):
+            try:
+                msgspec.convert(by_row[kept[j]], self.struct)
+            except msgspec.ValidationError as exc:
+                rejected.append(Rejection(kept[j], classify_error(exc), str(exc)))
+            else:  # pragma: no cover - the strict Struct holds the same pattern
+                keep.append(j)
+        keep.sort()
+        return [kept[j] for j in keep], [events[j] for j in keep]
+
+    def _convert_runs(self, records: list[Any], rows: list[int], rejected: list[Rejection]
+                      ) -> tuple[list[int], list[Any]]:
         convert = self._convert
         events: list[Any] = []
         kept: list[int] = []
@@ -259,12 +303,23 @@ class FramedDecoder:
             except (msgspec.ValidationError, RecursionError) as exc:
                 j = i + len(events) - before
                 kept.extend(rows[i:j])
-                rejected.append(Rejection(rows[j], classify_error(exc), str(exc)))
+                # The twin may stop at a later field than the strict Struct: its error.
+                err = exc if self._twin is None else (
+                    _strict_error(records[j], self.struct) or exc)
+                rejected.append(Rejection(rows[j], classify_error(err), str(err)))
                 i = j + 1
                 continue
             kept.extend(rows[i:])
             i = n
         return kept, events
+
+
+def _strict_error(record: Any, struct: type) -> Exception | None:
+    try:
+        msgspec.convert(record, struct)
+    except (msgspec.ValidationError, RecursionError) as exc:
+        return exc
+    return None
 
 
 def _merge(out: DecodedBatch, pairs: list[tuple[list[int], list[Any]]]) -> None:
