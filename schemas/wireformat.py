@@ -1,7 +1,8 @@
 """Schema-Registry-framed payloads (the Confluent wire format) decoded batch-first.
 
 A framed payload is the magic byte ``0``, the writer schema's id (4 bytes, big endian)
-and the body: Avro binary (one record, no container header) or JSON text. One batch
+and the body: Avro binary (one record, no container header), Protobuf (message indexes,
+then the message: ``schemas.wireproto``) or JSON text. One batch
 may mix writer schemas (a producer rolled to a new version mid-batch, or several
 producers): ``FramedDecoder.decode_batch`` groups the payloads by schema id, asks its
 ``lookup`` once per id it has not seen (the result is cached for the decoder's life;
@@ -12,6 +13,8 @@ validates every decoded record into the pipeline's declared Struct with
 - Avro: ``fastavro.schemaless_reader`` with the writer schema and, when the pipeline
   declares one, its reader schema, so Avro's schema evolution applies (a writer that
   added a defaulted field, or a reader that added one, decodes).
+- Protobuf: the registered file descriptor (the registry's serialized form) builds the
+  message type; its fields become a dict (``schemas.wireproto``).
 - JSON Schema: the 5-byte header is stripped and the bodies go through
   ``schemas.registry.decode_batch`` (duplicate keys, nesting, patterns included). The
   declared Struct is the validator; the registered JSON Schema is not run.
@@ -23,7 +26,7 @@ A registry that cannot be reached is not the event's fault: the lookup raises
 ``decode_batch`` with nothing rejected, so the worker retries the whole batch later
 instead of dead-lettering good events.
 
-Imports only the standard library and msgspec; fastavro is imported on first use.
+Imports only the standard library and msgspec; fastavro and protobuf on first use.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from schemas.registry import (
     pattern_twin,
     schema_type,
 )
+from schemas.wireproto import ProtoFile
 
 __all__ = [
     "HEADER_SIZE",
@@ -174,13 +178,18 @@ class FramedDecoder:
         where = f"writer schema {writer.schema_id} ({kind})"
         if kind == "JSON":
             return _Reader(kind)
-        if kind != "AVRO":
+        if kind not in ("AVRO", "PROTOBUF"):
             return _Reader(kind, code="unsupported_schema",
-                           why=f"{where}: only AVRO and JSON payloads are decoded")
+                           why=f"{where}: only AVRO, PROTOBUF and JSON payloads are decoded")
         if writer.references:
             return _Reader(kind, code="unsupported_schema",
                            why=f"{where} references {', '.join(writer.references)}: "
                                "schema references are not supported")
+        if kind == "PROTOBUF":
+            try:
+                return _Reader(kind, ProtoFile.from_serialized(writer.text))
+            except ValueError as exc:
+                return _Reader(kind, code="unsupported_schema", why=f"{where}: {exc}"[:500])
         try:
             parsed = _parse_avro(writer.text)
         except Exception as exc:  # fastavro raises many kinds for a bad schema
@@ -215,6 +224,8 @@ class FramedDecoder:
                 rejected.extend(Rejection(i, reader.code, reader.why) for i in rows)
             elif reader.kind == "JSON":
                 pairs.append(self._json_group(payloads, rows, rejected))
+            elif reader.kind == "PROTOBUF":
+                pairs.append(self._proto_group(reader.parsed, payloads, rows, rejected))
             else:
                 pairs.append(self._avro_group(reader.parsed, payloads, rows, rejected))
         _merge(out, pairs)
@@ -249,6 +260,25 @@ class FramedDecoder:
                     f"{len(payload) - buf.tell()} byte(s) after the Avro record"))
                 continue
             records.append(record)
+            kept.append(i)
+        return self._validate(records, kept, rejected)
+
+    def _proto_group(self, proto: ProtoFile, payloads: Sequence[bytes | None],
+                     rows: list[int], rejected: list[Rejection]
+                     ) -> tuple[list[int], list[Any]]:
+        from google.protobuf.message import DecodeError
+
+        read = proto.record
+        records: list[Any] = []
+        kept: list[int] = []
+        for i in rows:
+            try:
+                records.append(read(payloads[i], HEADER_SIZE))  # type: ignore[arg-type]
+            except (ValueError, DecodeError, RecursionError) as exc:
+                rejected.append(Rejection(
+                    i, "undecodable",
+                    f"Protobuf body does not decode with its writer schema: {exc}"[:500]))
+                continue
             kept.append(i)
         return self._validate(records, kept, rejected)
 
