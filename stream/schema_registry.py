@@ -97,27 +97,39 @@ class RegistryLookup:
 
     def __init__(self, settings: Mapping[str, Any] | None = None,
                  environ: Mapping[str, str] | None = None) -> None:
-        conf = client_config(settings, environ)
-        self.url = conf["url"]
+        self._conf = client_config(settings, environ)
+        self.url = self._conf["url"]
         module = _registry_module()
         try:
-            self._client = module.SchemaRegistryClient(conf)
+            self._client = module.SchemaRegistryClient(self._conf)
         except (ValueError, TypeError) as exc:  # the client validates its settings so
             raise ConfigError(f"schema registry settings: {exc}") from None
         self._error = module.SchemaRegistryError
+        self._serialized: Any = None  # a second client for format=serialized lookups
 
     def __call__(self, schema_id: int) -> WriterSchema:
         """The writer schema of ``schema_id``; see the module docstring for the errors."""
+        schema = self._get(self._client, schema_id)
+        kind = (schema.schema_type or "AVRO").upper()
+        if kind == "PROTOBUF":
+            # The decoder reads Protobuf with the file descriptor, which the registry
+            # gives as format=serialized. The client caches by id whatever format it
+            # fetched first, so that format gets a client (and cache) of its own.
+            if self._serialized is None:
+                self._serialized = _registry_module().SchemaRegistryClient(self._conf)
+            schema = self._get(self._serialized, schema_id, fmt="serialized")
+        return WriterSchema(schema_id, kind, schema.schema_str,
+                            tuple(ref.name for ref in schema.references or ()))
+
+    def _get(self, client: Any, schema_id: int, fmt: str | None = None) -> Any:
         try:
-            schema = self._client.get_schema(schema_id)
+            return client.get_schema(schema_id, fmt=fmt)
         except self._error as exc:
             if exc.http_status_code == 404:
                 raise UnknownSchemaId(f"schema id {schema_id} is not in the registry") from None
             raise self._unavailable(exc) from None
         except Exception as exc:  # httpx transport errors after the client's retries
             raise self._unavailable(exc) from None
-        return WriterSchema(schema_id, schema.schema_type or "AVRO", schema.schema_str,
-                            tuple(ref.name for ref in schema.references or ()))
 
     def register(self, subject: str, schema_text: str, kind: str = "AVRO") -> int:
         """Register ``schema_text`` under ``subject`` (an output topic's); its id."""
