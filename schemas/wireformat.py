@@ -122,6 +122,7 @@ class _Reader:
     parsed: Any = None
     code: str = ""
     why: str = ""
+    resolve_to: Any = None  # Avro: the reader schema, when it differs from the writer's
 
 
 class FramedDecoder:
@@ -195,7 +196,10 @@ class FramedDecoder:
         except Exception as exc:  # fastavro raises many kinds for a bad schema
             return _Reader(kind, code="unsupported_schema",
                            why=f"{where} does not parse: {exc}"[:500])
-        return _Reader(kind, parsed)
+        # fastavro compares writer and reader schema on every call (a deep dict compare)
+        # and drops the reader when equal: decide that once per writer schema instead.
+        reader = self._reader_schema
+        return _Reader(kind, parsed, resolve_to=None if reader == parsed else reader)
 
     # -- batches ---------------------------------------------------------------------------
 
@@ -227,7 +231,7 @@ class FramedDecoder:
             elif reader.kind == "PROTOBUF":
                 pairs.append(self._proto_group(reader.parsed, payloads, rows, rejected))
             else:
-                pairs.append(self._avro_group(reader.parsed, payloads, rows, rejected))
+                pairs.append(self._avro_group(reader, payloads, rows, rejected))
         _merge(out, pairs)
         return out
 
@@ -238,10 +242,11 @@ class FramedDecoder:
         rejected.extend(Rejection(rows[r.index], r.code, r.message) for r in got.rejected)
         return [rows[j] for j in got.indices], got.events
 
-    def _avro_group(self, parsed: Any, payloads: Sequence[bytes | None], rows: list[int],
-                    rejected: list[Rejection]) -> tuple[list[int], list[Any]]:
+    def _avro_group(self, reader: _Reader, payloads: Sequence[bytes | None],
+                    rows: list[int], rejected: list[Rejection]
+                    ) -> tuple[list[int], list[Any]]:
         read = _fastavro().schemaless_reader
-        reader_schema = self._reader_schema
+        parsed, reader_schema = reader.parsed, reader.resolve_to
         errors = _avro_errors()
         records: list[Any] = []
         kept: list[int] = []
