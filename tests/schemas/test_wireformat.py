@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.bench_wireformat import FRAUD_AVRO
 from schemas.deadletter import ERROR_CODES
 from schemas.eventspec import build_struct, from_avro
 from schemas.registry import decode_batch, register_schema
@@ -29,17 +30,6 @@ from schemas.wireformat import (
 
 fastavro = pytest.importorskip("fastavro")
 
-FRAUD_AVRO = {"type": "record", "name": "FraudTransaction", "namespace": "streamscore", "fields": [
-    {"name": "event_id", "type": "string"},
-    {"name": "card_id", "type": "long"},
-    {"name": "merchant_id", "type": "string"},
-    {"name": "amount", "type": "double"},
-    {"name": "currency", "type": "string"},
-    {"name": "country", "type": "string"},
-    {"name": "channel", "type": "string"},
-    {"name": "mcc", "type": "int"},
-    {"name": "event_time", "type": "double"},
-]}
 # Version 2: the producer added a defaulted field (backward compatible).
 FRAUD_AVRO_V2 = copy.deepcopy(FRAUD_AVRO)
 FRAUD_AVRO_V2["fields"].append({"name": "device", "type": ["null", "string"], "default": None})

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from benchmarks.bench_wireformat import FRAUD_AVRO
 from schemas.errors import ConfigError
 from schemas.wireformat import FramedEncoder, SchemaRegistryUnavailable
 from stream.embedded import free_port
@@ -67,12 +68,6 @@ def test_an_unreachable_registry_is_retriable_and_rejects_nothing():
 # release's Confluent API (v6) leaves ``schemaType`` out of ``GET /schemas/ids/{id}``,
 # so every schema it returns reads as Avro.
 
-FRAUD_AVRO = {"type": "record", "name": "FraudTransaction", "namespace": "streamscore", "fields": [
-    {"name": "event_id", "type": "string"}, {"name": "card_id", "type": "long"},
-    {"name": "merchant_id", "type": "string"}, {"name": "amount", "type": "double"},
-    {"name": "currency", "type": "string"}, {"name": "country", "type": "string"},
-    {"name": "channel", "type": "string"}, {"name": "mcc", "type": "int"},
-    {"name": "event_time", "type": "double"}]}
 FRAUD_AVRO_V2 = {**FRAUD_AVRO, "fields": [
     *FRAUD_AVRO["fields"], {"name": "device", "type": ["null", "string"], "default": None}]}
 GOOD = {"event_id": "e1", "card_id": 42, "merchant_id": "m7", "amount": 12.5,
