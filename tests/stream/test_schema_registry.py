@@ -159,3 +159,22 @@ def test_an_id_the_registry_does_not_know_is_one_rejection(registry, subject_top
                          ).decode_batch([good, unknown, good])
     assert got.indices == [0, 2]
     assert [(r.index, r.code) for r in got.rejected] == [(1, "unknown_schema_id")]
+
+
+@pytest.mark.integration
+def test_output_registered_and_framed_here_reads_back_with_confluents_deserializer(
+        registry, subject_topic):
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from schemas.wireformat import FramedEncoder
+
+    lookup = RegistryLookup({"url": registry.url}, {})
+    schema_id = lookup.register(f"{subject_topic}-value", json.dumps(FRAUD_AVRO))
+    assert lookup.register(f"{subject_topic}-value", json.dumps(FRAUD_AVRO)) == schema_id
+    events = rows(5)
+    framed = FramedEncoder(schema_id, FRAUD_AVRO).encode_batch(events)
+    read = AvroDeserializer(SchemaRegistryClient({"url": registry.url}))
+    ctx = SerializationContext(subject_topic, MessageField.VALUE)
+    assert [read(payload, ctx) for payload in framed] == events
