@@ -57,6 +57,7 @@ from schemas.wireproto import ProtoFile
 __all__ = [
     "HEADER_SIZE",
     "MAGIC",
+    "MAX_LOOKUPS_PER_BATCH",
     "FramedDecoder",
     "FramedEncoder",
     "SchemaKind",
@@ -72,6 +73,11 @@ SchemaKind = Literal["AVRO", "JSON", "PROTOBUF"]
 # An id the registry did not know is asked again after this long (it may have been
 # registered since), not once per batch.
 UNKNOWN_ID_RETRY_S = 60.0
+# Each unseen id costs a registry request while the batch waits: a batch of garbage
+# headers (random ids) must not become thousands of requests. Beyond this many unseen
+# ids in one batch, the rest are rejected unasked (a real producer adds one at a time).
+MAX_LOOKUPS_PER_BATCH = 16
+_UNKNOWN_KEPT = 10_000  # negative-cache entries before the expired ones are dropped
 
 
 class SchemaRegistryUnavailable(InfrastructureError):
@@ -174,6 +180,24 @@ class FramedDecoder:
         self._readers[schema_id] = reader
         return reader
 
+    def _readers_of(self, groups: Mapping[int, list[int]]) -> dict[int, _Reader]:
+        readers: dict[int, _Reader] = {}
+        asked = 0
+        for schema_id in groups:
+            if schema_id not in self._readers and schema_id not in self._unknown:
+                asked += 1
+                if asked > MAX_LOOKUPS_PER_BATCH:
+                    readers[schema_id] = _Reader(
+                        "", code="unknown_schema_id",
+                        why=f"schema id {schema_id} not looked up: more than "
+                            f"{MAX_LOOKUPS_PER_BATCH} unseen schema ids in one batch")
+                    continue
+            readers[schema_id] = self._reader(schema_id)
+        if len(self._unknown) > _UNKNOWN_KEPT:
+            now = time.monotonic()
+            self._unknown = {k: t for k, t in self._unknown.items() if t > now}
+        return readers
+
     def _build_reader(self, writer: WriterSchema) -> _Reader:
         kind = writer.kind.upper()
         where = f"writer schema {writer.schema_id} ({kind})"
@@ -220,7 +244,7 @@ class FramedDecoder:
             else:
                 groups.setdefault(int.from_bytes(payload[1:5], "big"), []).append(i)
         # Look every id up before decoding anything: an outage fails the batch up front.
-        readers = {schema_id: self._reader(schema_id) for schema_id in groups}
+        readers = self._readers_of(groups)
         pairs: list[tuple[list[int], list[Any]]] = []
         for schema_id, rows in groups.items():
             reader = readers[schema_id]

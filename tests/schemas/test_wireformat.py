@@ -20,6 +20,7 @@ from schemas.deadletter import ERROR_CODES
 from schemas.eventspec import build_struct, from_avro
 from schemas.registry import decode_batch, register_schema
 from schemas.wireformat import (
+    MAX_LOOKUPS_PER_BATCH,
     FramedDecoder,
     FramedEncoder,
     SchemaRegistryUnavailable,
@@ -153,6 +154,15 @@ def test_unknown_id_is_asked_again_only_after_a_while(registry):
         got = decoder.decode_batch([frame(9, b"\x00")])
         assert [r.code for r in got.rejected] == ["unknown_schema_id"]
     assert registry.calls == [9]
+
+
+def test_a_batch_of_random_schema_ids_asks_the_registry_a_bounded_number_of_times(registry):
+    decoder = FramedDecoder("fraud_transaction", registry)
+    good = FramedEncoder(1, FRAUD_AVRO).encode_batch([GOOD])
+    got = decoder.decode_batch([*good, *(frame(1000 + i, b"\x00") for i in range(500))])
+    assert got.indices == [0] and len(got.rejected) == 500
+    assert {r.code for r in got.rejected} == {"unknown_schema_id"}
+    assert len(registry.calls) == MAX_LOOKUPS_PER_BATCH
 
 
 def test_registry_outage_raises_and_rejects_nothing(registry):
