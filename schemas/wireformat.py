@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -60,7 +60,6 @@ __all__ = [
     "MAX_LOOKUPS_PER_BATCH",
     "FramedDecoder",
     "FramedEncoder",
-    "SchemaKind",
     "SchemaRegistryUnavailable",
     "UnknownSchemaId",
     "WriterSchema",
@@ -69,7 +68,6 @@ __all__ = [
 
 MAGIC = 0
 HEADER_SIZE = 5
-SchemaKind = Literal["AVRO", "JSON", "PROTOBUF"]
 # An id the registry did not know is asked again after this long (it may have been
 # registered since), not once per batch.
 UNKNOWN_ID_RETRY_S = 60.0
