@@ -2,9 +2,9 @@
 
 A framed payload is the magic byte ``0``, the writer schema's id (4 bytes, big endian)
 and the body: Avro binary (one record, no container header), Protobuf (message indexes,
-then the message: ``schemas.wireproto``) or JSON text. One batch
-may mix writer schemas (a producer rolled to a new version mid-batch, or several
-producers): ``FramedDecoder.decode_batch`` groups the payloads by schema id, asks its
+then the message: ``schemas.wireproto``) or JSON text. One batch may mix writer
+schemas (a producer rolled to a new version mid-batch, or several producers):
+``FramedDecoder.decode_batch`` groups the payloads by schema id, asks its
 ``lookup`` once per id it has not seen (the result is cached for the decoder's life;
 ids are immutable in a registry), decodes each group with its writer schema and then
 validates every decoded record into the pipeline's declared Struct with
@@ -395,6 +395,9 @@ def _merge(out: DecodedBatch, pairs: list[tuple[list[int], list[Any]]]) -> None:
 def _framing_error(payload: bytes) -> str:
     if len(payload) <= HEADER_SIZE:
         return f"{len(payload)} byte(s): shorter than the 5-byte schema registry header"
+    if payload[0] == 1:  # Confluent's newer framing: a 16-byte schema GUID, not an id
+        return ("magic byte 1 (schema GUID framing) is not supported: the producer's "
+                "serializer must write schema ids (magic byte 0)")
     return (f"first byte is {payload[0]}, not the schema registry magic byte 0 "
             "(not written by a schema registry serializer)")
 

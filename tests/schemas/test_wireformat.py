@@ -129,7 +129,7 @@ def test_each_bad_payload_is_one_coded_rejection(registry, fast):
         enc.encode_batch([{**GOOD, "amount": -1.0}])[0],    # the Struct's constraint
         enc.encode_batch([{**GOOD, "country": "KP\n"}])[0],  # the Struct's pattern
         frame(9, good[5:]),                                 # id the registry lacks
-        b"\x01" + good[1:],                                 # not magic byte 0
+        b"\x02" + good[1:],                                 # not magic byte 0
         good[:3],                                           # shorter than the header
         None,
         good[:-3],                                          # truncated body
