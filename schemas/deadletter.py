@@ -42,6 +42,12 @@ ErrorCode = Literal[
     "empty",
     "too_deep",
     "duplicate_key",
+    # Schema-Registry-framed input (schemas.wireformat). A registry outage is no code:
+    # it is retried, never dead-lettered.
+    "bad_framing",
+    "unknown_schema_id",
+    "unsupported_schema",
+    "undecodable",
 ]
 ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
 

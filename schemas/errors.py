@@ -18,7 +18,9 @@ __all__ = [
 
 # Import name of an optional dependency -> the extra in pyproject.toml that installs it.
 # The worker needs none of them; only the commands that use them import them.
-EXTRAS = {"faust": "faust", "matplotlib": "bench", "hdrh": "bench"}
+EXTRAS = {"faust": "faust", "matplotlib": "bench", "hdrh": "bench",
+          "fastavro": "registry", "authlib": "registry", "httpx2": "registry",
+          "cachetools": "registry"}
 
 
 class StreamscoreError(Exception):

@@ -49,6 +49,7 @@ __all__ = [
     "decode_batch",
     "decoder_for",
     "encoder",
+    "pattern_twin",
     "register_schema",
     "schema_type",
 ]
@@ -155,6 +156,7 @@ class _Twin:
 
     decode: Callable[[bytes], Any]
     patterns: tuple[tuple[str, re.Pattern[str]], ...]
+    struct: type[msgspec.Struct]
 
 
 def _twin_of(cls: type[msgspec.Struct]) -> _Twin | None:
@@ -185,7 +187,7 @@ def _twin_of(cls: type[msgspec.Struct]) -> _Twin | None:
         f"{cls.__name__}Twin", fields, kw_only=True, frozen=config.frozen,
         forbid_unknown_fields=config.forbid_unknown_fields, array_like=config.array_like,
     )
-    return _Twin(msgspec.json.Decoder(twin).decode, tuple(patterns))
+    return _Twin(msgspec.json.Decoder(twin).decode, tuple(patterns), twin)
 
 
 _TWINS = {name: _twin_of(struct) for name, struct in SCHEMAS.items()}
@@ -215,6 +217,19 @@ def _keys_of(cls: type[msgspec.Struct]) -> _Keys:
 
 
 _KEYS = {name: _keys_of(struct) for name, struct in SCHEMAS.items()}
+
+
+def pattern_twin(name: str
+                 ) -> tuple[type[msgspec.Struct], tuple[tuple[str, re.Pattern[str]], ...]] | None:
+    """The pattern-free twin Struct of schema ``name`` and the patterns it leaves out.
+
+    None when ``name`` has no top-level pattern to leave out. For decoders other than
+    JSON (``schemas.wireformat`` converts decoded records) that check patterns per
+    distinct value like ``decode_batch(..., fast=True)``.
+    """
+    schema_type(name)
+    twin = _TWINS.get(name)
+    return None if twin is None else (twin.struct, twin.patterns)
 
 
 def register_schema(name: str, struct: type[msgspec.Struct]) -> None:
