@@ -132,7 +132,7 @@ class _Reader:
 class FramedDecoder:
     """Decodes batches of framed payloads into the Struct registered as ``name``.
 
-    ``lookup(schema_id)`` returns the ``WriterSchema`` (``stream.schema_registry``
+    ``lookup(schema_id)`` returns the ``WriterSchema`` (``stream.kafka.schema_registry``
     builds one over a registry client), raises ``UnknownSchemaId`` when the registry
     has no such id, and ``SchemaRegistryUnavailable`` when it cannot answer.
     ``reader_schema`` is the pipeline's Avro schema, if it declared one (evolution).

@@ -21,7 +21,6 @@ from scipy.stats import binom, chi2, ncx2
 
 from scorers.refstats import reference_stats
 from stream.config import DriftConfig
-from stream.drift.monitor import DriftMonitor
 from stream.drift.calibration import (
     BAND,
     conditional_rate_band,
@@ -32,6 +31,7 @@ from stream.drift.calibration import (
     window_psi,
     window_quantiles,
 )
+from stream.drift.monitor import DriftMonitor
 from stream.drift.stats import build_layout
 from stream.drift.window import chi2_quantiles, window_stats
 

@@ -13,8 +13,8 @@ import pytest
 from benchmarks.bench_wireformat import FRAUD_AVRO
 from schemas.errors import ConfigError
 from schemas.wireformat import FramedEncoder, SchemaRegistryUnavailable
-from stream.embedded import free_port
-from stream.schema_registry import (
+from stream.endpoints import free_port
+from stream.kafka.schema_registry import (
     ENV_BASIC_AUTH,
     ENV_SSL_KEY_PASSWORD,
     ENV_URL,
@@ -80,7 +80,7 @@ def registry():
     """A real Confluent-compatible registry (Apicurio) for the session."""
     import shutil
 
-    from stream.embedded_registry import start_registry
+    from stream.dev.registry import start_registry
 
     if shutil.which("java") is None or shutil.which("mvn") is None:
         pytest.skip("the embedded schema registry needs Java 17+ and Maven")

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.errors import InfrastructureError
-from stream.embedded import EmbeddedProcess, _die_with_parent, free_port
+from stream.dev.embedded import EmbeddedProcess, _die_with_parent
+from stream.endpoints import free_port
 
 __all__ = ["APICURIO_VERSION", "EmbeddedRegistry", "fetch_registry", "start_registry"]
 
