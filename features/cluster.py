@@ -235,7 +235,7 @@ class ClusterMap:
             for n in info.get("nodes", []):
                 d = _pairs(n)
                 ip = _text(d.get("ip")) or _text(d.get("endpoint")) or host
-                addr = f"{ip}:{int(d.get('port') or d.get('tls-port'))}"
+                addr = f"{ip}:{int(d.get('port') or d.get('tls-port') or 0)}"
                 if _text(d.get("role")) == "master" and _text(d.get("health")) != "fail":
                     master = addr
                 elif _text(d.get("health")) == "online":

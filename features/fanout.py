@@ -56,7 +56,7 @@ def _advance(job: NodeJob, tables: tuple[np.ndarray, ...]) -> bool:
     """Parse what arrived; True when every reply is in."""
     widths = tables[0]
     while True:
-        code = resp.parse_hmget(job._buf, job._filled, job._state, job.stops, *tables, job.out)
+        code = resp.parse_hmget(job._buf, job._filled, job._state, job.stops, *tables, job.out)  # type: ignore[call-arg]
         if code == resp.DONE:
             return True
         if code == resp.MORE:

@@ -128,7 +128,7 @@ def _renumber(node_off: U64, leaf_off: U64, feat: U64, gthr: F64,
             qdepth[nxt] = qdepth[k] + 1
             qdepth[nxt + 1] = qdepth[k] + 1
             nxt += 2
-        at += size
+        at += size  # type: ignore[assignment]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -238,7 +238,7 @@ def block_predict(X: F64, out: F64, word: U64, thr: F64, root: npt.NDArray[np.in
                 node[k] = nd
                 who[k] = lane
                 base[k] = base[i]
-                k += 1 - np.int64((w[i] >> np.uint64(59 + right)) & np.uint64(1))
+                k += 1 - np.int64((w[i] >> np.uint64(59 + right)) & np.uint64(1))  # type: ignore[assignment]
             active = k
         # In lane order: a row's leaves are added in tree order (bit-identical sums).
         for i in range(nl):
