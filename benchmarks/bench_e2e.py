@@ -79,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", default="",
                         help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS, "
                              "'dev up', else an embedded broker started for the run)")
-    parser.add_argument("--broker", choices=("kafka", "noida", "tansu", "auto"), default=None,
+    from stream.embedded import BROKER_CHOICES
+
+    parser.add_argument("--broker", choices=BROKER_CHOICES, default=None,
                         help="embedded broker kind when one is started (default: "
                              "$STREAMSCORE_BROKER or auto: Apache Kafka where Java 17+ runs)")
     parser.add_argument("--zipf", type=float, default=1.1, help="hot-key skew exponent")

