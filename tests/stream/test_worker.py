@@ -192,7 +192,8 @@ def test_one_decision_per_good_event_one_dead_letter_per_bad(env, unique_name):
                                                                       "decline")
     down = sum("online_store_down" in d["degraded_reasons"] for d in decisions)
     assert down == 0
-    assert sum(not d["degraded"] for d in decisions) > len(decisions) / 2
+    reasons = collections.Counter(r for d in decisions for r in d["degraded_reasons"])
+    assert sum(not d["degraded"] for d in decisions) > len(decisions) / 2, reasons
     assert ready == 200
     # Exact: this counter once read 3,700 in the full suite, when Feast's import had made
     # prometheus_client share values across registries (fixed in stream.metrics).
@@ -325,9 +326,9 @@ def test_sigterm_drains_then_restart_and_kill_lose_nothing(env, unique_name):
     assert duplicates <= 2 * 1024  # at most the batches in flight when killed
 
 
-def test_exactly_once_mode_on_noida(env, unique_name, broker_kind):
-    if broker_kind != "noida":
-        pytest.skip("transactions are tested on noida-db (Tansu's read_committed leaks aborts)")
+def test_exactly_once_mode(env, unique_name, broker_kind):
+    if broker_kind == "tansu":
+        pytest.skip("Tansu's read_committed shows aborted messages")
     path = write_pipeline(env, unique_name, kafka={"exactly_once": True})
     produce(path, 1500, bad_ratio=0.02, seed=9)
     good, n_bad = expected_ids(1500, 9, 0.02)
@@ -522,17 +523,19 @@ def test_challenger_hot_reload_follows_its_alias(env, unique_name):
     assert reloads == 1
 
 
-def test_rebalance_mid_backlog_commits_in_flight_batches_first(env, unique_name):
+def test_rebalance_mid_backlog_commits_in_flight_batches_first(env, unique_name, broker_kind):
     # Worker A drains a backlog with batches in flight when B joins: A's revoke callback
     # must wait for its in-flight acks and commit them before the partitions move, so B
     # starts after A's last committed decision: nothing lost, duplicates bounded.
     path = write_pipeline(env, unique_name)
-    n = 20_000
+    # A backlog that A cannot drain while B starts: on Apache Kafka A decided all of
+    # 20,000 before B had joined.
+    n = 40_000
     produce(path, n, seed=51)
     a = ThreadWorker(path, worker_id="wa", batch_max=256, max_inflight_batches=8)
     b = None
     try:
-        _wait_for_decisions(env.bootstrap, f"{unique_name}.dec", 2000)
+        _wait_for_decisions(env.bootstrap, f"{unique_name}.dec", 1000)
         b = ThreadWorker(path, worker_id="wb", batch_max=256)
         decisions = read_topic(env.bootstrap, f"{unique_name}.dec", want=n, timeout=120)
         revoked_a = a.worker.stats.events
@@ -553,6 +556,8 @@ def test_rebalance_mid_backlog_commits_in_flight_batches_first(env, unique_name)
     # (ILLEGAL_GENERATION) or hands the partition over before it lands - measured: 512-768
     # here, and 256 with the former one-batch-at-a-time loop.
     assert twice <= 9 * 256, twice
+    if broker_kind == "kafka":  # honours the revoke-time commit: nothing decided twice
+        assert (twice, refused) == (0, 0)
     by_worker = collections.Counter(d["worker_id"] for d in decisions)
     assert by_worker["wb"] > 0 and revoked_a < n, by_worker  # the partitions did move
     assert not stale, stale
