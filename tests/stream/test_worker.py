@@ -203,6 +203,29 @@ def test_one_decision_per_good_event_one_dead_letter_per_bad(env, unique_name):
     assert "streamscore_e2e_latency_seconds_bucket" in metrics
 
 
+def test_one_worker_end_to_end_on_each_broker(env, unique_name, any_broker):
+    # The small matrix that keeps the emulators covered for machines without Java.
+    from dataclasses import replace
+
+    from stream.embedded import client_settings_for
+
+    kind, bootstrap = any_broker
+    here = replace(env, bootstrap=bootstrap, settings=dict(client_settings_for(kind)))
+    path = write_pipeline(here, unique_name)
+    counts = produce(path, 300, bad_ratio=0.05, seed=3)
+    good_ids, n_bad = expected_ids(300, 3, 0.05)
+    assert counts == {"good": len(good_ids), "bad": n_bad}
+    tw = ThreadWorker(path)
+    try:
+        decisions = read_topic(bootstrap, f"{unique_name}.dec", want=len(good_ids))
+        dead = read_topic(bootstrap, f"{unique_name}.dlq", want=n_bad)
+    finally:
+        tw.stop()
+    ids = collections.Counter(d["event_id"] for d in decisions)
+    assert set(ids) == good_ids and max(ids.values()) == 1, kind
+    assert len(dead) == n_bad, kind
+
+
 def test_two_workers_split_partitions(env, unique_name):
     path = write_pipeline(env, unique_name)
     a = ThreadWorker(path, worker_id="wa")
