@@ -159,8 +159,13 @@ def kafka_available() -> bool:
 
 
 def _cluster_id() -> str:
-    # Kafka's cluster ids are URL-safe base64 of a random UUID, unpadded (22 characters).
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Kafka's cluster ids are URL-safe base64 of a random UUID, unpadded (22 characters);
+    # like Kafka's own Uuid.randomUuid, never one starting with "-", which the storage
+    # tool's argument parser would take for an option (1 start in 64 failed that way).
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 def _server_properties(host: str, port: int, controller_port: int, data_dir: str) -> str:
@@ -227,7 +232,10 @@ def kafka_command(host: str, port: int, controller_port: int, data_dir: str,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=300,
         )
     if done.returncode != 0:
+        # The data dir (and a log kept in it) is removed on failure: quote the cause.
+        lines = Path(log_path).read_text(errors="replace").strip().splitlines()
         raise InfrastructureError(
-            f"formatting Kafka's storage failed (exit {done.returncode}, see {log_path})"
+            f"formatting Kafka's storage failed (exit {done.returncode}): "
+            f"{(lines or ['no output'])[-1][:300]}"
         )
     return [*base, "kafka.Kafka", str(config)], version

@@ -235,3 +235,11 @@ def test_apache_kafka_stops_by_pid_and_leaves_nothing() -> None:
     broker.stop()
     assert not pid_alive(broker.pid)
     assert not Path(broker.data_dir).exists()
+
+
+def test_kafka_cluster_ids_never_look_like_an_option() -> None:
+    from stream.embedded_kafka import _cluster_id
+
+    ids = {_cluster_id() for _ in range(2000)}  # ~31 would start with "-" unguarded
+    assert len(ids) == 2000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
