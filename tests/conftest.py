@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -30,6 +31,7 @@ from stream.embedded import (
 from stream.embedded_kafka import java_binary, kafka_available
 
 _started: dict[str, EmbeddedProcess] = {}
+_start_s: dict[str, tuple[str, float]] = {}  # kind -> (kind and version, seconds)
 
 
 @functools.cache
@@ -51,8 +53,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def _broker(kind: str) -> EmbeddedProcess:
     if kind not in _started:
+        t0 = time.perf_counter()
         _started[kind] = start_broker(kind)
+        _start_s[kind] = (_started[kind].label, time.perf_counter() - t0)
     return _started[kind]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How long each embedded broker took to start (format, JVM start-up, first metadata)."""
+    for label, seconds in _start_s.values():
+        terminalreporter.write_line(f"streamscore: broker {label} started in {seconds:.1f} s")
 
 
 @pytest.fixture(scope="session", autouse=True)
