@@ -34,8 +34,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from schemas.errors import ConfigError, InfrastructureError
+
+if TYPE_CHECKING:
+    from stream.embedded_kafka import SaslSsl
 
 __all__ = [
     "BROKER_CHOICES",
@@ -230,8 +234,18 @@ def broker_binary(kind: str) -> str:
     raise ConfigError(f"unknown broker kind {kind!r}; choose one of {', '.join(BROKER_KINDS)}")
 
 
+def _probe_settings(sasl_ssl: SaslSsl | None) -> dict[str, str]:
+    # Readiness over SASL_SSL needs a user: any of the listener's will do.
+    if sasl_ssl is None:
+        return {}
+    name, password = next(iter(sasl_ssl.users.items()))
+    return {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512",
+            "sasl.username": name, "sasl.password": password,
+            "enable.ssl.certificate.verification": "false"}
+
+
 def _wait_kafka(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float,
-                log_path: str) -> None:
+                log_path: str, settings: dict[str, str] | None = None) -> None:
     # Ready means: the port accepts and the broker answers a metadata request.
     from confluent_kafka.admin import AdminClient
 
@@ -242,7 +256,8 @@ def _wait_kafka(host: str, port: int, proc: subprocess.Popen[bytes], timeout: fl
                 f"embedded broker exited with code {proc.returncode} (see {log_path})"
             )
         if _port_open(host, port):
-            admin = AdminClient({"bootstrap.servers": f"{host}:{port}", "log_level": 0})
+            admin = AdminClient({"bootstrap.servers": f"{host}:{port}", "log_level": 0,
+                                 **(settings or {})})
             with contextlib.suppress(Exception):
                 admin.list_topics(timeout=2)
                 return
@@ -260,12 +275,14 @@ def start_broker(
     log_dir: str | None = None,
     detach: bool = False,
     timeout: float | None = None,
+    sasl_ssl: SaslSsl | None = None,
 ) -> EmbeddedProcess:
     """Start an embedded Kafka-protocol broker and wait until it answers metadata requests.
 
     ``detach=True`` lets it outlive this process (``streamscore dev up``); otherwise it
     dies with its parent. ``timeout`` defaults to 180 s for Apache Kafka (a JVM on a
-    loaded 2-core box) and 30 s for the emulators.
+    loaded 2-core box) and 30 s for the emulators. ``sasl_ssl`` (Apache Kafka only) makes
+    the client listener SASL_SSL with SCRAM-SHA-512 users.
     """
     kind = resolve_broker_kind(kind)
     if kind not in BROKER_KINDS:
@@ -278,7 +295,8 @@ def start_broker(
         from stream.embedded_kafka import kafka_command
 
         try:
-            cmd, version = kafka_command(host, port, free_port(), data_dir, log_path)
+            cmd, version = kafka_command(host, port, free_port(), data_dir, log_path,
+                                         sasl_ssl, free_port())
         except BaseException:
             shutil.rmtree(data_dir, ignore_errors=True)
             raise
@@ -305,7 +323,7 @@ def start_broker(
     if timeout is None:
         timeout = 180.0 if kind == "kafka" else 30.0
     try:
-        _wait_kafka(host, port, proc, timeout, log_path)
+        _wait_kafka(host, port, proc, timeout, log_path, _probe_settings(sasl_ssl))
     except BaseException:
         handle.stop()
         raise

@@ -13,6 +13,9 @@ The jars come from one of two places:
 controller on loopback, replication factor 1 for the internal topics, no initial
 rebalance delay), formats the fresh data dir with Kafka's ``StorageTool`` and returns
 the command that runs the broker; ``stream.embedded`` starts and stops the process.
+With ``SaslSsl`` the client listener is SASL_SSL with SCRAM-SHA-512, its users added at
+format time, for tests of the secured transport (broker-internal traffic stays on a
+plaintext loopback listener of its own).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.errors import InfrastructureError
@@ -35,6 +40,7 @@ from schemas.errors import InfrastructureError
 __all__ = [
     "JVM_OPTS",
     "KAFKA_VERSION",
+    "SaslSsl",
     "fetch_kafka_jars",
     "java_binary",
     "kafka_available",
@@ -168,16 +174,45 @@ def _cluster_id() -> str:
             return found
 
 
-def _server_properties(host: str, port: int, controller_port: int, data_dir: str) -> str:
+@dataclass(frozen=True)
+class SaslSsl:
+    """A SASL_SSL client listener: SCRAM-SHA-512 users and the broker's PEM key and chain.
+
+    ``pem`` is one file holding the unencrypted PKCS#8 private key and the certificate
+    chain (Kafka's PEM keystore).
+    """
+
+    users: Mapping[str, str]
+    pem: str
+
+
+def _server_properties(host: str, port: int, controller_port: int, data_dir: str,
+                       sasl_ssl: SaslSsl | None = None, internal_port: int = 0) -> str:
+    if sasl_ssl is None:
+        listeners = {"PLAINTEXT": port}
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        security: dict[str, str | int] = {}
+    else:
+        listeners = {"SASL_SSL": port, "INTERNAL": internal_port}
+        protocols = "SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        security = {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": sasl_ssl.pem,
+        }
+    advertised = ",".join(f"{name}://{host}:{p}" for name, p in listeners.items())
     settings = {
         "process.roles": "broker,controller",
         "node.id": 1,
         "controller.quorum.voters": f"1@{host}:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "listeners": f"{advertised},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": advertised,
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": list(listeners)[-1],
+        "listener.security.protocol.map": protocols,
+        **security,
         "log.dirs": os.path.join(data_dir, "log"),
         "num.partitions": 1,
         # One node: every internal topic has one replica and may not wait for more.
@@ -210,7 +245,8 @@ def _log4j_properties(log_path: str) -> str:
 
 
 def kafka_command(host: str, port: int, controller_port: int, data_dir: str,
-                  log_path: str) -> tuple[list[str], str]:
+                  log_path: str, sasl_ssl: SaslSsl | None = None,
+                  internal_port: int = 0) -> tuple[list[str], str]:
     """Configure and format a fresh KRaft node in ``data_dir``; return (command, version)."""
     java = java_binary()
     if java is None:
@@ -220,7 +256,10 @@ def kafka_command(host: str, port: int, controller_port: int, data_dir: str,
         )
     libs, version = kafka_libs(fetch=True)
     config = Path(data_dir) / "server.properties"
-    config.write_text(_server_properties(host, port, controller_port, data_dir))
+    config.write_text(_server_properties(host, port, controller_port, data_dir, sasl_ssl,
+                                         internal_port))
+    scram = [f"--add-scram=SCRAM-SHA-512=[name={name},password={password}]"
+             for name, password in (sasl_ssl.users.items() if sasl_ssl else ())]
     log4j = Path(data_dir) / "log4j2.properties"
     log4j.write_text(_log4j_properties(log_path))
     extra = os.environ.get("STREAMSCORE_KAFKA_JVM_OPTS")
@@ -228,7 +267,8 @@ def kafka_command(host: str, port: int, controller_port: int, data_dir: str,
     base = [java, *jvm, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
     with open(log_path, "ab") as log:
         done = subprocess.run(
-            [*base, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
+            [*base, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config),
+             *scram],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=300,
         )
     if done.returncode != 0:

@@ -88,17 +88,17 @@ def write_pipeline(env: Env, name: str, *, redis_url: str | None = None, **extra
     path.write_text(yaml.safe_dump(doc))
     t = doc["topics"]
     ensure_topics(env.bootstrap, [t["input"], t["decisions"], t["dead_letter"], t["drift"]],
-                  partitions=4)
+                  partitions=4, settings=env.settings)
     return path
 
 
 def read_topic(bootstrap: str, topic: str, *, want: int, timeout: float = 60.0,
-               read_committed: bool = False) -> list:
+               read_committed: bool = False, settings: dict | None = None) -> list:
     """Every record of ``topic`` (stops once ``want`` arrived and 1 s passed quietly)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{os.urandom(4).hex()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "isolation.level": "read_committed" if read_committed
-                  else "read_uncommitted"})
+                  else "read_uncommitted", **(settings or {})})
     c.subscribe([topic])
     out: list = []
     deadline = time.monotonic() + timeout
@@ -600,3 +600,77 @@ def test_in_flight_bound_waits_for_acks_and_loses_nothing(env, unique_name):
     ids = collections.Counter(d["event_id"] for d in decisions)
     assert set(ids) == {f"61-{j}" for j in range(1200)} and max(ids.values()) == 1
     assert waits > 0
+
+
+@pytest.fixture(scope="module")
+def sasl_ssl_broker(tmp_path_factory):
+    """Apache Kafka whose client listener is SASL_SSL (SCRAM-SHA-512), a CA made now."""
+    import shutil
+
+    from stream.embedded import start_broker
+    from stream.embedded_kafka import SaslSsl, kafka_available
+
+    if not kafka_available() or shutil.which("openssl") is None:
+        pytest.skip("needs Apache Kafka (Java 17+, Maven) and openssl")
+    d = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+            "-subj", "/CN=streamscore test CA")
+    openssl("req", *ec, "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "broker.crt", "-days", "1", "-extfile", "san.cnf")
+    pem = d / "broker.pem"  # Kafka's PEM keystore: the PKCS#8 key, then the chain
+    pem.write_text("".join((d / f).read_text() for f in ("broker.key", "broker.crt", "ca.pem")))
+    password = os.urandom(12).hex()
+    broker = start_broker("kafka", sasl_ssl=SaslSsl({"scorer": password}, str(pem)))
+    yield broker, password, str(d / "ca.pem")
+    broker.stop()
+
+
+def test_worker_over_sasl_ssl_and_a_wrong_password_is_one_clear_line(
+        env, unique_name, sasl_ssl_broker, monkeypatch):
+    from dataclasses import replace
+
+    broker, password, ca = sasl_ssl_broker
+    client = {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512",
+              "sasl.username": "scorer", "sasl.password": password, "ssl.ca.location": ca}
+    path = write_pipeline(replace(env, bootstrap=broker.address, settings=client), unique_name)
+    # The pipeline file names the secret only through the environment.
+    doc = yaml.safe_load(path.read_text())
+    doc["kafka"]["settings"]["sasl.password"] = "${KAFKA_SASL_PASSWORD}"
+    path.write_text(yaml.safe_dump(doc))
+    assert password not in path.read_text()
+
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", password)
+    config = load_pipeline(path)
+    produce_events(config, broker.address, 300, 0.0, bad_ratio=0.05, seed=12, progress=False,
+                   data_dir=path.parent / "data" / "fraud", settings=client)
+    good, n_bad = expected_ids(300, 12, 0.05)
+    tw = ThreadWorker(path)
+    try:
+        decisions = read_topic(broker.address, f"{unique_name}.dec", want=len(good),
+                               settings=client)
+        dead = read_topic(broker.address, f"{unique_name}.dlq", want=n_bad, settings=client)
+    finally:
+        tw.stop()
+    ids = collections.Counter(d["event_id"] for d in decisions)
+    assert set(ids) == good and max(ids.values()) == 1 and len(dead) == n_bad
+
+    wrong = "wrong-" + os.urandom(6).hex()
+    run = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "run", "--pipeline", str(path)],
+        capture_output=True, text=True, timeout=180, cwd=ROOT,
+        env={**os.environ, "KAFKA_SASL_PASSWORD": wrong},
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out
+    errors = [line for line in out.splitlines() if line.startswith("streamscore: error:")]
+    print(errors[0] if errors else out)
+    assert len(errors) == 1 and "Kafka refused the login" in errors[0], out
+    assert "SCRAM-SHA-512" in errors[0] and "Traceback" not in out
+    assert wrong not in out and password not in out
