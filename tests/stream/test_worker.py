@@ -156,6 +156,21 @@ def expected_ids(n: int, seed: int, bad_ratio: float) -> tuple[set[str], int]:
     return {f"{seed}-{j}" for j in range(n) if not bad[j]}, int(bad.sum())
 
 
+def decide_all(path: Path, bootstrap: str, name: str, good: set[str], n_bad: int,
+               **read: object) -> None:
+    """Run a worker until every event is decided: exactly one decision per good event and
+    one dead letter per bad one (``read``: read_topic's options)."""
+    tw = ThreadWorker(path)
+    try:
+        decisions = read_topic(bootstrap, f"{name}.dec", want=len(good), **read)
+        dead = read_topic(bootstrap, f"{name}.dlq", want=n_bad, **read)
+    finally:
+        tw.stop()
+    ids = collections.Counter(d["event_id"] for d in decisions)
+    assert set(ids) == good and max(ids.values()) == 1
+    assert len(dead) == n_bad
+
+
 def test_one_decision_per_good_event_one_dead_letter_per_bad(env, unique_name):
     path = write_pipeline(env, unique_name)
     n, ratio = 3000, 0.05
@@ -215,15 +230,7 @@ def test_one_worker_end_to_end_on_each_broker(env, unique_name, any_broker):
     counts = produce(path, 300, bad_ratio=0.05, seed=3)
     good_ids, n_bad = expected_ids(300, 3, 0.05)
     assert counts == {"good": len(good_ids), "bad": n_bad}
-    tw = ThreadWorker(path)
-    try:
-        decisions = read_topic(bootstrap, f"{unique_name}.dec", want=len(good_ids))
-        dead = read_topic(bootstrap, f"{unique_name}.dlq", want=n_bad)
-    finally:
-        tw.stop()
-    ids = collections.Counter(d["event_id"] for d in decisions)
-    assert set(ids) == good_ids and max(ids.values()) == 1, kind
-    assert len(dead) == n_bad, kind
+    decide_all(path, bootstrap, unique_name, good_ids, n_bad)
 
 
 def test_two_workers_split_partitions(env, unique_name):
@@ -355,16 +362,7 @@ def test_exactly_once_mode(env, unique_name, broker_kind):
     path = write_pipeline(env, unique_name, kafka={"exactly_once": True})
     produce(path, 1500, bad_ratio=0.02, seed=9)
     good, n_bad = expected_ids(1500, 9, 0.02)
-    tw = ThreadWorker(path)
-    try:
-        decisions = read_topic(env.bootstrap, f"{unique_name}.dec", want=len(good),
-                               read_committed=True)
-        dead = read_topic(env.bootstrap, f"{unique_name}.dlq", want=n_bad, read_committed=True)
-    finally:
-        tw.stop()
-    ids = collections.Counter(d["event_id"] for d in decisions)
-    assert set(ids) == good and max(ids.values()) == 1
-    assert len(dead) == n_bad
+    decide_all(path, env.bootstrap, unique_name, good, n_bad, read_committed=True)
 
 
 def test_redis_stopped_mid_stream_degrades_then_recovers(env, unique_name):
@@ -651,15 +649,7 @@ def test_worker_over_sasl_ssl_and_a_wrong_password_is_one_clear_line(
     produce_events(config, broker.address, 300, 0.0, bad_ratio=0.05, seed=12, progress=False,
                    data_dir=path.parent / "data" / "fraud", settings=client)
     good, n_bad = expected_ids(300, 12, 0.05)
-    tw = ThreadWorker(path)
-    try:
-        decisions = read_topic(broker.address, f"{unique_name}.dec", want=len(good),
-                               settings=client)
-        dead = read_topic(broker.address, f"{unique_name}.dlq", want=n_bad, settings=client)
-    finally:
-        tw.stop()
-    ids = collections.Counter(d["event_id"] for d in decisions)
-    assert set(ids) == good and max(ids.values()) == 1 and len(dead) == n_bad
+    decide_all(path, broker.address, unique_name, good, n_bad, settings=client)
 
     wrong = "wrong-" + os.urandom(6).hex()
     run = subprocess.run(
