@@ -79,8 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", default="",
                         help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS, "
                              "'dev up', else an embedded broker started for the run)")
-    parser.add_argument("--broker", choices=("noida", "tansu"), default=None,
-                        help="embedded broker kind when one is started")
+    from stream.dev.embedded import BROKER_CHOICES
+
+    parser.add_argument("--broker", choices=BROKER_CHOICES, default=None,
+                        help="embedded broker kind when one is started (default: "
+                             "$STREAMSCORE_BROKER or auto: Apache Kafka where Java 17+ runs)")
     parser.add_argument("--zipf", type=float, default=1.1, help="hot-key skew exponent")
     parser.add_argument("--unknown-share", type=float, default=0.02,
                         help="share of events with unknown entities")
@@ -144,7 +147,7 @@ def _infrastructure(args: argparse.Namespace) -> Iterator[tuple[str, str, str]]:
         except InfrastructureError:
             broker = start_broker(args.broker)
             started.append(broker)
-            bootstrap, label = broker.address, f"embedded {broker.kind}"
+            bootstrap, label = broker.address, f"embedded {broker.label}"
         try:
             redis_url = resolve_redis_url("")
         except InfrastructureError:

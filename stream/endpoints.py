@@ -89,12 +89,10 @@ def resolve_bootstrap(configured: str = "") -> str:
 
 
 def resolve_redis_url(configured: str = "") -> str:
-    """Redis URL: the pipeline's, else REDIS_URL, else ``dev up``'s, else local 6379."""
+    """Redis URL: the pipeline's, else REDIS_URL, else ``dev up``'s (never a guess at 6379)."""
     found = _configured(configured, "REDIS_URL", "redis_url")
     if found:
         return found
-    if redis_answers("127.0.0.1", 6379):
-        return "redis://127.0.0.1:6379/0"
     raise InfrastructureError(
         "no Redis configured: set features.redis_url or REDIS_URL, or run 'streamscore dev up'"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stream.dev.embedded import BROKER_KINDS
+from stream.dev.embedded import BROKER_CHOICES
 
 __all__ = ["register"]
 
@@ -19,7 +19,8 @@ def _dev_up(args: argparse.Namespace) -> int:
         print(f"export REDIS_URL={state['redis_url']}")
         return 0
     print(f"streamscore dev infrastructure {verb}:")
-    print(f"  kafka ({state['broker']}):  KAFKA_BOOTSTRAP_SERVERS={state['bootstrap_servers']}")
+    broker = f"{state['broker']} {state.get('broker_version', '')}".strip()
+    print(f"  kafka ({broker}):  KAFKA_BOOTSTRAP_SERVERS={state['bootstrap_servers']}")
     print(f"  redis ({state['redis_origin']}):  REDIS_URL={state['redis_url']}")
     print("  streamscore commands find these by themselves; 'streamscore dev down' stops them.")
     return 0
@@ -43,7 +44,8 @@ def _dev_status(args: argparse.Namespace) -> int:
     if not state:
         print("not running (start with 'streamscore dev up')")
         return 1
-    print(f"kafka ({state['broker']}): {state['bootstrap_servers']}")
+    broker = f"{state['broker']} {state.get('broker_version', '')}".strip()
+    print(f"kafka ({broker}): {state['bootstrap_servers']}")
     print(f"redis ({state['redis_origin']}): {state['redis_url']}")
     for entry in state["processes"]:
         status = "running" if entry["alive"] else "NOT running"
@@ -83,8 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     actions.required = True
     up = actions.add_parser("up", help="start and leave running; print connection strings",
                             description="Start the embedded broker (and Redis if needed).")
-    up.add_argument("--broker", choices=BROKER_KINDS, default=None,
-                    help="broker kind (default: $STREAMSCORE_BROKER or noida)")
+    up.add_argument("--broker", choices=BROKER_CHOICES, default=None,
+                    help="broker kind; auto = Apache Kafka where Java 17+ runs, else noida "
+                         "(default: $STREAMSCORE_BROKER or auto)")
     up.add_argument("--env", action="store_true", help="print shell export lines only")
     up.set_defaults(func=_dev_up)
     down = actions.add_parser("down", help="stop what 'dev up' started, nothing else",
@@ -101,8 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "what happened, stop everything it started.",
     )
     demo.add_argument("pipeline", nargs="?", default="fraud", choices=("fraud", "pricing"))
-    demo.add_argument("--broker", choices=BROKER_KINDS, default=None,
-                      help="embedded broker kind (default: $STREAMSCORE_BROKER or noida)")
+    demo.add_argument("--broker", choices=BROKER_CHOICES, default=None,
+                      help="embedded broker kind; auto = Apache Kafka where Java 17+ runs, "
+                           "else noida (default: $STREAMSCORE_BROKER or auto)")
     demo.add_argument("--events", type=int, default=20_000, help="events to produce")
     demo.add_argument("--rate", type=float, default=2_000.0, help="events per second")
     demo.set_defaults(func=_demo)

@@ -164,7 +164,8 @@ class _Collector(threading.Thread):
         return len(self.records[kind])
 
 
-def _report(col: _Collector, counts: dict[str, int], pipeline: str, took: float) -> bool:
+def _report(col: _Collector, counts: dict[str, int], pipeline: str, took: float,
+            broker: str) -> bool:
     dec = msgspec.json.Decoder()
     decisions = [(t, dec.decode(v)) for t, v in col.records["decisions"]]
     dead = [dec.decode(v) for _, v in col.records["dead_letter"]]
@@ -190,6 +191,7 @@ def _report(col: _Collector, counts: dict[str, int], pipeline: str, took: float)
 
     print()
     print(f"== streamscore demo report: {pipeline} ==")
+    print(f"broker                      {broker}")
     print(f"events produced      {counts['good'] + counts['bad']:>8,}  ({counts['good']:,} good, "
           f"{counts['bad']:,} malformed) in {took:.1f} s")
     print(f"decisions            {len(decisions):>8,}  (unique event ids {len(ids):,}, "
@@ -245,13 +247,14 @@ def run(args: argparse.Namespace) -> int:
     kind = args.broker or default_broker_kind()
     n = max(1, int(args.events))
     started = time.perf_counter()
-    t0 = _step(f"starting the embedded Kafka broker ({kind}) and Redis")
+    t0 = _step(f"starting the embedded Kafka broker (--broker {kind}) and Redis")
     broker = start_broker(kind)
     redis_server = resolve_redis()
     worker: subprocess.Popen[bytes] | None = None
     col: _Collector | None = None
     try:
-        _done(t0, f"kafka {broker.address}, redis {redis_server.url} ({redis_server.origin})")
+        _done(t0, f"kafka {broker.address} ({broker.label}), "
+                  f"redis {redis_server.url} ({redis_server.origin})")
         _prepare(pipeline, redis_server.url)
         tag = uuid.uuid4().hex[:6]
         port = free_port()
@@ -295,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"-- worker stopped (exit {worker.returncode}); its log: {log_path}")
         col.stop.set()
         col.join(10)
-        ok = _report(col, counts, pipeline, took)
+        ok = _report(col, counts, pipeline, took, broker.label)
         print(f"demo finished in {time.perf_counter() - started:.0f} s")
         return 0 if ok and worker.returncode == 0 else 1
     finally:

