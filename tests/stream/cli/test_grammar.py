@@ -205,3 +205,28 @@ def test_a_bogus_choice_from_a_shell() -> None:
     proc = cli("dev", "status", "--log-level", "bogus")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "invalid choice" in proc.stderr
+
+
+def test_features_generate_takes_a_pipeline_file_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    import yaml
+
+    from features.pipelines import pipeline_repo
+
+    # A copy of the pricing pipeline elsewhere, its repo path relative to the copy's folder.
+    doc = yaml.safe_load((ROOT / "pipelines" / "pricing.yaml").read_text())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    doc["features"]["repo"] = os.path.relpath(ROOT / "features" / "repos" / "pricing", elsewhere)
+    copy = elsewhere / "shop.yaml"
+    copy.write_text(yaml.safe_dump(doc))
+    assert pipeline_repo(copy) == ROOT / "features" / "repos" / "pricing"
+    monkeypatch.setenv("STREAMSCORE_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["features", "generate", "--pipeline", str(copy), "--skus", "200",
+                 "--stores", "10", "--rows", "500", "--no-progress"]) == 0
+    assert "generated pricing data" in capsys.readouterr().out
+    assert (tmp_path / "home" / "data" / "pricing" / "training.parquet").is_file()
