@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["fraction", "positive_int"]
+__all__ = ["fraction", "non_negative", "port", "positive_int"]
 
 
 def positive_int(text: str) -> int:
@@ -31,4 +31,27 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value:g}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    """A number >= 0 (a rate where 0 means unthrottled, a timeout)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 0 for any free one, or -1 for off."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not -1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be -1 (off), 0 (any free port) or 1-65535, "
+                                         f"got {value}")
     return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from features.argtypes import positive_int
+from features.argtypes import non_negative, port, positive_int
 from features.pipelines import pipeline_arg
 from stream.cli.grammar import BOOTSTRAP_HELP, COMMAND, add_bootstrap
 from stream.dev.embedded import BROKER_CHOICES
@@ -119,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                            "else noida (default: $STREAMSCORE_BROKER or auto)")
     demo.add_argument("--events", type=positive_int, default=20_000, metavar="N",
                       help="events to produce (default 20000)")
-    demo.add_argument("--rate", type=float, default=2_000.0, metavar="RATE",
+    demo.add_argument("--rate", type=non_negative, default=2_000.0, metavar="RATE",
                       help="events per second (default 2000)")
     demo.set_defaults(func=_demo)
 
@@ -132,7 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     fst.add_argument("--pipeline", required=True, type=pipeline_arg, metavar="PIPELINE",
                      help="pipeline name or YAML file")
     add_bootstrap(fst, BOOTSTRAP_HELP)
-    fst.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+    fst.add_argument("--metrics-port", type=port, default=None, metavar="PORT",
                      help="Prometheus/health port (default: the pipeline's; -1 disables)")
     fst.add_argument("--faust-log-level", default="warn",
                      choices=("crit", "error", "warn", "info", "debug"))

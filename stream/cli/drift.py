@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from features.argtypes import positive_int
+from features.argtypes import non_negative, positive_int
 from features.pipelines import pipeline_arg
 from schemas.drift import DriftRecord, decode_drift
 from schemas.errors import InfrastructureError, StreamscoreError
@@ -243,6 +243,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="number of latest windows to show (default 10)")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of PSI per feature over time")
     add_bootstrap(p, "with --from-topic: " + BOOTSTRAP_HELP)
-    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+    p.add_argument("--timeout", type=non_negative, default=10.0, metavar="S",
                    help="seconds to wait for the broker (default 10)")
     p.set_defaults(func=_report)

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from features.argtypes import fraction, positive_int
+from features.argtypes import fraction, non_negative, port, positive_int
 from features.pipelines import pipeline_arg
 from schemas.errors import ConfigError
 from stream.cli.grammar import BOOTSTRAP_HELP, add_bootstrap
@@ -149,7 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_bootstrap(p, BOOTSTRAP_HELP)
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="worker processes in the consumer group (default 1)")
-    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+    p.add_argument("--metrics-port", type=port, default=None, metavar="PORT",
                    help="/metrics, /healthz, /readyz port (worker i uses PORT+i; 0 = any "
                    "free port, -1 = off; default from the pipeline file)")
     p.add_argument("--exactly-once", action="store_true",
@@ -171,10 +171,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     # --idle-backoff-ms MS pauses the input partitions for MS ms once input stops, so a
     # broker that answers empty fetches at once (noida-db) is not spun; 0 = off (default
     # $STREAMSCORE_IDLE_BACKOFF_MS, else the pipeline's batch.idle_backoff_ms).
-    p.add_argument("--idle-backoff-ms", type=float, default=None, metavar="MS",
+    p.add_argument("--idle-backoff-ms", type=non_negative, default=None, metavar="MS",
                    help=argparse.SUPPRESS)
     # --idle-exit S stops after S seconds without input.
-    p.add_argument("--idle-exit", type=float, default=None, metavar="S", help=argparse.SUPPRESS)
+    p.add_argument("--idle-exit", type=non_negative, default=None, metavar="S",
+                   help=argparse.SUPPRESS)
     p.set_defaults(func=_handle_run)
 
     q = sub.add_parser(
@@ -187,7 +188,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_bootstrap(q, BOOTSTRAP_HELP)
     q.add_argument("--events", type=positive_int, default=10_000, metavar="N",
                    help="events (default 10000)")
-    q.add_argument("--rate", type=float, default=1000.0, metavar="RATE",
+    q.add_argument("--rate", type=non_negative, default=1000.0, metavar="RATE",
                    help="events per second; 0 = as fast as possible (default 1000)")
     q.add_argument("--bad-ratio", type=fraction, default=0.0, metavar="FRACTION",
                    help="fraction of malformed events (default 0)")

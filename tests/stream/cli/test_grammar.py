@@ -189,6 +189,10 @@ def test_exit_codes_are_documented() -> None:
     ["model", "train", "--split", "bogus"],
     ["run", "--pipeline", "fraud", "--workers", "0"],
     ["produce", "--pipeline", "fraud", "--bad-ratio", "2"],
+    ["produce", "--pipeline", "fraud", "--rate", "-5"],
+    ["run", "--pipeline", "fraud", "--metrics-port", "70000"],
+    ["drift", "report", "--pipeline", "fraud", "--last", "0"],
+    ["features", "generate", "--pipeline", "fraud", "--cards", "many"],
     ["bench", "e2e", "--size", "bogus"],
 ])
 def test_a_bogus_value_is_one_line_exit_2(argv: list[str],
