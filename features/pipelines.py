@@ -69,15 +69,13 @@ def _looks_like_path(text: str) -> bool:
 
 
 def find_pipeline(ref: str | Path) -> Path:
-    """The pipeline file ``ref`` means (a name or a path); ``ConfigError`` if none."""
+    """The pipeline file ``ref`` means: a path as given (whoever reads it says if it is
+    missing, as ``open`` would), or the file of a known name; ``ConfigError`` if none."""
     text = str(ref).strip()
     if not text:
         raise ConfigError("empty pipeline: give a name (e.g. fraud) or a path to a YAML file")
     if _looks_like_path(text):
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"pipeline file not found: {text}")
-        return path
+        return Path(text).expanduser()
     for folder in search_path():
         for suffix in SUFFIXES:
             path = folder / f"{text}{suffix}"
@@ -99,6 +97,8 @@ def pipeline_arg(text: str) -> Path:
 
 def pipeline_repo(path: str | Path) -> Path:
     """The Feast repo a pipeline file names (``features.repo``, relative to the file)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"pipeline file not found: {path}")
     try:
         doc = yaml.safe_load(Path(path).read_text())
         value = doc["features"]["repo"]

@@ -75,9 +75,7 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     code = main(["drift", "report", "--pipeline", fraud, "--file", str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and "no drift records" in err
-    with pytest.raises(SystemExit) as missing:
-        main(["drift", "report", "--pipeline", str(tmp_path / "x.yaml")])
-    assert missing.value.code == 2 and "pipeline file not found" in capsys.readouterr().err
+    assert main(["drift", "report", "--pipeline", str(tmp_path / "x.yaml")]) == 2
     with pytest.raises(SystemExit) as exc:
         main(["drift", "report", "--help"])
     assert exc.value.code == 0 and "--from-topic" in capsys.readouterr().out

@@ -234,3 +234,12 @@ def test_features_generate_takes_a_pipeline_file_anywhere(
                  "--stores", "10", "--rows", "500", "--no-progress"]) == 0
     assert "generated pricing data" in capsys.readouterr().out
     assert (tmp_path / "home" / "data" / "pricing" / "training.parquet").is_file()
+
+
+@pytest.mark.parametrize("argv", [["features", "generate"], ["features", "apply"],
+                                  ["model", "train"], ["run"], ["drift", "report"]])
+def test_a_missing_pipeline_file_is_one_line_exit_2(argv: list[str], tmp_path: Path) -> None:
+    proc = cli(*argv, "--pipeline", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"streamscore: error: pipeline file not found: {tmp_path / 'nope.yaml'}"]

@@ -20,15 +20,14 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_missing_pipeline_file_is_one_line(command, tmp_path):
     proc = cli(command, "--pipeline", str(tmp_path / "nope.yaml"))
     assert proc.returncode == 2
-    [line] = proc.stderr.strip().splitlines()
-    assert line.startswith(f"streamscore {command}: error: argument --pipeline: ")
-    assert f"pipeline file not found: {tmp_path / 'nope.yaml'}" in line
+    assert proc.stderr.strip().splitlines() == [
+        f"streamscore: error: pipeline file not found: {tmp_path / 'nope.yaml'}"]
 
 
-def test_run_rejects_zero_workers(tmp_path):
+def test_run_rejects_zero_workers(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", "--pipeline", "pipelines/fraud.yaml", "--workers", "0"])
-    assert exc.value.code == 2
+    assert exc.value.code == 2 and "--workers: must be >= 1" in capsys.readouterr().err
 
 
 def test_help_names_the_options(capsys):
