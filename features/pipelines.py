@@ -82,7 +82,7 @@ def find_pipeline(ref: str | Path) -> Path:
             if path.is_file():
                 return path
     names = ", ".join(known_pipelines()) or "none"
-    folders = ", ".join(str(d) for d in search_path()) or f"none (set ${ENV_VAR})"
+    folders = ", ".join(str(d.resolve()) for d in search_path()) or f"none (set ${ENV_VAR})"
     raise ConfigError(f"no pipeline named {text!r} (known: {names}; looked in {folders}; "
                       "or give a path to a pipeline file)")
 
