@@ -36,7 +36,7 @@ $(STAMP): $(DEV_LOCK) pyproject.toml | $(BIN)/python
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/streamscore demo $(PIPELINE)
+	$(BIN)/streamscore demo --pipeline $(PIPELINE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -38,25 +38,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``streamscore bench core`` (no heavy imports here)."""
     parser.add_argument("--pipeline", choices=[*PIPELINES, "all"], default="all",
                         help="which pipeline's core to time (default all)")
-    parser.add_argument("--batches", default="64,512,4096",
+    parser.add_argument("--batches", default="64,512,4096", metavar="LIST",
                         help="comma-separated batch sizes (default 64,512,4096)")
-    parser.add_argument("--events", type=int, default=4096,
+    parser.add_argument("--events", type=int, default=4096, metavar="N",
                         help="encoded events in the fixed list (default 4096)")
-    parser.add_argument("--repeats", type=int, default=None,
+    parser.add_argument("--repeats", type=int, default=None, metavar="N",
                         help="passes over the list per batch size (default 7, --quick 3)")
-    parser.add_argument("--size", default="quick", help="workspace data size (default quick)")
-    parser.add_argument("--workspace", default=None,
+    parser.add_argument("--size", choices=("tiny", "quick", "full"), default="quick",
+                        help="workspace data size (default quick)")
+    parser.add_argument("--workspace", default=None, metavar="PATH",
                         help="workspace root (default $STREAMSCORE_HOME/bench/core)")
-    parser.add_argument("--redis-url", default="", help="Redis (default: resolve as the "
+    parser.add_argument("--redis-url", default="", metavar="URL",
+                        help="Redis (default: resolve as the "
                         "worker does, else start one)")
-    parser.add_argument("--against", default=None, metavar="PIPELINE_PY",
+    parser.add_argument("--against", default=None, metavar="PATH",
                         help="also time the BatchCore of another stream/core/pipeline.py (e.g. "
                              "git show REV:stream/core/pipeline.py > old.py), alternating runs")
     parser.add_argument("--review-above", type=float, default=None, metavar="SCORE",
                         help="fraud: review from this score on (default: the pipeline's), "
                              "to time reason codes on more adverse decisions")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (make bench)")
-    parser.add_argument("--out", default="benchmarks/out", help="report directory")
+    parser.add_argument("--out", default="benchmarks/out", metavar="PATH", help="report directory")
 
 
 class _Timed:

@@ -42,11 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when the target is missed (drift >= 5%% of the compiled "
                              "scorer, amortised over a 5,000-event window or a 60 s one)")
-    parser.add_argument("--out", default="benchmarks/out", help="report directory")
-    parser.add_argument("--batch", type=int, default=512, help="events per batch (default 512)")
-    parser.add_argument("--batches", type=int, default=None,
+    parser.add_argument("--out", default="benchmarks/out", metavar="PATH", help="report directory")
+    parser.add_argument("--batch", type=int, default=512, metavar="N",
+                        help="events per batch (default 512)")
+    parser.add_argument("--batches", type=int, default=None, metavar="N",
                         help="batches timed (default 400, --quick 100)")
-    parser.add_argument("--sub-windows", type=int, default=None,
+    parser.add_argument("--sub-windows", type=int, default=None, metavar="N",
                         help="drift sub-windows (default: DriftConfig's, 5; 1 = tumbling)")
     parser.add_argument("--worker-sequence", action="store_true",
                         help="instead: the drift update after the worker's own batch core "

@@ -35,21 +35,22 @@ STACKS = ("hop", "worker", "naive")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's flags (cheap: no heavy imports)."""
-    parser.add_argument("--pipeline", choices=("fraud", "pricing"), default="fraud")
-    parser.add_argument("--rates", default=None,
+    parser.add_argument("--pipeline", choices=("fraud", "pricing"), default="fraud",
+                        help="which shipped workload to generate and run (default fraud)")
+    parser.add_argument("--rates", default=None, metavar="LIST",
                         help=f"offered rates, comma-separated (default {DEFAULT_RATES}; "
                              f"--quick {QUICK_RATES})")
-    parser.add_argument("--duration", type=float, default=None,
+    parser.add_argument("--duration", type=float, default=None, metavar="S",
                         help="seconds of load per rate step (default 10; --quick 3)")
-    parser.add_argument("--stacks", default=",".join(STACKS),
+    parser.add_argument("--stacks", default=",".join(STACKS), metavar="LIST",
                         help="which stacks, comma-separated: hop, worker, naive")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="worker processes in one consumer group (default 1)")
-    parser.add_argument("--naive-workers", type=int, default=1,
+    parser.add_argument("--naive-workers", type=int, default=1, metavar="N",
                         help="naive processes in one consumer group (default 1)")
-    parser.add_argument("--budget-ms", type=float, default=None,
+    parser.add_argument("--budget-ms", type=float, default=None, metavar="MS",
                         help="latency budget (default: the pipeline file's budget_ms)")
-    parser.add_argument("--drain-events", type=int, default=None,
+    parser.add_argument("--drain-events", type=int, default=None, metavar="N",
                         help="backlog size of the drain measurement (default 50000; "
                              "--quick 10000; the naive stack gets 1/20 of it, 200..2000)")
     parser.add_argument("--drain-batch", type=int, default=None, metavar="N",
@@ -63,33 +64,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the workspace's champion; on --size full early "
                              "stopping ends the fraud model at ~180 trees; bench drift's "
                              "model has 500)")
-    parser.add_argument("--reason-codes", type=int, default=None,
+    parser.add_argument("--reason-codes", type=int, default=None, metavar="N",
                         help="reason codes per decision in the worker (default: the pipeline "
                              "file's; 0 = none, the same work as the naive stack)")
-    parser.add_argument("--features-timeout-ms", type=float, default=None,
+    parser.add_argument("--features-timeout-ms", type=float, default=None, metavar="MS",
                         help="the worker's online-store timeout (default: the pipeline file's; "
                              "on a saturated machine a short one trips the breaker and the "
                              "worker decides without features, see 'degraded')")
-    parser.add_argument("--partitions", type=int, default=4, help="input topic partitions")
+    parser.add_argument("--partitions", type=int, default=4, metavar="N",
+                        help="input topic partitions")
     parser.add_argument("--size", choices=("tiny", "quick", "full"), default=None,
                         help="generated data size (default full; --quick quick)")
-    parser.add_argument("--workspace", default=None,
+    parser.add_argument("--workspace", default=None, metavar="PATH",
                         help="where data, Feast repo and model are kept between runs "
                              "(default $STREAMSCORE_HOME/bench/e2e/<pipeline>-<size>)")
-    parser.add_argument("--bootstrap", default="",
-                        help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS, "
-                             "'dev up', else an embedded broker started for the run)")
+    from stream.cli.grammar import add_bootstrap
     from stream.dev.embedded import BROKER_CHOICES
 
+    add_bootstrap(parser, "Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS, "
+                  "'dev up', else an embedded broker started for the run)")
     parser.add_argument("--broker", choices=BROKER_CHOICES, default=None,
                         help="embedded broker kind when one is started (default: "
                              "$STREAMSCORE_BROKER or auto: Apache Kafka where Java 17+ runs)")
-    parser.add_argument("--zipf", type=float, default=1.1, help="hot-key skew exponent")
-    parser.add_argument("--unknown-share", type=float, default=0.02,
+    parser.add_argument("--zipf", type=float, default=1.1, metavar="X",
+                        help="hot-key skew exponent")
+    parser.add_argument("--unknown-share", type=float, default=0.02, metavar="FRACTION",
                         help="share of events with unknown entities")
-    parser.add_argument("--malformed-share", type=float, default=0.01,
+    parser.add_argument("--malformed-share", type=float, default=0.01, metavar="FRACTION",
                         help="share of malformed events (dead-letter path)")
-    parser.add_argument("--startup-timeout", type=float, default=180.0,
+    parser.add_argument("--startup-timeout", type=float, default=180.0, metavar="S",
                         help="seconds a stack may take to answer its warm-up events")
     parser.add_argument("--all-rates", action="store_true",
                         help="keep stepping past the first rate over budget (the whole curve) "
@@ -99,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and report where their time goes")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quick", action="store_true", help="short run (make bench)")
-    parser.add_argument("--out", default="benchmarks/out", help="report directory")
+    parser.add_argument("--out", default="benchmarks/out", metavar="PATH", help="report directory")
 
 
 def _resolve(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,7 +146,7 @@ def _infrastructure(args: argparse.Namespace) -> Iterator[tuple[str, str, str]]:
     started: list[Any] = []
     try:
         try:
-            bootstrap, label = resolve_bootstrap(args.bootstrap), "configured"
+            bootstrap, label = resolve_bootstrap(args.bootstrap_servers), "configured"
         except InfrastructureError:
             broker = start_broker(args.broker)
             started.append(broker)

@@ -43,12 +43,15 @@ METHODS = ("sdk", "fast", "floor", "raw")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``streamscore bench features`` (no heavy imports here)."""
     parser.add_argument("--quick", action="store_true", help="fewer repeats (~1 min)")
-    parser.add_argument("--out", default="benchmarks/out", help="report directory")
+    parser.add_argument("--out", default="benchmarks/out", metavar="PATH", help="report directory")
     parser.add_argument(
-        "--redis-url", default=None, help="Redis to use (default REDIS_URL, else 127.0.0.1:6379)"
+        "--redis-url", default=None, metavar="URL",
+        help="Redis to use (default REDIS_URL, else 127.0.0.1:6379)",
     )
-    parser.add_argument("--cards", type=int, default=20000, help="cards written to Redis")
-    parser.add_argument("--merchants", type=int, default=2000, help="merchants written")
+    parser.add_argument("--cards", type=int, default=20000, metavar="N",
+                        help="cards written to Redis")
+    parser.add_argument("--merchants", type=int, default=2000, metavar="N",
+                        help="merchants written")
     parser.add_argument(
         "--velocity-only",
         action="store_true",
@@ -57,13 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--velocity-push",
         default=None,
-        metavar="FILE",
+        metavar="PATH",
         help="measure this version of features/push.py instead (before/after runs)",
     )
     parser.add_argument(
         "--repeats",
         type=int,
         default=None,
+        metavar="N",
         help="calls per method and size (default 400, --quick 80; 1/8 of it at 1,000)",
     )
 

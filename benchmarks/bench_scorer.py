@@ -33,10 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``streamscore bench scorer`` (no heavy imports here)."""
     parser.add_argument("--quick", action="store_true",
                         help="short timing windows (0.2 s per point)")
-    parser.add_argument("--out", default="benchmarks/out", help="report directory")
+    parser.add_argument("--out", default="benchmarks/out", metavar="PATH", help="report directory")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=sorted(MODELS),
                         help="which benchmark models to run")
-    parser.add_argument("--seconds", type=float, default=None,
+    parser.add_argument("--seconds", type=float, default=None, metavar="S",
                         help="CPU seconds per measurement (default 1.0, --quick 0.2)")
     parser.add_argument("--retrain", action="store_true", help="ignore cached models")
     parser.add_argument("--sweep", action="store_true",
@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with --quick a shorter list (a few minutes)")
     parser.add_argument(
         "--foreign-python", default=os.environ.get("STREAMSCORE_BENCH_FOREIGN_PYTHON"),
+        metavar="PATH",
         help="python of a separate virtualenv with lleaves / treelite + tl2cgen (they do not "
              "install beside numba 0.68); they are timed there, with LightGBM alongside "
              "for the ratio (default: $STREAMSCORE_BENCH_FOREIGN_PYTHON)")

@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="run benchmarks (scorer, features, e2e, all)",
         description="Benchmarks that report ratios against references measured in the same run.",
     )
-    kinds = bench.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=type(bench))
+    kinds = bench.add_subparsers(dest="bench", metavar="COMMAND", parser_class=type(bench))
     kinds.required = True
     for name, text in BENCHMARKS.items():
         module: Any = _load(name)
@@ -66,5 +66,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p.set_defaults(func=module.run)
     p_all = kinds.add_parser("all", help="every benchmark in turn", description="Every benchmark.")
     p_all.add_argument("--quick", action="store_true", help="short runs (make bench)")
-    p_all.add_argument("--out", default="benchmarks/out", help="report directory")
+    p_all.add_argument("--out", default="benchmarks/out", metavar="PATH", help="report directory")
     p_all.set_defaults(func=_run_all)

@@ -2,6 +2,8 @@
 
 ``streamscore features generate|apply|materialize``: synthetic offline data and training
 sets, ``feast apply`` and materialization into Redis, all through the Feast SDK.
+``--pipeline`` is a pipeline name or file (``features.pipelines``): its Feast repo is the
+one the file names, and the synthetic data is that repo's domain (fraud, pricing).
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["register"]
+from features.argtypes import fraction, positive_int
+from features.pipelines import pipeline_arg
 
-PIPELINES = ("fraud", "pricing")
+__all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "'feast apply' and materialization of the pipeline's Feast repo (Redis online store).",
     )
     actions = features.add_subparsers(
-        dest="features_action", metavar="ACTION", parser_class=type(features)
+        dest="features_action", metavar="COMMAND", parser_class=type(features)
     )
     actions.required = True
 
@@ -37,19 +40,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "training.parquet + training.json (events joined with features as of event time, "
         "request-time features, and a label that depends on them).",
     )
-    gen.add_argument("--pipeline", required=True, choices=PIPELINES)
-    gen.add_argument("--out", type=Path, default=None,
-                     help="output dir (default $STREAMSCORE_HOME/data/<pipeline>)")
-    gen.add_argument("--cards", type=_positive, default=100_000, help="fraud: cards (100000)")
-    gen.add_argument("--merchants", type=_positive, default=5_000,
+    gen.add_argument("--pipeline", required=True, type=pipeline_arg, metavar="PIPELINE",
+                     help="pipeline name or YAML file")
+    gen.add_argument("--out", type=Path, default=None, metavar="PATH",
+                     help="output dir (default: the data dir of the pipeline's Feast repo, "
+                     "$STREAMSCORE_HOME/data/<fraud|pricing>)")
+    gen.add_argument("--cards", type=positive_int, default=100_000, metavar="N",
+                     help="fraud: cards (100000)")
+    gen.add_argument("--merchants", type=positive_int, default=5_000, metavar="N",
                      help="fraud: merchants (5000)")
-    gen.add_argument("--skus", type=_positive, default=20_000, help="pricing: SKUs (20000)")
-    gen.add_argument("--stores", type=_positive, default=200, help="pricing: stores (200)")
-    gen.add_argument("--rows", type=_positive, default=None,
+    gen.add_argument("--skus", type=positive_int, default=20_000, metavar="N",
+                     help="pricing: SKUs (20000)")
+    gen.add_argument("--stores", type=positive_int, default=200, metavar="N",
+                     help="pricing: stores (200)")
+    gen.add_argument("--rows", type=positive_int, default=None, metavar="N",
                      help="training events (default: 2 x cards for fraud, 10 x SKUs for pricing)")
-    gen.add_argument("--fraud-rate", type=float, default=0.02,
+    gen.add_argument("--fraud-rate", type=fraction, default=0.02, metavar="FRACTION",
                      help="fraud: target share of fraudulent events (0.02)")
-    gen.add_argument("--seed", type=int, default=7, help="random seed (7)")
+    gen.add_argument("--seed", type=int, default=7, metavar="SEED", help="random seed (7)")
     gen.add_argument("--no-progress", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate)
 
@@ -63,34 +71,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
          "bar; reports rows/s and peak memory. Default window: oldest offline row to now."),
     ):  # fmt: skip
         p = actions.add_parser(name, help=helptext, description=desc)
-        p.add_argument("--pipeline", choices=PIPELINES, default=None,
-                       help="pipeline whose shipped repo to use (or give --repo)")
-        p.add_argument("--repo", type=Path, default=None,
-                       help="Feast repo dir (default: the shipped repo of --pipeline)")
-        p.add_argument("--redis-url", default=None,
+        p.add_argument("--pipeline", type=pipeline_arg, default=None, metavar="PIPELINE",
+                       help="pipeline name or YAML file whose Feast repo to use (or --repo)")
+        p.add_argument("--repo", type=Path, default=None, metavar="PATH",
+                       help="Feast repo dir (default: the repo the --pipeline file names)")
+        p.add_argument("--redis-url", default=None, metavar="URL",
                        help="Redis URL overriding the repo's connection string "
                        "(default: $STREAMSCORE_FEAST_REDIS, else $REDIS_URL, else 127.0.0.1:6379)")
         if name == "materialize":
-            p.add_argument("--start", type=_when, default=None,
+            p.add_argument("--start", type=_when, default=None, metavar="TIME",
                            help="window start, ISO 8601 (UTC if no zone)")
-            p.add_argument("--end", type=_when, default=None, help="window end (default now)")
-            p.add_argument("--days", type=float, default=None,
+            p.add_argument("--end", type=_when, default=None, metavar="TIME",
+                           help="window end (default now)")
+            p.add_argument("--days", type=float, default=None, metavar="DAYS",
                            help="window = the last DAYS days (instead of --start)")
-            p.add_argument("--views", nargs="+", default=None, help="only these feature views")
-            p.add_argument("--chunk-rows", type=_positive, default=50_000,
+            p.add_argument("--views", nargs="+", default=None, metavar="NAME",
+                           help="only these feature views")
+            p.add_argument("--chunk-rows", type=positive_int, default=50_000, metavar="N",
                            help="max offline rows per materialize call (bounds memory; 50000)")
             p.add_argument("--apply", action="store_true", help="apply the repo first")
             p.add_argument("--no-progress", action="store_true", help="no progress bar")
             p.set_defaults(func=_materialize)
         else:
             p.set_defaults(func=_apply)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
 
 
 def _when(text: str) -> datetime:
@@ -103,29 +106,33 @@ def _when(text: str) -> datetime:
 
 def _repo(args: argparse.Namespace) -> Path:
     from features.exceptions import FeatureRepoError
-    from features.repo import repo_path
+    from features.pipelines import pipeline_repo
 
     if args.repo is not None:
         return Path(args.repo)
     if args.pipeline is None:
-        raise FeatureRepoError("give --pipeline fraud|pricing or --repo DIR")
-    return repo_path(args.pipeline)
+        raise FeatureRepoError("give --pipeline PIPELINE (a name or a file) or --repo PATH")
+    return pipeline_repo(args.pipeline)
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from features.pipelines import pipeline_kind, pipeline_repo
+    from features.repo import repo_data_dir
     from features.synthetic import generate
 
+    kind = pipeline_kind(args.pipeline)
+    out = args.out or repo_data_dir(pipeline_repo(args.pipeline))
     result = generate(
-        args.pipeline, args.out, rows=args.rows, seed=args.seed, cards=args.cards,
+        kind, out, rows=args.rows, seed=args.seed, cards=args.cards,
         merchants=args.merchants, skus=args.skus, stores=args.stores,
         fraud_rate=args.fraud_rate, progress=not args.no_progress,
     )  # fmt: skip
     for name, path in result.files.items():
         rows = result.rows.get(name)
         print(f"  {path}" + (f"  ({rows:,} rows)" if rows is not None else ""))
-    label = "fraud rate" if args.pipeline == "fraud" else "mean units"
+    label = "fraud rate" if kind == "fraud" else "mean units"
     print(
-        f"generated {args.pipeline} data in {result.seconds:.1f} s "
+        f"generated {kind} data in {result.seconds:.1f} s "
         f"({label} {result.label_mean:.4g})"
     )
     return 0

@@ -1,8 +1,11 @@
 """The ``streamscore model`` commands: train, register, list, show, promote, verify, warm.
 
-All of them work on the model registry (``--registry DIR``, default
-``$STREAMSCORE_HOME/models``). LightGBM, pandas and rich are imported inside the
-handlers so ``streamscore --help`` stays fast.
+All of them work on the model registry (``--registry PATH``, default
+``$STREAMSCORE_HOME/models``) and name versions by reference: ``NAME``, ``NAME@VERSION``,
+``NAME@latest`` or ``NAME@ALIAS``. ``--pipeline`` is a pipeline name or file
+(``features.pipelines``); its Feast repo's domain picks the training set and vocabulary.
+LightGBM, pandas and rich are imported inside the handlers so ``streamscore --help`` stays
+fast.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from features.argtypes import fraction, positive_int
+from features.pipelines import pipeline_arg
 
 __all__ = ["register"]
 
@@ -38,12 +44,13 @@ def _param(value: str) -> tuple[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from features.pipelines import pipeline_kind
     from scorers.train import TrainOptions, train_and_register
 
     if args.pipeline is None and args.data is None:
         from scorers.registry import RegistryError
 
-        raise RegistryError("model train needs --pipeline fraud|pricing or --data FILE")
+        raise RegistryError("model train needs --pipeline PIPELINE or --data PATH")
     options = TrainOptions(
         num_trees=args.trees,
         num_leaves=args.leaves,
@@ -58,7 +65,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         params=dict(args.param or []),
     )
     mv = train_and_register(
-        pipeline=args.pipeline,
+        pipeline=pipeline_kind(args.pipeline) if args.pipeline is not None else None,
         data=args.data,
         name=args.name,
         registry=_registry(args),
@@ -88,11 +95,13 @@ def _cmd_register(args: argparse.Namespace) -> int:
     if args.description:
         meta["description"] = args.description
     if args.data:
+        from features.pipelines import pipeline_kind
         from scorers.registry import read_model_text
         from scorers.train import describe_model
 
         text = read_model_text(args.file)[0]
-        meta.update(describe_model(text, args.data, label=args.label, pipeline=args.pipeline))
+        kind = pipeline_kind(args.pipeline) if args.pipeline is not None else None
+        meta.update(describe_model(text, args.data, label=args.label, pipeline=kind))
     mv = _registry(args).register(args.file, args.name, meta, aliases=args.alias or [])
     print(f"registered {mv.ref} sha256 {mv.sha256}")
     if mv.reference is None:
@@ -193,8 +202,18 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    mv = _registry(args).promote(args.name, args.version, args.alias)
-    print(f"{args.name}@{args.alias} -> version {mv.version} (sha256 {mv.sha256[:12]})")
+    reg = _registry(args)
+    reg._check_alias(args.alias)  # a bad alias is the first thing to say
+    ref = args.ref
+    if args.legacy_version is not None:  # 'promote NAME VERSION', the older spelling
+        ref = f"{ref}@{args.legacy_version}"
+    if "@" not in ref:
+        from scorers.registry import RegistryError
+
+        raise RegistryError(f"say which version to promote: {ref}@VERSION or {ref}@ALIAS")
+    target = reg.resolve(ref)
+    mv = reg.promote(target.name, target.version, args.alias)
+    print(f"{mv.name}@{args.alias} -> version {mv.version} (sha256 {mv.sha256[:12]})")
     return 0
 
 
@@ -235,83 +254,62 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="train, register, list, show and promote model versions",
         description="The model registry: versioned LightGBM text models with sha256, "
         "metadata, drift reference statistics and aliases (champion, challenger...). "
-        "References: NAME, NAME@VERSION, NAME@latest, NAME@ALIAS.",
+        "References (REF): NAME, NAME@VERSION, NAME@latest, NAME@ALIAS.",
     )
-    msub = p.add_subparsers(dest="model_command", metavar="SUBCOMMAND")
+    msub = p.add_subparsers(dest="model_command", metavar="COMMAND")
     msub.required = True
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--registry",
-        metavar="DIR",
+        metavar="PATH",
         default=None,
         help="registry root (default $STREAMSCORE_HOME/models, i.e. ./.streamscore/models)",
     )
+    pipeline_help = "pipeline name or YAML file"
 
     t = msub.add_parser(
         "train",
         parents=[common],
         help="train a model and register it with drift references",
         description="Train a LightGBM model on a pipeline's synthetic training set "
-        "($STREAMSCORE_HOME/data/<pipeline>/training.parquet + training.json) or any parquet, "
-        "with a holdout split, early stopping and a progress bar; register it with "
+        "($STREAMSCORE_HOME/data/<fraud|pricing>/training.parquet + training.json) or any "
+        "parquet, with a holdout split, early stopping and a progress bar; register it with "
         "holdout metrics and reference statistics for drift monitoring.",
     )
-    t.add_argument("--pipeline", choices=("fraud", "pricing"), help="demo pipeline to train")
-    t.add_argument("--data", metavar="PARQUET", help="training parquet (default: the pipeline's)")
-    t.add_argument("--name", help="model name (default: the pipeline name or the file's stem)")
-    t.add_argument("--label", help="label column (default: from the sidecar JSON)")
-    t.add_argument(
-        "--features",
-        type=_csv,
-        metavar="A,B,...",
-        help="ordered feature columns (default: sidecar, else numeric columns)",
-    )
-    t.add_argument(
-        "--categorical",
-        type=_csv,
-        metavar="A,B,...",
-        help="categorical feature columns (strings are encoded with the vocabulary)",
-    )
-    t.add_argument("--objective", help="LightGBM objective (default: sidecar, else inferred)")
-    t.add_argument("--trees", type=int, help="maximum boosting rounds (fraud 400, pricing 300)")
-    t.add_argument("--leaves", type=int, help="leaves per tree (fraud 63, pricing 31)")
-    t.add_argument("--learning-rate", type=float, help="learning rate (fraud 0.02, others 0.05)")
-    t.add_argument(
-        "--valid-fraction", type=float, default=0.2, help="holdout fraction (default 0.2)"
-    )
-    t.add_argument(
-        "--early-stopping",
-        type=int,
-        default=30,
-        metavar="ROUNDS",
-        help="stop after ROUNDS without holdout improvement; 0 disables (default 30)",
-    )
-    t.add_argument(
-        "--split",
-        choices=("random", "time"),
-        help="holdout split (default: time if the sidecar names a timestamp)",
-    )
-    t.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    t.add_argument("--threads", type=int, default=2, help="LightGBM threads (default 2)")
-    t.add_argument(
-        "--bins",
-        type=int,
-        default=10,
-        help="quantile bins per numeric feature in the reference (default 10)",
-    )
-    t.add_argument(
-        "--param",
-        action="append",
-        type=_param,
-        metavar="KEY=VALUE",
-        help="any LightGBM parameter, e.g. --param lambda_l1=0.5; repeatable",
-    )
-    t.add_argument(
-        "--promote",
-        action="append",
-        metavar="ALIAS",
-        help="point ALIAS (e.g. champion) at the new version; repeatable",
-    )
+    t.add_argument("--pipeline", type=pipeline_arg, metavar="PIPELINE",
+                   help=pipeline_help + ": train on its synthetic training set")
+    t.add_argument("--data", metavar="PATH", help="training parquet (default: the pipeline's)")
+    t.add_argument("--name", metavar="NAME",
+                   help="model name (default: the pipeline's domain or the file's stem)")
+    t.add_argument("--label", metavar="NAME", help="label column (default: from the sidecar JSON)")
+    t.add_argument("--features", type=_csv, metavar="A,B,...",
+                   help="ordered feature columns (default: sidecar, else numeric columns)")
+    t.add_argument("--categorical", type=_csv, metavar="A,B,...",
+                   help="categorical feature columns (strings are encoded with the vocabulary)")
+    t.add_argument("--objective", metavar="OBJECTIVE",
+                   help="LightGBM objective (default: sidecar, else inferred)")
+    t.add_argument("--trees", type=positive_int, metavar="N",
+                   help="maximum boosting rounds (fraud 400, pricing 300)")
+    t.add_argument("--leaves", type=positive_int, metavar="N",
+                   help="leaves per tree (fraud 63, pricing 31)")
+    t.add_argument("--learning-rate", type=float, metavar="X",
+                   help="learning rate (fraud 0.02, others 0.05)")
+    t.add_argument("--valid-fraction", type=fraction, default=0.2, metavar="FRACTION",
+                   help="holdout fraction (default 0.2)")
+    t.add_argument("--early-stopping", type=int, default=30, metavar="N",
+                   help="stop after N rounds without holdout improvement; 0 disables "
+                   "(default 30)")
+    t.add_argument("--split", choices=("random", "time"),
+                   help="holdout split (default: time if the sidecar names a timestamp)")
+    t.add_argument("--seed", type=int, default=42, metavar="SEED", help="random seed (default 42)")
+    t.add_argument("--threads", type=positive_int, default=2, metavar="N",
+                   help="LightGBM threads (default 2)")
+    t.add_argument("--bins", type=positive_int, default=10, metavar="N",
+                   help="quantile bins per numeric feature in the reference (default 10)")
+    t.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE",
+                   help="any LightGBM parameter, e.g. --param lambda_l1=0.5; repeatable")
+    t.add_argument("--promote", action="append", metavar="ALIAS",
+                   help="point ALIAS (e.g. champion) at the new version; repeatable")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
 
@@ -322,27 +320,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Register a LightGBM text model (Booster.save_model output) as a new "
         "version. Pickles and other formats are refused.",
     )
-    r.add_argument("file", metavar="FILE", help="LightGBM text model file")
-    r.add_argument("--name", required=True, help="model name")
-    r.add_argument(
-        "--alias",
-        action="append",
-        metavar="ALIAS",
-        help="also point ALIAS at the new version; repeatable",
-    )
-    r.add_argument("--description", help="free text stored in the metadata")
-    r.add_argument(
-        "--data",
-        metavar="PARQUET",
-        help="rows shaped like the model's inputs: compute drift reference "
-        "statistics (and metrics with --label) from them",
-    )
-    r.add_argument("--label", help="label column of --data, for metrics")
-    r.add_argument(
-        "--pipeline",
-        choices=("fraud", "pricing"),
-        help="encode string columns of --data with this pipeline's vocabulary",
-    )
+    r.add_argument("file", metavar="PATH", help="LightGBM text model file")
+    r.add_argument("--name", required=True, metavar="NAME", help="model name")
+    r.add_argument("--alias", action="append", metavar="ALIAS",
+                   help="also point ALIAS at the new version; repeatable")
+    r.add_argument("--description", metavar="TEXT", help="free text stored in the metadata")
+    r.add_argument("--data", metavar="PATH",
+                   help="parquet rows shaped like the model's inputs: compute drift reference "
+                   "statistics (and metrics with --label) from them")
+    r.add_argument("--label", metavar="NAME", help="label column of --data, for metrics")
+    r.add_argument("--pipeline", type=pipeline_arg, metavar="PIPELINE",
+                   help=pipeline_help + ": encode string columns of --data with its vocabulary")
     r.set_defaults(func=_cmd_register)
 
     ls = msub.add_parser(
@@ -371,12 +359,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "promote",
         parents=[common],
         help="point an alias (champion, challenger...) at a version",
-        description="Point an alias of NAME at VERSION, atomically; running workers that "
-        "follow NAME@ALIAS pick it up.",
+        description="Point an alias at the version REF names (NAME@VERSION, NAME@latest or "
+        "NAME@ALIAS, e.g. 'promote fraud@challenger --alias champion'), atomically; running "
+        "workers that follow NAME@ALIAS pick it up.",
     )
-    pr.add_argument("name", metavar="NAME", help="model name")
-    pr.add_argument("version", metavar="VERSION", type=int, help="version number")
-    pr.add_argument("--alias", default="champion", help="alias to move (default champion)")
+    pr.add_argument("ref", metavar="REF", help="the version to promote, e.g. fraud@2")
+    # The older spelling 'promote NAME VERSION', kept working but no longer shown.
+    pr.add_argument("legacy_version", nargs="?", type=int, default=None,
+                    help=argparse.SUPPRESS)
+    pr.add_argument("--alias", default="champion", metavar="ALIAS",
+                    help="alias to move (default champion)")
     pr.set_defaults(func=_cmd_promote)
 
     v = msub.add_parser(
@@ -398,6 +390,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "(seconds of JIT on a new machine, ~0.35 s of CPU with warm caches).",
     )
     w.add_argument("refs", metavar="REF", nargs="+", help="model references")
-    w.add_argument("--cache-dir", metavar="DIR", default=None,
+    w.add_argument("--cache-dir", metavar="PATH", default=None,
                    help="table cache (default $STREAMSCORE_HOME/cache/scorer)")
     w.set_defaults(func=_cmd_warm)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from features.argtypes import non_negative, port, positive_int
+from features.pipelines import pipeline_arg
+from stream.cli.grammar import BOOTSTRAP_HELP, COMMAND, add_bootstrap
 from stream.dev.embedded import BROKER_CHOICES
 
 __all__ = ["register"]
@@ -56,6 +59,8 @@ def _dev_status(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from stream.dev.demo import run
 
+    if args.legacy_pipeline is not None:  # 'demo pricing', the older spelling
+        args.pipeline = args.legacy_pipeline
     return run(args)
 
 
@@ -66,7 +71,8 @@ def _faust(args: argparse.Namespace) -> int:
     from stream.faust_app import create_app
 
     config = load_pipeline(args.pipeline)
-    app = create_app(config, metrics_port=args.metrics_port)
+    app = create_app(config, metrics_port=args.metrics_port,
+                     bootstrap=args.bootstrap_servers or None)
     # faust.Worker handles SIGTERM/SIGINT: the agent finishes its batch, Faust commits.
     worker = faust.Worker(app, loglevel=args.faust_log_level, quiet=True)
     worker.execute_from_commandline()
@@ -81,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Embedded infrastructure for local work: a Kafka-protocol broker from a "
         "PyPI wheel and a Redis (the local one if it answers, else one started here).",
     )
-    actions = dev.add_subparsers(dest="dev_action", metavar="ACTION", parser_class=type(dev))
+    actions = dev.add_subparsers(dest="dev_action", metavar=COMMAND, parser_class=type(dev))
     actions.required = True
     up = actions.add_parser("up", help="start and leave running; print connection strings",
                             description="Start the embedded broker (and Redis if needed).")
@@ -103,12 +109,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Start the embedded broker and Redis, run the pipeline end to end, print "
         "what happened, stop everything it started.",
     )
-    demo.add_argument("pipeline", nargs="?", default="fraud", choices=("fraud", "pricing"))
+    demo.add_argument("--pipeline", type=pipeline_arg, default="fraud", metavar="PIPELINE",
+                      help="pipeline name or YAML file (default fraud)")
+    # The older positional spelling ('demo pricing'), kept working but no longer shown.
+    demo.add_argument("legacy_pipeline", nargs="?", type=pipeline_arg, default=None,
+                      help=argparse.SUPPRESS)
     demo.add_argument("--broker", choices=BROKER_CHOICES, default=None,
                       help="embedded broker kind; auto = Apache Kafka where Java 17+ runs, "
                            "else noida (default: $STREAMSCORE_BROKER or auto)")
-    demo.add_argument("--events", type=int, default=20_000, help="events to produce")
-    demo.add_argument("--rate", type=float, default=2_000.0, help="events per second")
+    demo.add_argument("--events", type=positive_int, default=20_000, metavar="N",
+                      help="events to produce (default 20000)")
+    demo.add_argument("--rate", type=non_negative, default=2_000.0, metavar="RATE",
+                      help="events per second (default 2000)")
     demo.set_defaults(func=_demo)
 
     fst = sub.add_parser(
@@ -117,8 +129,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Run the same decode -> enrich -> score -> decide stages as 'run', as a "
         "faust-streaming agent publishing the same records to the same topics.",
     )
-    fst.add_argument("--pipeline", required=True, help="pipeline YAML file")
-    fst.add_argument("--metrics-port", type=int, default=None,
+    fst.add_argument("--pipeline", required=True, type=pipeline_arg, metavar="PIPELINE",
+                     help="pipeline name or YAML file")
+    add_bootstrap(fst, BOOTSTRAP_HELP)
+    fst.add_argument("--metrics-port", type=port, default=None, metavar="PORT",
                      help="Prometheus/health port (default: the pipeline's; -1 disables)")
     fst.add_argument("--faust-log-level", default="warn",
                      choices=("crit", "error", "warn", "info", "debug"))

@@ -1,6 +1,6 @@
 """The ``streamscore drift`` command: latest drift windows as a table, PSI plot.
 
-``streamscore drift report --pipeline FILE`` reads the pipeline's drift records from the
+``streamscore drift report --pipeline PIPELINE`` reads the pipeline's drift records from the
 local JSONL file the monitor appends to (``$STREAMSCORE_HOME/drift/<pipeline>.jsonl``,
 or ``--file``), or with ``--from-topic`` from the pipeline's drift topic: a consumer
 assigned to the last N offsets of every partition, without a consumer group commit, so
@@ -15,8 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from features.argtypes import non_negative, positive_int
+from features.pipelines import pipeline_arg
 from schemas.drift import DriftRecord, decode_drift
-from schemas.errors import ConfigError, InfrastructureError, StreamscoreError
+from schemas.errors import InfrastructureError, StreamscoreError
+from stream.cli.grammar import BOOTSTRAP_HELP, COMMAND, add_bootstrap
 
 __all__ = ["plot_psi", "read_jsonl_records", "read_topic_records", "register", "render_report"]
 
@@ -200,8 +203,6 @@ def _report(args: argparse.Namespace) -> int:
     from stream.config import load_pipeline
     from stream.drift.monitor import default_jsonl_path
 
-    if args.last < 1:
-        raise ConfigError("--last must be >= 1")
     cfg = load_pipeline(args.pipeline)
     if args.from_topic:
         from stream.endpoints import resolve_bootstrap
@@ -225,25 +226,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="drift statistics of a pipeline (report)",
         description="Drift windows published by the pipeline's monitor.",
     )
-    kinds = drift.add_subparsers(dest="drift_command", metavar="COMMAND",
-                                 parser_class=type(drift))
+    kinds = drift.add_subparsers(dest="drift_command", metavar=COMMAND, parser_class=type(drift))
     kinds.required = True
     text = ("Print the latest drift windows (PSI, calibrated threshold, JS, KS, Wasserstein, "
             "missing rate per feature and for the score) and optionally plot PSI over time.")
     p = kinds.add_parser("report", help="latest drift windows as a table, PSI plot",
                          description=text)
-    p.add_argument("--pipeline", required=True, metavar="FILE", help="pipeline YAML file")
+    p.add_argument("--pipeline", required=True, type=pipeline_arg, metavar="PIPELINE",
+                   help="pipeline name or YAML file")
     p.add_argument("--from-topic", action="store_true",
                    help="read the pipeline's drift topic instead of the local JSONL file")
-    p.add_argument("--file", metavar="JSONL",
+    p.add_argument("--file", metavar="PATH",
                    help="JSONL file of drift records (default "
                         "$STREAMSCORE_HOME/drift/<pipeline>.jsonl)")
-    p.add_argument("--last", type=int, default=10, metavar="N",
+    p.add_argument("--last", type=positive_int, default=10, metavar="N",
                    help="number of latest windows to show (default 10)")
-    p.add_argument("--plot", metavar="PNG", help="write a PNG of PSI per feature over time")
-    p.add_argument("--bootstrap-servers", default="",
-                   help="Kafka bootstrap servers (default: pipeline file, "
-                        "KAFKA_BOOTSTRAP_SERVERS, then 'dev up')")
-    p.add_argument("--timeout", type=float, default=10.0,
+    p.add_argument("--plot", metavar="PATH", help="write a PNG of PSI per feature over time")
+    add_bootstrap(p, "with --from-topic: " + BOOTSTRAP_HELP)
+    p.add_argument("--timeout", type=non_negative, default=10.0, metavar="S",
                    help="seconds to wait for the broker (default 10)")
     p.set_defaults(func=_report)

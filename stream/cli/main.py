@@ -13,7 +13,8 @@ A command sets ``func`` to a handler ``(args) -> int``. Handlers import heavy li
 (Feast, LightGBM, numba) lazily, so ``--help`` stays fast.
 
 Contract: bad input exits non-zero with one clear line on stderr, never a traceback
-(``--debug`` shows the traceback of an unexpected error).
+(``--debug`` shows the traceback of an unexpected error); the grammar every command
+follows (global options anywhere, metavars, exit codes) is ``stream.cli.grammar``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
-from typing import Any, NoReturn
+from importlib.metadata import PackageNotFoundError, entry_points, version
+from typing import Any
 
 from features import cli as features_cli
 from schemas.errors import StreamscoreError, missing_extra
 from scorers import cli as scorers_cli
 from stream.cli import commands, drift, run
+from stream.cli.grammar import COMMAND, Parser, add_global_options, epilog, walk
 from stream.logs import setup_logging
 
 __all__ = ["build_parser", "main"]
@@ -58,28 +60,29 @@ def _plugins() -> list[Callable[[Any], None]]:
     return found
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line and exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+def _version() -> str:
+    try:
+        return version("streamscore")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser with every package's subcommands."""
-    parser = _Parser(
+    parser = Parser(
         prog="streamscore",
         description="Real-time ML scoring of Kafka event streams.",
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--log-level", default=None,
-                        help="logging level (default $STREAMSCORE_LOG_LEVEL, else INFO)")
-    parser.add_argument("--log-json", action="store_true", default=None,
-                        help="log as JSON lines (default $STREAMSCORE_LOG_JSON)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"streamscore {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar=COMMAND, parser_class=Parser)
     sub.required = True
     for register in (*REGISTER, *_plugins()):
         register(sub)
+    # Every parser of the tree, the root included, takes the global options.
+    for path, each in list(walk(parser)):
+        add_global_options(each, top=not path)
     return parser
 
 

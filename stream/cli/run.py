@@ -1,10 +1,10 @@
 """``streamscore run`` (the scoring worker, N processes) and ``streamscore produce`` (load).
 
-``run --pipeline FILE --workers N`` starts N worker processes in one consumer group; two
+``run --pipeline PIPELINE --workers N`` starts N worker processes in one consumer group; two
 machines running it share the partitions through Kafka's group protocol, nothing else.
 SIGTERM/SIGINT finish the current batch, wait for every ack in flight, commit and close.
 
-``produce --pipeline FILE --events N --rate R`` writes input events at a steady rate
+``produce --pipeline PIPELINE --events N --rate RATE`` writes input events at a steady rate
 (replaying ``$STREAMSCORE_HOME/data/<P>/events.parquet`` when generated, else random
 events), with ``--bad-ratio`` of them malformed in assorted ways, keyed by entity.
 """
@@ -19,7 +19,10 @@ import sys
 import time
 from typing import Any
 
+from features.argtypes import fraction, non_negative, port, positive_int
+from features.pipelines import pipeline_arg
 from schemas.errors import ConfigError
+from stream.cli.grammar import BOOTSTRAP_HELP, add_bootstrap
 
 __all__ = ["register", "run_workers"]
 
@@ -53,6 +56,7 @@ def _run_one(path: str, index: int, options: dict[str, Any]) -> int:
         settings["group.instance.id"] = f"{options['instance_id']}-{index}"
     worker = Worker(
         config, worker_id=options.get("worker_id") or None, metrics_port=port,
+        bootstrap=options.get("bootstrap") or None,
         exactly_once=options.get("exactly_once"), batch_max=options.get("batch"),
         consumer_settings=settings, max_inflight_batches=options.get("max_inflight") or 16,
         idle_backoff_ms=options.get("idle_backoff_ms"),
@@ -107,8 +111,8 @@ def _handle_run(args: argparse.Namespace) -> int:
                "batch": args.batch, "worker_id": args.worker_id, "idle_exit": args.idle_exit,
                "instance_id": args.instance_id, "max_inflight": args.max_inflight,
                "idle_backoff_ms": args.idle_backoff_ms, "log_level": args.log_level,
-               "log_json": args.log_json}
-    return run_workers(args.pipeline, args.workers, options)
+               "log_json": args.log_json, "bootstrap": args.bootstrap_servers}
+    return run_workers(str(args.pipeline), args.workers, options)
 
 
 def _handle_produce(args: argparse.Namespace) -> int:
@@ -118,7 +122,7 @@ def _handle_produce(args: argparse.Namespace) -> int:
     from stream.kafka.admin import ensure_topics
 
     config = load_pipeline(args.pipeline)
-    bootstrap = resolve_bootstrap(config.kafka.bootstrap_servers)
+    bootstrap = resolve_bootstrap(args.bootstrap_servers or config.kafka.bootstrap_servers)
     t = config.topics
     ensure_topics(bootstrap, [t.input, t.decisions, t.dead_letter, t.drift],
                   partitions=t.partitions, replication_factor=t.replication_factor,
@@ -132,16 +136,6 @@ def _handle_produce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``run`` and ``produce``."""
     p = sub.add_parser(
@@ -150,32 +144,38 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "decision per good event (one dead letter per bad one); offsets are committed only "
         "after every output is acknowledged. SIGTERM/SIGINT drain and stop cleanly.",
     )
-    p.add_argument("--pipeline", required=True, metavar="FILE", help="pipeline YAML file")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
+    p.add_argument("--pipeline", required=True, type=pipeline_arg, metavar="PIPELINE",
+                   help="pipeline name or YAML file")
+    add_bootstrap(p, BOOTSTRAP_HELP)
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="worker processes in the consumer group (default 1)")
-    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+    p.add_argument("--metrics-port", type=port, default=None, metavar="PORT",
                    help="/metrics, /healthz, /readyz port (worker i uses PORT+i; 0 = any "
                    "free port, -1 = off; default from the pipeline file)")
     p.add_argument("--exactly-once", action="store_true",
                    help="Kafka transactions: outputs and offsets commit atomically")
-    p.add_argument("--batch", type=int, default=None, metavar="N",
+    p.add_argument("--batch", type=positive_int, default=None, metavar="N",
                    help="max messages per micro-batch (default from the pipeline file)")
-    p.add_argument("--worker-id", default="", help="worker id in records (default host-pid)")
+    p.add_argument("--worker-id", default="", metavar="ID",
+                   help="worker id in records (default host-pid)")
     p.add_argument("--instance-id", default="", metavar="ID",
                    help="static group membership: worker i uses ID-i, so a restarted "
                    "worker gets its partitions back without waiting for a session timeout")
-    p.add_argument("--max-inflight", type=_positive_int,
+    p.add_argument("--max-inflight", type=positive_int,
                    default=os.environ.get("STREAMSCORE_MAX_INFLIGHT") or 16, metavar="N",
                    help="batches whose outputs may await the broker's acks while later "
                    "batches are scored (offsets are still committed only after them); 1 = "
                    "wait for every batch's acks before the next (default "
                    "$STREAMSCORE_MAX_INFLIGHT, else 16)")
-    p.add_argument("--idle-backoff-ms", type=float, default=None, metavar="MS",
-                   help="pause the input partitions for MS ms once input stops, so a broker "
-                   "that answers empty fetches at once (noida-db) is not spun; 0 = off (default "
-                   "$STREAMSCORE_IDLE_BACKOFF_MS, else the pipeline's batch.idle_backoff_ms)")
-    p.add_argument("--idle-exit", type=float, default=None, metavar="S",
-                   help="stop after S seconds without input (benchmarks, tests)")
+    # Developer-only (hidden from --help): an emulator workaround and a test/benchmark stop.
+    # --idle-backoff-ms MS pauses the input partitions for MS ms once input stops, so a
+    # broker that answers empty fetches at once (noida-db) is not spun; 0 = off (default
+    # $STREAMSCORE_IDLE_BACKOFF_MS, else the pipeline's batch.idle_backoff_ms).
+    p.add_argument("--idle-backoff-ms", type=non_negative, default=None, metavar="MS",
+                   help=argparse.SUPPRESS)
+    # --idle-exit S stops after S seconds without input.
+    p.add_argument("--idle-exit", type=non_negative, default=None, metavar="S",
+                   help=argparse.SUPPRESS)
     p.set_defaults(func=_handle_run)
 
     q = sub.add_parser(
@@ -183,11 +183,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Write N input events at a steady rate to the pipeline's input topic "
         "(creating the pipeline's topics if missing), optionally with malformed ones.",
     )
-    q.add_argument("--pipeline", required=True, metavar="FILE", help="pipeline YAML file")
-    q.add_argument("--events", type=int, default=10_000, metavar="N", help="events (10000)")
-    q.add_argument("--rate", type=float, default=1000.0, metavar="R",
+    q.add_argument("--pipeline", required=True, type=pipeline_arg, metavar="PIPELINE",
+                   help="pipeline name or YAML file")
+    add_bootstrap(q, BOOTSTRAP_HELP)
+    q.add_argument("--events", type=positive_int, default=10_000, metavar="N",
+                   help="events (default 10000)")
+    q.add_argument("--rate", type=non_negative, default=1000.0, metavar="RATE",
                    help="events per second; 0 = as fast as possible (default 1000)")
-    q.add_argument("--bad-ratio", type=float, default=0.0, metavar="F",
+    q.add_argument("--bad-ratio", type=fraction, default=0.0, metavar="FRACTION",
                    help="fraction of malformed events (default 0)")
-    q.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    q.add_argument("--seed", type=int, default=1, metavar="SEED", help="random seed (default 1)")
     q.set_defaults(func=_handle_produce)

@@ -1,4 +1,4 @@
-"""``streamscore demo [fraud|pricing]``: the whole engine end to end on embedded infrastructure.
+"""``streamscore demo --pipeline PIPELINE``: the whole engine end to end on embedded infrastructure.
 
 From a fresh clone: start the embedded Kafka broker and find (or start) Redis; generate
 the pipeline's synthetic data; apply the Feast repo and materialize it into Redis; train
@@ -30,7 +30,6 @@ from schemas.errors import InfrastructureError
 
 __all__ = ["run"]
 
-ROOT = Path(__file__).resolve().parent.parent
 BAD_RATIO = 0.002  # a few malformed events: ~40 in 20,000
 # The report reader's idle-fetch backoff (stream.kafka.idle): the worker's default, and like the
 # worker's, overridden by STREAMSCORE_IDLE_BACKOFF_MS (0 = off).
@@ -51,10 +50,10 @@ def _done(t0: float, what: str = "") -> None:
     print(f"   {what + ' ' if what else ''}({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
-def _prepare(pipeline: str, redis_url: str) -> Any:
+def _prepare(pipeline: str, repo: Path, redis_url: str) -> Any:
     """Data, Feast repo in Redis, a registered champion; returns the model version."""
     from features.materialize import apply_repo, materialize_repo
-    from features.repo import data_dir, repo_path
+    from features.repo import data_dir
     from features.synthetic import generate
     from scorers.registry import ModelNotFoundError, Registry
     from scorers.train import TrainOptions, train_and_register
@@ -64,8 +63,7 @@ def _prepare(pipeline: str, redis_url: str) -> Any:
         t0 = _step(f"generating synthetic {pipeline} data into {data}")
         res = generate(pipeline, data, progress=True, **SIZES[pipeline])  # type: ignore[arg-type]
         _done(t0, f"{sum(res.rows.values()):,} rows")
-    repo = repo_path(pipeline)
-    t0 = _step(f"feast apply + materialize {repo.relative_to(ROOT)} into {redis_url}")
+    t0 = _step(f"feast apply + materialize {repo} into {redis_url}")
     apply_repo(repo, redis_url)
     mat = materialize_repo(repo, redis_url=redis_url, progress=True)
     _done(t0, f"{mat.rows:,} rows, project {mat.project}")
@@ -84,17 +82,19 @@ def _prepare(pipeline: str, redis_url: str) -> Any:
     return mv
 
 
-def _write_pipeline(pipeline: str, bootstrap: str, redis_url: str, tag: str, port: int) -> Path:
+def _write_pipeline(source: Path, repo: Path, bootstrap: str, redis_url: str, tag: str,
+                    port: int) -> Path:
     import yaml
 
     from features.repo import streamscore_home
 
-    doc = yaml.safe_load((ROOT / "pipelines" / f"{pipeline}.yaml").read_text())
+    pipeline = source.stem
+    doc = yaml.safe_load(source.read_text())
     doc["kafka"]["bootstrap_servers"] = bootstrap
     doc["kafka"]["group_id"] = f"demo-{pipeline}-{tag}"
     for key in ("input", "decisions", "dead_letter", "drift"):
         doc["topics"][key] = f"{doc['topics'][key]}.{tag}"
-    doc["features"]["repo"] = str(ROOT / "features" / "repos" / pipeline)
+    doc["features"]["repo"] = str(repo)
     doc["features"]["redis_url"] = redis_url
     # The demo shares 2 cores with the broker, Redis and the producer: a 20 ms read
     # timeout would measure the machine's load, not the engine. 60 ms stays inside the
@@ -238,12 +238,15 @@ def _report(col: _Collector, counts: dict[str, int], pipeline: str, took: float,
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 when every event was accounted for."""
+    from features.pipelines import pipeline_kind, pipeline_repo
+    from features.repo import streamscore_home
     from stream.config import load_pipeline
     from stream.dev.embedded import default_broker_kind, free_port, resolve_redis, start_broker
     from stream.dev.load import produce_events
     from stream.kafka.admin import ensure_topics
 
-    pipeline = args.pipeline
+    source = Path(args.pipeline)  # the pipeline file (the CLI resolved a name to it)
+    repo, pipeline = pipeline_repo(source), pipeline_kind(source)
     kind = args.broker or default_broker_kind()
     n = max(1, int(args.events))
     started = time.perf_counter()
@@ -255,21 +258,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         _done(t0, f"kafka {broker.address} ({broker.label}), "
                   f"redis {redis_server.url} ({redis_server.origin})")
-        _prepare(pipeline, redis_server.url)
+        _prepare(pipeline, repo, redis_server.url)
         tag = uuid.uuid4().hex[:6]
         port = free_port()
-        path = _write_pipeline(pipeline, broker.address, redis_server.url, tag, port)
+        path = _write_pipeline(source, repo, broker.address, redis_server.url, tag, port)
         config = load_pipeline(path)
         t = config.topics
         ensure_topics(broker.address, [t.input, t.decisions, t.dead_letter, t.drift],
                       partitions=t.partitions)
         t0 = _step(f"starting a worker: streamscore run --pipeline {path}")
-        env = {**os.environ, "REDIS_URL": redis_server.url}
+        # The worker finds the registry and data where this process put them.
+        env = {**os.environ, "REDIS_URL": redis_server.url,
+               "STREAMSCORE_HOME": str(streamscore_home())}
         log_path = path.with_suffix(".log")
         with open(log_path, "wb") as log_file:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "stream.cli", "run", "--pipeline", str(path)],
-                cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                env=env, stdout=log_file, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 120
         while _metric(port, "streamscore_assigned_partitions") <= 0:

@@ -78,9 +78,16 @@ def test_train_list_show_promote_verify(
     assert "card@2" in pretty and "numeric, " in pretty and "'num_leaves': 7" in pretty
     assert "'lambda_l1': 0.5" in pretty and "'boost_from_average': False" in pretty
 
-    assert main(["model", "promote", "card", "2", "--alias", "champion", *common]) == 0
+    assert main(["model", "promote", "card@2", "--alias", "champion", *common]) == 0
     assert "card@champion -> version 2" in capsys.readouterr().out
     assert Registry(reg).resolve("card").version == 2
+    # Any reference names the version (an alias, latest); the older 'NAME VERSION' works.
+    assert main(["model", "promote", "card@champion", "--alias", "challenger", *common]) == 0
+    assert "card@challenger -> version 2" in capsys.readouterr().out
+    assert main(["model", "promote", "card", "1", "--alias", "challenger", *common]) == 0
+    assert Registry(reg).resolve("card@challenger").version == 1
+    assert main(["model", "promote", "card", *common]) == 1
+    assert "say which version to promote" in capsys.readouterr().err
 
     assert main(["model", "verify", "card@1", *common]) == 0
     assert "card@1 ok" in capsys.readouterr().out
@@ -135,7 +142,7 @@ def test_errors_are_one_line_with_nonzero_exit(
         (["model", "show", "nosuch@1"], "no model named 'nosuch'"),
         (["model", "register", str(pkl), "--name", "x"], "pickle"),
         (["model", "train"], "needs --pipeline"),
-        (["model", "promote", "x", "1", "--alias", "latest"], "invalid alias"),
+        (["model", "promote", "x@1", "--alias", "latest"], "invalid alias"),
         (["model", "train", "--data", str(pkl)], "cannot read training data"),
     ]
     for argv, message in cases:

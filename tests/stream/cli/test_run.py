@@ -24,8 +24,10 @@ def test_missing_pipeline_file_is_one_line(command, tmp_path):
         f"streamscore: error: pipeline file not found: {tmp_path / 'nope.yaml'}"]
 
 
-def test_run_rejects_zero_workers(tmp_path):
-    assert main(["run", "--pipeline", "pipelines/fraud.yaml", "--workers", "0"]) == 2
+def test_run_rejects_zero_workers(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--pipeline", "pipelines/fraud.yaml", "--workers", "0"])
+    assert exc.value.code == 2 and "--workers: must be >= 1" in capsys.readouterr().err
 
 
 def test_help_names_the_options(capsys):
