@@ -28,8 +28,11 @@ import numba
 import numpy as np
 import redis
 
+from features import jitcache
 from features.breaker import CircuitBreaker
 from features.exceptions import FeatureRepoError
+
+jitcache.configure()  # before the first kernel: numba reads its cache dir then
 
 __all__ = [
     "SLOTS",

@@ -32,9 +32,12 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from features import jitcache
 from scorers.ir import CATEGORICAL_MASK, DEFAULT_LEFT_MASK, MISSING_ZERO
 from scorers.kernels import KZ, NAN_LEFT_BIT, finish_rows
 from scorers.walker import GeneralTables
+
+jitcache.configure()  # before the first kernel: numba reads its cache dir then
 
 __all__ = ["BlockTables", "block_predict", "build_block_tables"]
 
