@@ -1,4 +1,4 @@
-"""The ``streamscore drift`` command: latest drift windows as a table, PSI plot.
+"""The ``streamscore drift`` command: latest drift windows as a table, PSI plot, HTML.
 
 ``streamscore drift report --pipeline FILE`` reads the pipeline's drift records from the
 local JSONL file the monitor appends to (``$STREAMSCORE_HOME/drift/<pipeline>.jsonl``,
@@ -17,8 +17,10 @@ from typing import Any
 
 from schemas.drift import DriftRecord, decode_drift
 from schemas.errors import ConfigError, InfrastructureError, StreamscoreError
+from schemas.outcomes import OutcomeMetricsRecord, decode_metrics
 
-__all__ = ["plot_psi", "read_jsonl_records", "read_topic_records", "register", "render_report"]
+__all__ = ["plot_psi", "read_jsonl_records", "read_outcome_records", "read_topic_records",
+           "register", "render_report", "write_html"]
 
 
 def read_jsonl_records(path: str | Path, last: int | None = None) -> list[DriftRecord]:
@@ -215,7 +217,53 @@ def _report(args: argparse.Namespace) -> int:
     render_report(records)
     if args.plot:
         print(f"wrote {plot_psi(records, args.plot)}")
+    if args.html:
+        print(f"wrote {write_html(records, args.html, cfg, args.outcomes)}")
     return 0
+
+
+def _reference(cfg: Any) -> dict[str, Any] | None:
+    """The champion's training reference from the registry, or None when unavailable (the
+    report then shows the score's drift without the reference histogram)."""
+    from scorers.registry import Registry, default_root
+
+    try:
+        root = (str(cfg.resolve_path(cfg.model.registry)) if cfg.model.registry
+                else default_root())
+        return Registry(root).resolve(cfg.model.ref).reference
+    except Exception:  # no registry here: the report is still useful without it
+        return None
+
+
+def write_html(records: Sequence[DriftRecord], out: str | Path, cfg: Any = None,
+               outcomes_path: str | None = None) -> Path:
+    """Write the self-contained HTML report (see ``stream.drift.report``)."""
+    from stream.drift.report import render_html
+
+    outcomes = read_outcome_records(outcomes_path) if outcomes_path else []
+    page = render_html(records, reference=_reference(cfg) if cfg is not None else None,
+                       outcomes=outcomes)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def read_outcome_records(path: str | Path) -> list[OutcomeMetricsRecord]:
+    """The outcome metric records of a JSONL file (other lines skipped)."""
+    import msgspec
+
+    try:
+        lines = Path(path).read_bytes().splitlines()
+    except FileNotFoundError:
+        raise StreamscoreError(f"no outcome metric records at {path}") from None
+    out = []
+    for line in lines:
+        try:
+            out.append(decode_metrics(line))
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            continue
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -241,6 +289,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--last", type=int, default=10, metavar="N",
                    help="number of latest windows to show (default 10)")
     p.add_argument("--plot", metavar="PNG", help="write a PNG of PSI per feature over time")
+    p.add_argument("--html", metavar="FILE",
+                   help="write a self-contained HTML report (PSI timelines with alarms, "
+                        "score vs training reference, decision mix, outcome metrics)")
+    p.add_argument("--outcomes", metavar="JSONL",
+                   help="outcome metric records to include in the HTML report (written by "
+                        "'streamscore outcomes --jsonl')")
     p.add_argument("--bootstrap-servers", default="",
                    help="Kafka bootstrap servers (default: pipeline file, "
                         "KAFKA_BOOTSTRAP_SERVERS, then 'dev up')")
