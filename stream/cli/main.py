@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 from features import cli as features_cli
 from schemas.errors import StreamscoreError, missing_extra
 from scorers import cli as scorers_cli
-from stream.cli import commands, drift, outcomes, run
+from stream.cli import commands, drift, model_compare, outcomes, run
 from stream.logs import setup_logging
 
 __all__ = ["build_parser", "main"]
@@ -44,6 +44,7 @@ REGISTER: tuple[Callable[[Any], None], ...] = (
     scorers_cli.register,
     drift.register,
     outcomes.register,
+    model_compare.register,  # adds 'compare' under 'model': after scorers_cli
 )
 PLUGIN_GROUP = "streamscore.commands"
 

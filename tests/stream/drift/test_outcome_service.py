@@ -1,7 +1,7 @@
-"""``streamscore outcomes`` on a real broker: decisions (champion and
+"""``streamscore outcomes`` and ``model compare`` on a real broker: decisions (champion and
 shadow challenger scores) and outcomes (late, duplicate, unknown, malformed among them)
 produced to topics; the published metrics per model version equal scikit-learn's on the
-joined pairs, and Prometheus shows them."""
+joined pairs, Prometheus shows them, and the better challenger is picked."""
 
 from __future__ import annotations
 
@@ -123,6 +123,22 @@ def test_outcomes_join_publish_and_export(bootstrap, pipeline_file, make_topic):
     assert (f'streamscore_outcome_auc{{model_version="fraud@4",pipeline="fraud",'
             f'role="challenger"}} {auc!r}') in text
     assert 'streamscore_outcomes_total{pipeline="fraud",result="duplicate"} 2.0' in text
+
+
+def test_model_compare_picks_the_better_challenger(bootstrap, pipeline_file, capsys,
+                                                   tmp_path):
+    path, decisions = pipeline_file
+    y, champ, chall = _stream(4000, seed=1)
+    _produce(bootstrap, decisions, _decisions(4000, champ, chall))
+    _produce(bootstrap, f"{decisions}.outcomes", _outcomes(y)[:4000])
+    html = tmp_path / "compare.html"
+    code = main(["model", "compare", "--pipeline", str(path), "--bootstrap-servers",
+                 bootstrap, "--horizon", "86400", "--replay", "3600", "--timeout", "60",
+                 "--html", str(html)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "4000 joined" in out and "better: challenger fraud@4" in out
+    assert "<script" not in html.read_text() and "DeLong" in html.read_text()
 
 
 def test_outcomes_command_writes_metric_records(bootstrap, pipeline_file, make_topic, capsys,
