@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ from schemas.drift import DriftRecord, decode_drift
 from schemas.errors import ConfigError, InfrastructureError, StreamscoreError
 from schemas.outcomes import OutcomeMetricsRecord, decode_metrics
 
-__all__ = ["plot_psi", "read_jsonl_records", "read_outcome_records", "read_topic_records",
-           "register", "render_report", "write_html"]
+__all__ = ["plot_psi", "read_jsonl_records", "read_outcome_records", "read_recent_scores",
+           "read_topic_records", "register", "render_report", "write_html"]
 
 
 def read_jsonl_records(path: str | Path, last: int | None = None) -> list[DriftRecord]:
@@ -55,6 +55,28 @@ def read_topic_records(
 ) -> list[DriftRecord]:
     """The latest ``last`` records of each partition of a drift topic (oldest first,
     at most ``last`` in all), read by assignment: no group join, no offset commit."""
+    records = _read_latest(bootstrap, topic, last, settings, timeout, decode_drift)
+    records.sort(key=lambda r: r.window_end)
+    return records[-last:]
+
+
+def read_recent_scores(bootstrap: str, topic: str, last: int = 5000,
+                       settings: Mapping[str, Any] | None = None,
+                       timeout: float = 10.0) -> list[float]:
+    """The champion's scores of the latest ``last`` decisions of each partition of the
+    decisions topic (for the report's score histogram), read like the drift topic."""
+    import msgspec
+
+    from schemas.decisions import Decision
+
+    decoder = msgspec.json.Decoder(Decision)
+    return [d.score for d in _read_latest(bootstrap, topic, last, settings, timeout,
+                                          decoder.decode) if d.score is not None]
+
+
+def _read_latest(bootstrap: str, topic: str, last: int, settings: Mapping[str, Any] | None,
+                 timeout: float, decode: Callable[[bytes], Any]) -> list[Any]:
+    """The decoded latest ``last`` records of each partition (undecodable ones skipped)."""
     import time
 
     import msgspec
@@ -75,7 +97,7 @@ def read_topic_records(
             raise InfrastructureError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
         info = meta.topics.get(topic)
         if info is None or info.error is not None or not info.partitions:
-            raise StreamscoreError(f"drift topic {topic!r} does not exist on {bootstrap}")
+            raise StreamscoreError(f"topic {topic!r} does not exist on {bootstrap}")
         assignment, ends = [], {}
         for p in sorted(info.partitions):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
@@ -83,7 +105,7 @@ def read_topic_records(
             if high > low:
                 assignment.append(TopicPartition(topic, p, max(low, high - last)))
                 ends[p] = high
-        records: list[DriftRecord] = []
+        records: list[Any] = []
         if not assignment:
             return records
         consumer.assign(assignment)
@@ -96,13 +118,12 @@ def read_topic_records(
                     continue
                 positions[part] = offset + 1
                 try:
-                    records.append(decode_drift(value))
+                    records.append(decode(value))
                 except (msgspec.ValidationError, msgspec.DecodeError):
                     continue
     finally:
         consumer.close()
-    records.sort(key=lambda r: r.window_end)
-    return records[-last:]
+    return records
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -205,6 +226,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.last < 1:
         raise ConfigError("--last must be >= 1")
     cfg = load_pipeline(args.pipeline)
+    scores: list[float] | None = None
     if args.from_topic:
         from stream.endpoints import resolve_bootstrap
 
@@ -212,13 +234,16 @@ def _report(args: argparse.Namespace) -> int:
         settings = {**cfg.kafka.settings, **cfg.kafka.consumer}
         records = read_topic_records(bootstrap, cfg.topics.drift, args.last, settings,
                                      timeout=args.timeout)
+        if args.html:
+            scores = read_recent_scores(bootstrap, cfg.topics.decisions, 5000, settings,
+                                        timeout=args.timeout)
     else:
         records = read_jsonl_records(args.file or default_jsonl_path(cfg.name), args.last)
     render_report(records)
     if args.plot:
         print(f"wrote {plot_psi(records, args.plot)}")
     if args.html:
-        print(f"wrote {write_html(records, args.html, cfg, args.outcomes)}")
+        print(f"wrote {write_html(records, args.html, cfg, args.outcomes, scores)}")
     return 0
 
 
@@ -236,13 +261,15 @@ def _reference(cfg: Any) -> dict[str, Any] | None:
 
 
 def write_html(records: Sequence[DriftRecord], out: str | Path, cfg: Any = None,
-               outcomes_path: str | None = None) -> Path:
-    """Write the self-contained HTML report (see ``stream.drift.report``)."""
+               outcomes_path: str | None = None,
+               scores: Sequence[float] | None = None) -> Path:
+    """Write the self-contained HTML report (see ``stream.drift.report``): the champion's
+    training reference comes from the registry, recent scores from the decisions topic."""
     from stream.drift.report import render_html
 
     outcomes = read_outcome_records(outcomes_path) if outcomes_path else []
     page = render_html(records, reference=_reference(cfg) if cfg is not None else None,
-                       outcomes=outcomes)
+                       recent_scores=scores, outcomes=outcomes)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

@@ -161,24 +161,30 @@ def _score_section(records: Sequence[DriftRecord], reference: Mapping[str, Any] 
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 3.6))
     ref = (reference or {}).get("score")
-    if ref:
-        edges = np.asarray(ref["edges"], dtype=np.float64)
+    have = scores is not None and len(scores) > 0
+    edges = np.asarray(ref["edges"], dtype=np.float64) if ref else None
+    if edges is not None and ref:
         counts = np.asarray(ref["counts"], dtype=np.float64)
         widths = np.diff(edges)
         ok = widths > 0
         dens = np.where(ok, counts / max(counts.sum(), 1.0) / np.where(ok, widths, 1.0), 0.0)
         left.stairs(dens, edges, fill=True, alpha=0.35, color="#7f7f7f",
                     label="training reference")
-        if scores is not None and len(scores):
-            s = np.clip(np.asarray(scores, dtype=np.float64), edges[0], edges[-1])
-            left.hist(s, bins=edges, density=True, histtype="step", linewidth=1.6,
-                      color="#1f77b4", label=f"recent scores ({len(s)})")
-        left.set_xscale("symlog", linthresh=1e-3) if edges[-1] <= 1.0 else None
+        if edges[-1] <= 1.0:  # probabilities: the tail near 0 is where fraud scores live
+            left.set_xscale("symlog", linthresh=1e-3)
+    if have:
+        s = np.asarray(scores, dtype=np.float64)
+        if edges is not None:
+            s = np.clip(s, edges[0], edges[-1])
+        left.hist(s, bins=edges if edges is not None else 30, density=True,
+                  histtype="step", linewidth=1.6, color="#1f77b4",
+                  label=f"recent scores ({len(s)})")
+    if edges is not None or have:
         left.legend(fontsize=8)
-        left.set_title("score distribution (density on the reference's quantile bins)",
-                       fontsize=9)
+        left.set_title("score distribution (density)", fontsize=9)
     else:
-        left.text(0.5, 0.5, "no training reference given", ha="center", va="center")
+        left.text(0.5, 0.5, "no training reference, no recent scores", ha="center",
+                  va="center")
         left.set_axis_off()
     times = [datetime.fromtimestamp(r.window_end, tz=UTC) for r in records]
     psi, thr, alarm = _series(records, "score")
@@ -192,7 +198,11 @@ def _score_section(records: Sequence[DriftRecord], reference: Mapping[str, Any] 
     right.set_title("score drift per window", fontsize=9)
     fig.autofmt_xdate()
     fig.tight_layout()
-    return _png(fig)
+    n = len(scores) if scores is not None else 0
+    note = ("training reference" if ref else "no training reference in the model registry")
+    note += (f" vs {n} recent scores from the decisions topic" if n else
+             "; recent scores are read from the decisions topic with --from-topic")
+    return f'<p class="note">{html.escape(note)}</p>' + _png(fig)
 
 
 def _decision_section(records: Sequence[DriftRecord]) -> str:

@@ -108,6 +108,25 @@ def test_records_publish_and_read_back_from_a_real_broker(
     assert main(["drift", "report", "--pipeline", str(path), "--from-topic"]) == 0
     out = capsys.readouterr().out
     assert "drift windows: fraud" in out and "ALARM" in out
+
+    # --html adds the champion's recent scores from the decisions topic to the page.
+    from msgspec.json import encode
+
+    from schemas.decisions import Decision
+    decisions = make_topic("decisions")
+    for i in range(300):
+        producer.produce(decisions, encode(Decision(
+            event_id=f"e{i}", pipeline="fraud", key="k", outcome="approve", score=i / 300,
+            model_name="fraud", model_version="1", model_sha256="c" * 64)))
+    producer.produce(decisions, b"not a decision")
+    assert producer.flush(15) == 0
+    pipeline["topics"]["decisions"] = decisions
+    path.write_text(yaml.safe_dump(pipeline))
+    page = tmp_path / "report.html"
+    assert main(["drift", "report", "--pipeline", str(path), "--from-topic",
+                 "--html", str(page)]) == 0
+    assert f"wrote {page}" in capsys.readouterr().out
+    assert "300 recent scores" in page.read_text()
     missing = tmp_path / "pipelines/missing.yaml"
     pipeline["topics"]["drift"] = topic + "-absent"
     missing.write_text(yaml.safe_dump(pipeline))

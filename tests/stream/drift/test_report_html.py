@@ -96,8 +96,9 @@ def _pixels(png: Path) -> np.ndarray:
 def test_page_renders_in_headless_chromium(tmp_path):
     records, ref = _drift(tmp_path)
     page = tmp_path / "report.html"
-    page.write_text(render_html(records, reference=ref, outcomes=_outcomes()),
-                    encoding="utf-8")
+    scores = np.random.default_rng(2).beta(1.3, 1, 3000)  # shifted towards high scores
+    page.write_text(render_html(records, reference=ref, recent_scores=scores,
+                                outcomes=_outcomes()), encoding="utf-8")
     shot = tmp_path / "report.png"
     dom, log = load(page, shot)
     assert "Drift report: fraud" in dom and dom.count("<img") == 4
