@@ -227,6 +227,7 @@ def _report(args: argparse.Namespace) -> int:
         raise ConfigError("--last must be >= 1")
     cfg = load_pipeline(args.pipeline)
     scores: list[float] | None = None
+    outcomes: list[OutcomeMetricsRecord] = []
     if args.from_topic:
         from stream.endpoints import resolve_bootstrap
 
@@ -237,13 +238,18 @@ def _report(args: argparse.Namespace) -> int:
         if args.html:
             scores = read_recent_scores(bootstrap, cfg.topics.decisions, 5000, settings,
                                         timeout=args.timeout)
+            if not args.outcomes:  # what 'streamscore outcomes' publishes, when it runs
+                outcomes = _read_outcome_topic(bootstrap, f"{cfg.topics.decisions}"
+                                               ".outcome-metrics", settings, args.timeout)
     else:
         records = read_jsonl_records(args.file or default_jsonl_path(cfg.name), args.last)
     render_report(records)
     if args.plot:
         print(f"wrote {plot_psi(records, args.plot)}")
     if args.html:
-        print(f"wrote {write_html(records, args.html, cfg, args.outcomes, scores)}")
+        if args.outcomes:
+            outcomes = read_outcome_records(args.outcomes)
+        print(f"wrote {write_html(records, args.html, cfg, outcomes, scores)}")
     return 0
 
 
@@ -261,19 +267,27 @@ def _reference(cfg: Any) -> dict[str, Any] | None:
 
 
 def write_html(records: Sequence[DriftRecord], out: str | Path, cfg: Any = None,
-               outcomes_path: str | None = None,
+               outcomes: Sequence[OutcomeMetricsRecord] = (),
                scores: Sequence[float] | None = None) -> Path:
     """Write the self-contained HTML report (see ``stream.drift.report``): the champion's
     training reference comes from the registry, recent scores from the decisions topic."""
     from stream.drift.report import render_html
 
-    outcomes = read_outcome_records(outcomes_path) if outcomes_path else []
     page = render_html(records, reference=_reference(cfg) if cfg is not None else None,
                        recent_scores=scores, outcomes=outcomes)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _read_outcome_topic(bootstrap: str, topic: str, settings: Mapping[str, Any],
+                        timeout: float) -> list[OutcomeMetricsRecord]:
+    """The latest outcome metric records (none when the topic does not exist)."""
+    try:
+        return _read_latest(bootstrap, topic, 500, settings, timeout, decode_metrics)
+    except StreamscoreError:
+        return []
 
 
 def read_outcome_records(path: str | Path) -> list[OutcomeMetricsRecord]:
@@ -321,7 +335,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "score vs training reference, decision mix, outcome metrics)")
     p.add_argument("--outcomes", metavar="JSONL",
                    help="outcome metric records to include in the HTML report (written by "
-                        "'streamscore outcomes --jsonl')")
+                        "'streamscore outcomes --jsonl'; with --from-topic they are read "
+                        "from <decisions topic>.outcome-metrics)")
     p.add_argument("--bootstrap-servers", default="",
                    help="Kafka bootstrap servers (default: pipeline file, "
                         "KAFKA_BOOTSTRAP_SERVERS, then 'dev up')")
