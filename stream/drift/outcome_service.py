@@ -117,8 +117,9 @@ class OutcomeMetricsExporter:
             for t, p, q in zip(rec.thresholds, rec.precision, rec.recall, strict=True):
                 self.precision.labels(*lbl, f"{t:g}").set(p)
                 self.recall.labels(*lbl, f"{t:g}").set(q)
-            for q, v in (("0.5", rec.delay_p50), ("0.9", rec.delay_p90), ("1", rec.delay_max)):
-                self.delay.labels(*lbl, q).set(nan if v is None else v)
+            for quantile, v in (("0.5", rec.delay_p50), ("0.9", rec.delay_p90),
+                                ("1", rec.delay_max)):
+                self.delay.labels(*lbl, quantile).set(nan if v is None else v)
         for result in ("joined", "late", "duplicate", "unmatched", "invalid"):
             now, before = getattr(counts, result), self._seen.get(result, 0)
             self.outcomes.labels(self.pipeline, result).inc(now - before)

@@ -81,6 +81,11 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[Any]],
     return "".join(out)
 
 
+def _times(records: Sequence[DriftRecord]) -> list[Any]:
+    """Window ends as UTC datetimes (matplotlib's date axis; typed Any for its stubs)."""
+    return [datetime.fromtimestamp(r.window_end, tz=UTC) for r in records]
+
+
 def _fmt(x: float | None, digits: int = 4) -> str:
     return "-" if x is None or x != x else f"{x:.{digits}f}"
 
@@ -136,7 +141,7 @@ def _psi_panels(records: Sequence[DriftRecord], order: Sequence[str]) -> str:
     nrows = -(-len(names) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(13, 2.1 * nrows), squeeze=False,
                              sharex=True)
-    times = [datetime.fromtimestamp(r.window_end, tz=UTC) for r in records]
+    times = _times(records)
     for ax, name in zip(axes.ravel(), names, strict=False):
         psi, thr, alarm = _series(records, name)
         ax.plot(times, psi, color="#1f77b4", linewidth=1.2, marker=".", markersize=3)
@@ -186,7 +191,7 @@ def _score_section(records: Sequence[DriftRecord], reference: Mapping[str, Any] 
         left.text(0.5, 0.5, "no training reference, no recent scores", ha="center",
                   va="center")
         left.set_axis_off()
-    times = [datetime.fromtimestamp(r.window_end, tz=UTC) for r in records]
+    times = _times(records)
     psi, thr, alarm = _series(records, "score")
     right.plot(times, psi, marker=".", label="score PSI")
     right.plot(times, thr, "--", color="#d62728", linewidth=0.9, label="threshold")
@@ -212,7 +217,7 @@ def _decision_section(records: Sequence[DriftRecord]) -> str:
     mult = [r.decisions.mean_multiplier for r in records]
     if not kinds and all(m is None for m in mult):
         return '<p class="note">no decision mix in these windows</p>'
-    times = [datetime.fromtimestamp(r.window_end, tz=UTC) for r in records]
+    times = _times(records)
     fig, ax = plt.subplots(figsize=(13, 3))
     if kinds:
         ys = [[r.decisions.shares.get(k, 0.0) for r in records] for k in kinds]
@@ -240,7 +245,7 @@ def _outcome_section(outcomes: Sequence[OutcomeMetricsRecord]) -> str:
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
     for v in versions:
         rs = sorted((o for o in outcomes if o.model_version == v), key=lambda o: o.at)
-        t = [datetime.fromtimestamp(o.at, tz=UTC) for o in rs]
+        t: list[Any] = [datetime.fromtimestamp(o.at, tz=UTC) for o in rs]
         label = f"{v} ({rs[-1].role})"
         axes[0].plot(t, [val(o.auc) for o in rs], marker=".", label=label)
         axes[1].plot(t, [val(o.brier) for o in rs], marker=".", label=label)
