@@ -1,7 +1,7 @@
 """The ``streamscore outcomes`` command: join outcomes back to decisions, publish online
 metrics per model version (topic, JSONL, Prometheus) until stopped.
 
-It runs beside the workers, in its own process (``stream.drift.outcome_service``): the
+It runs beside the workers, in its own process (``stream.kafka.outcomes``): the
 decision path never waits for it. Topic names default to the pipeline's decisions topic,
 ``<decisions topic>.outcomes`` and ``<decisions topic>.outcome-metrics``.
 """
@@ -59,9 +59,9 @@ def service_from_args(args: argparse.Namespace, *, metrics_topic: str | None = N
                       interval: float = 10.0) -> Any:
     """An assigned :class:`OutcomeService` for the pipeline and options."""
     from stream.config import load_pipeline
-    from stream.drift.outcome_service import OutcomeService
     from stream.drift.outcomes import OutcomeConfig
     from stream.endpoints import resolve_bootstrap
+    from stream.kafka.outcomes import OutcomeService
 
     cfg = load_pipeline(args.pipeline)
     if args.max_pending < 1 or args.window < 1 or not 0 < args.sample_rate <= 1:
@@ -82,7 +82,7 @@ def service_from_args(args: argparse.Namespace, *, metrics_topic: str | None = N
 
 def _run(args: argparse.Namespace) -> int:
     from stream.config import load_pipeline
-    from stream.drift.outcome_service import OutcomeMetricsExporter
+    from stream.drift.outcome_stream import OutcomeMetricsExporter
 
     cfg = load_pipeline(args.pipeline)
     exporter = OutcomeMetricsExporter(cfg.name)

@@ -65,7 +65,7 @@ def defined_sample_names() -> set[str]:
 
     from stream.config import DriftConfig
     from stream.drift.monitor import DriftMonitor
-    from stream.drift.outcome_service import OutcomeMetricsExporter
+    from stream.drift.outcome_stream import OutcomeMetricsExporter
     from stream.metrics import WorkerMetrics
 
     registry = CollectorRegistry()

@@ -18,8 +18,9 @@ from sklearn.metrics import brier_score_loss, precision_score, recall_score, roc
 from schemas.decisions import Decision
 from schemas.outcomes import Outcome, decode_metrics
 from stream.cli import main
-from stream.drift.outcome_service import OutcomeMetricsExporter, OutcomeService
+from stream.drift.outcome_stream import OutcomeMetricsExporter
 from stream.drift.outcomes import OutcomeConfig
+from stream.kafka.outcomes import OutcomeService
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_790_000_000.0

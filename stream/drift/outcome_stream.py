@@ -1,33 +1,27 @@
-"""Outcomes joined back to decisions in a process of their own: ``streamscore outcomes``.
+"""Outcomes joined back to decisions, as a stream: decoded records in, metric records out.
 
-The worker's hot path is untouched: this process reads the decisions topic (each record
-carries the champion's score and version and, in shadow mode, the challenger's) and the
-outcomes topic (``schemas.outcomes.Outcome``), feeds :class:`OutcomeJoiner`, and every
-``interval`` seconds publishes one ``OutcomeMetricsRecord`` per model version to the
-outcome-metrics topic (and to a JSONL file for ``drift report --outcomes``) and to
-Prometheus (``streamscore_outcome_*``).
+Pure (no Kafka; ``stream.kafka.outcomes`` feeds it from the decisions and outcomes topics
+and publishes what it returns). Decision records (``schemas.decisions.Decision``: the
+champion's score and version and, in shadow mode, the challenger's) and outcome records
+(``schemas.outcomes.Outcome``) go into :class:`OutcomeJoiner`; :func:`metrics_records`
+gives one ``OutcomeMetricsRecord`` per model version and :class:`OutcomeMetricsExporter`
+the Prometheus gauges (``streamscore_outcome_*``).
 
-Reading is by assignment, not by a consumer group: the joiner's state lives in memory, so
-on start the process rebuilds it by replaying both topics from ``now - replay_seconds``
-(``offsets_for_times``; default the join horizon) and nothing needs committing. One such
-process serves a pipeline (it reads every partition). Memory is the joiner's: ~190 MB
-per million pending decisions with two versions (see ``stream.drift.outcomes``), plus at
-most ``max_early`` outcomes waiting for their decision.
-
-Ordering: within a poll the decisions are added before the outcomes. An outcome whose
-decision has not been read yet (the decisions topic lags, or the replay reads the outcomes
-partition first) waits in a bounded buffer for ``early_seconds`` before it counts as
-unmatched. Late (after the horizon) and duplicate outcomes are counted by the joiner; an
-outcome that does not decode or has no 0/1 label counts as ``invalid`` (logged, skipped).
+Ordering: within a feed the decisions are added before the outcomes. An outcome whose
+decision has not been read yet (the decisions topic lags, or a replay reads the outcomes
+partition first) waits in a bounded buffer for ``early_seconds`` (or until the buffer holds
+``max_early``) before it counts as unmatched. Late (after the horizon) and duplicate
+outcomes are counted by the joiner; an outcome that does not decode or has no 0/1 label
+counts as ``invalid`` (logged, skipped). Memory: the joiner's (~190 MB per million pending
+decisions with two versions, see ``stream.drift.outcomes``) plus at most ``max_early``
+waiting outcomes.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -38,12 +32,11 @@ from schemas.outcomes import (
     JoinCountsRecord,
     OutcomeMetricsRecord,
     decode_outcome,
-    encode_metrics,
     finite_or_none,
 )
 from stream.drift.outcomes import OutcomeConfig, OutcomeJoiner
 
-__all__ = ["OutcomeMetricsExporter", "OutcomeService", "join_counts", "metrics_records"]
+__all__ = ["OutcomeMetricsExporter", "OutcomeStream", "join_counts", "metrics_records"]
 
 log = logging.getLogger("streamscore.outcomes")
 
@@ -128,119 +121,54 @@ class OutcomeMetricsExporter:
         self.updated.labels(self.pipeline).set(at)
 
 
-class OutcomeService:
-    """Consume decisions and outcomes, join them, publish metrics every ``interval``."""
+class OutcomeStream:
+    """Decoded decisions and outcomes in, joined per model version (see the module doc)."""
 
-    def __init__(self, *, pipeline: str, bootstrap: str, decisions_topic: str,
-                 outcomes_topic: str, metrics_topic: str | None, config: OutcomeConfig,
-                 settings: Mapping[str, Any] | None = None, jsonl: str | Path | None = None,
-                 exporter: OutcomeMetricsExporter | None = None, interval: float = 10.0,
-                 replay_seconds: float | None = None, early_seconds: float = 60.0,
+    def __init__(self, pipeline: str, config: OutcomeConfig, early_seconds: float = 60.0,
                  max_early: int = 100_000) -> None:
-        from confluent_kafka import Consumer, Producer
-
         self.pipeline = pipeline
         self.joiner = OutcomeJoiner(config)
-        self.decisions_topic, self.outcomes_topic = decisions_topic, outcomes_topic
-        self.metrics_topic = metrics_topic
-        self.jsonl = Path(jsonl) if jsonl else None
-        self.exporter = exporter
-        self.interval = interval
-        self.replay_seconds = (config.horizon_seconds if replay_seconds is None
-                               else replay_seconds)
         self.early_seconds = early_seconds
-        self._early: deque[tuple[float, str, float, float]] = deque()
         self.max_early = max_early
+        self._early: deque[tuple[float, str, float, float]] = deque()
         self.roles: dict[str, str] = {}
         self.invalid = 0
-        base = dict(settings or {})
-        self._consumer = Consumer({**base, "bootstrap.servers": bootstrap,
-                                   "group.id": f"streamscore-outcomes-{pipeline}",
-                                   "enable.auto.commit": False,
-                                   "auto.offset.reset": "earliest"})
-        self._producer = (Producer({**base, "bootstrap.servers": bootstrap})
-                          if metrics_topic else None)
-        self._last_publish = 0.0
 
-    def assign(self, timeout: float = 10.0) -> None:
-        """Assign every partition of both topics from ``now - replay_seconds``."""
-        from confluent_kafka import TopicPartition
-
-        since_ms = int((time.time() - self.replay_seconds) * 1000)
-        parts = []
-        for topic in (self.decisions_topic, self.outcomes_topic):
-            info = self._consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-            if info is None or info.error is not None or not info.partitions:
-                from schemas.errors import StreamscoreError
-
-                raise StreamscoreError(f"topic {topic!r} does not exist")
-            parts += [TopicPartition(topic, p, since_ms) for p in sorted(info.partitions)]
-        found = self._consumer.offsets_for_times(parts, timeout=timeout)
-        # No record at or after the time (offset -1): start at the end of the partition.
-        self._consumer.assign([TopicPartition(tp.topic, tp.partition,
-                                              tp.offset if tp.offset >= 0 else -1)
-                               for tp in found])
-
-    def poll(self, timeout: float = 0.5, max_messages: int = 5000) -> int:
-        """One cycle: read, join, publish when due. Returns the messages read."""
-        msgs = self._consumer.consume(num_messages=max_messages, timeout=timeout)
-        decisions: list[Decision] = []
-        outcomes: list[tuple[float, str, float, float]] = []
-        now = time.monotonic()
-        for msg in msgs:
-            if msg.error():
+    def feed(self, decisions: Iterable[bytes], outcomes: Iterable[bytes], now: float) -> None:
+        """Add the raw records of one poll (``now``: a monotonic clock, for the buffer)."""
+        good: list[Decision] = []
+        for value in decisions:
+            try:
+                d = _decision_decoder.decode(value)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                continue  # not a decision: nothing to join it to
+            if d.score is not None:
+                good.append(d)
+        fresh: list[tuple[float, str, float, float]] = []
+        for value in outcomes:
+            try:
+                o = decode_outcome(value)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                self._invalid("does not decode")
                 continue
-            value = msg.value() or b""
-            if msg.topic() == self.decisions_topic:
-                try:
-                    d = _decision_decoder.decode(value)
-                except (msgspec.ValidationError, msgspec.DecodeError):
-                    continue  # not a decision: nothing to join it to
-                if d.score is not None:
-                    decisions.append(d)
-            else:
-                try:
-                    o = decode_outcome(value)
-                except (msgspec.ValidationError, msgspec.DecodeError):
-                    self._invalid("does not decode")
-                    continue
-                if o.label not in (0, 1):
-                    self._invalid("has no 0/1 label")
-                    continue
-                outcomes.append((now, o.event_id, float(o.label), o.outcome_time))
-        self._add_decisions(decisions)
-        self._add_outcomes(outcomes, now)
-        if time.monotonic() - self._last_publish >= self.interval:
-            self.publish()
-        return len(msgs)
-
-    def publish(self) -> list[OutcomeMetricsRecord]:
-        """Compute, publish and export the metrics now."""
-        self._last_publish = time.monotonic()
-        at = time.time()
-        records = metrics_records(self.joiner, self.pipeline, self.roles, self.invalid, at)
-        blobs = [encode_metrics(r) for r in records]
-        if self._producer is not None and self.metrics_topic:
-            for r, b in zip(records, blobs, strict=True):
-                self._producer.produce(self.metrics_topic, b, key=r.model_version.encode())
-            self._producer.flush(10.0)
-        if self.jsonl is not None and blobs:
-            self.jsonl.parent.mkdir(parents=True, exist_ok=True)
-            with self.jsonl.open("ab") as fh:
-                fh.write(b"".join(b + b"\n" for b in blobs))
-        if self.exporter is not None:
-            self.exporter.update(records, join_counts(self.joiner, self.invalid), at)
-        return records
+            if o.label not in (0, 1):
+                self._invalid("has no 0/1 label")
+                continue
+            fresh.append((now, o.event_id, float(o.label), o.outcome_time))
+        self._add_decisions(good)
+        self._add_outcomes(fresh, now)
 
     def drain(self) -> None:
         """Join every outcome still waiting for its decision now (the rest count as
         unmatched): the end of a replay."""
         self._add_outcomes([], float("inf"))
 
-    def close(self) -> None:
-        self._consumer.close()
-        if self._producer is not None:
-            self._producer.flush(10.0)
+    def records(self, at: float) -> list[OutcomeMetricsRecord]:
+        """The metric records of every model version with joined outcomes."""
+        return metrics_records(self.joiner, self.pipeline, self.roles, self.invalid, at)
+
+    def counts(self) -> JoinCountsRecord:
+        return join_counts(self.joiner, self.invalid)
 
     # -- internals -----------------------------------------------------------------------
 
