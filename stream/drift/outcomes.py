@@ -1,6 +1,8 @@
 """Outcomes joined back to decisions, and online metrics per model version over windows.
 
-Pure (no Kafka): the worker hands :class:`OutcomeJoiner` each batch of decisions (event
+Pure (no Kafka): ``streamscore outcomes`` (``stream.drift.outcome_stream``, fed by
+``stream.kafka.outcomes``, beside the workers) hands :class:`OutcomeJoiner` each batch of
+decisions (event
 ids, decision times, the score of every model version that scored them: champion and
 challenger) and each batch of outcomes (event ids, binary labels, outcome times). The
 joiner keeps a bounded sample of pending decisions keyed by event id and joins an

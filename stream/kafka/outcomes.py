@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import StreamscoreError
+from schemas.errors import InfrastructureError, StreamscoreError
 from schemas.outcomes import OutcomeMetricsRecord, encode_metrics
 from stream.drift.outcome_stream import OutcomeMetricsExporter, OutcomeStream
 from stream.drift.outcomes import OutcomeConfig, OutcomeJoiner
@@ -61,12 +61,15 @@ class OutcomeService:
 
     def assign(self, timeout: float = 10.0) -> None:
         """Assign every partition of both topics from ``now - replay_seconds``."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
         since_ms = int((time.time() - self.replay_seconds) * 1000)
         parts = []
         for topic in (self.decisions_topic, self.outcomes_topic):
-            info = self._consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+            try:
+                info = self._consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+            except KafkaException as exc:
+                raise InfrastructureError(f"cannot reach Kafka: {exc}") from None
             if info is None or info.error is not None or not info.partitions:
                 raise StreamscoreError(f"topic {topic!r} does not exist")
             parts += [TopicPartition(topic, p, since_ms) for p in sorted(info.partitions)]
