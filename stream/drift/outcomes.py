@@ -2,9 +2,8 @@
 
 Pure (no Kafka): ``streamscore outcomes`` (``stream.drift.outcome_stream``, fed by
 ``stream.kafka.outcomes``, beside the workers) hands :class:`OutcomeJoiner` each batch of
-decisions (event
-ids, decision times, the score of every model version that scored them: champion and
-challenger) and each batch of outcomes (event ids, binary labels, outcome times). The
+decisions (event ids, decision times, the score of every model version that scored them:
+champion and challenger) and each batch of outcomes (event ids, binary labels, outcome times). The
 joiner keeps a bounded sample of pending decisions keyed by event id and joins an
 outcome to its decision when it arrives within the horizon; every joined pair goes into
 the sliding window of each model version that scored the event, so champion and
