@@ -4,6 +4,7 @@ screenshot that is not blank."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -105,7 +106,9 @@ def test_page_renders_in_headless_chromium(tmp_path):
     assert console_messages(log) == [], console_messages(log)
     pixels = _pixels(shot)
     assert pixels.shape[0] >= 1000 and pixels.std() > 0.05  # figures, not a blank page
-    shutil.copyfile(shot, Path("/tmp/report.png"))
+    keep = os.environ.get("STREAMSCORE_REPORT_SCREENSHOT")  # a path: keep the screenshot
+    if keep:
+        shutil.copyfile(shot, keep)
 
 
 @pytest.mark.skipif(chromium() is None,
