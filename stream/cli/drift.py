@@ -1,4 +1,4 @@
-"""The ``streamscore drift`` command: latest drift windows as a table, PSI plot.
+"""The ``streamscore drift`` command: latest drift windows as a table, PSI plot, HTML.
 
 ``streamscore drift report --pipeline PIPELINE`` reads the pipeline's drift records from the
 local JSONL file the monitor appends to (``$STREAMSCORE_HOME/drift/<pipeline>.jsonl``,
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,11 @@ from features.argtypes import non_negative, positive_int
 from features.pipelines import pipeline_arg
 from schemas.drift import DriftRecord, decode_drift
 from schemas.errors import InfrastructureError, StreamscoreError
+from schemas.outcomes import OutcomeMetricsRecord, decode_metrics
 from stream.cli.grammar import BOOTSTRAP_HELP, COMMAND, add_bootstrap
 
-__all__ = ["plot_psi", "read_jsonl_records", "read_topic_records", "register", "render_report"]
+__all__ = ["plot_psi", "read_jsonl_records", "read_outcome_records", "read_recent_scores",
+           "read_topic_records", "register", "render_report", "write_html"]
 
 
 def read_jsonl_records(path: str | Path, last: int | None = None) -> list[DriftRecord]:
@@ -56,6 +58,28 @@ def read_topic_records(
 ) -> list[DriftRecord]:
     """The latest ``last`` records of each partition of a drift topic (oldest first,
     at most ``last`` in all), read by assignment: no group join, no offset commit."""
+    records = _read_latest(bootstrap, topic, last, settings, timeout, decode_drift)
+    records.sort(key=lambda r: r.window_end)
+    return records[-last:]
+
+
+def read_recent_scores(bootstrap: str, topic: str, last: int = 5000,
+                       settings: Mapping[str, Any] | None = None,
+                       timeout: float = 10.0) -> list[float]:
+    """The champion's scores of the latest ``last`` decisions of each partition of the
+    decisions topic (for the report's score histogram), read like the drift topic."""
+    import msgspec
+
+    from schemas.decisions import Decision
+
+    decoder = msgspec.json.Decoder(Decision)
+    return [d.score for d in _read_latest(bootstrap, topic, last, settings, timeout,
+                                          decoder.decode) if d.score is not None]
+
+
+def _read_latest(bootstrap: str, topic: str, last: int, settings: Mapping[str, Any] | None,
+                 timeout: float, decode: Callable[[bytes], Any]) -> list[Any]:
+    """The decoded latest ``last`` records of each partition (undecodable ones skipped)."""
     import time
 
     import msgspec
@@ -76,7 +100,7 @@ def read_topic_records(
             raise InfrastructureError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
         info = meta.topics.get(topic)
         if info is None or info.error is not None or not info.partitions:
-            raise StreamscoreError(f"drift topic {topic!r} does not exist on {bootstrap}")
+            raise StreamscoreError(f"topic {topic!r} does not exist on {bootstrap}")
         assignment, ends = [], {}
         for p in sorted(info.partitions):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
@@ -84,7 +108,7 @@ def read_topic_records(
             if high > low:
                 assignment.append(TopicPartition(topic, p, max(low, high - last)))
                 ends[p] = high
-        records: list[DriftRecord] = []
+        records: list[Any] = []
         if not assignment:
             return records
         consumer.assign(assignment)
@@ -97,13 +121,12 @@ def read_topic_records(
                     continue
                 positions[part] = offset + 1
                 try:
-                    records.append(decode_drift(value))
+                    records.append(decode(value))
                 except (msgspec.ValidationError, msgspec.DecodeError):
                     continue
     finally:
         consumer.close()
-    records.sort(key=lambda r: r.window_end)
-    return records[-last:]
+    return records
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -204,6 +227,8 @@ def _report(args: argparse.Namespace) -> int:
     from stream.drift.monitor import default_jsonl_path
 
     cfg = load_pipeline(args.pipeline)
+    scores: list[float] | None = None
+    outcomes: list[OutcomeMetricsRecord] = []
     if args.from_topic:
         from stream.endpoints import resolve_bootstrap
 
@@ -211,12 +236,76 @@ def _report(args: argparse.Namespace) -> int:
         settings = {**cfg.kafka.settings, **cfg.kafka.consumer}
         records = read_topic_records(bootstrap, cfg.topics.drift, args.last, settings,
                                      timeout=args.timeout)
+        if args.html:
+            scores = read_recent_scores(bootstrap, cfg.topics.decisions, 5000, settings,
+                                        timeout=args.timeout)
+            if not args.outcomes:  # what 'streamscore outcomes' publishes, when it runs
+                outcomes = _read_outcome_topic(bootstrap, f"{cfg.topics.decisions}"
+                                               ".outcome-metrics", settings, args.timeout)
     else:
         records = read_jsonl_records(args.file or default_jsonl_path(cfg.name), args.last)
     render_report(records)
     if args.plot:
         print(f"wrote {plot_psi(records, args.plot)}")
+    if args.html:
+        if args.outcomes:
+            outcomes = read_outcome_records(args.outcomes)
+        print(f"wrote {write_html(records, args.html, cfg, outcomes, scores)}")
     return 0
+
+
+def _reference(cfg: Any) -> dict[str, Any] | None:
+    """The champion's training reference from the registry, or None when unavailable (the
+    report then shows the score's drift without the reference histogram)."""
+    from scorers.registry import Registry, default_root
+
+    try:
+        root = (str(cfg.resolve_path(cfg.model.registry)) if cfg.model.registry
+                else default_root())
+        return Registry(root).resolve(cfg.model.ref).reference
+    except Exception:  # no registry here: the report is still useful without it
+        return None
+
+
+def write_html(records: Sequence[DriftRecord], out: str | Path, cfg: Any = None,
+               outcomes: Sequence[OutcomeMetricsRecord] = (),
+               scores: Sequence[float] | None = None) -> Path:
+    """Write the self-contained HTML report (see ``stream.drift.report``): the champion's
+    training reference comes from the registry, recent scores from the decisions topic."""
+    from stream.drift.report import render_html
+
+    page = render_html(records, reference=_reference(cfg) if cfg is not None else None,
+                       recent_scores=scores, outcomes=outcomes)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _read_outcome_topic(bootstrap: str, topic: str, settings: Mapping[str, Any],
+                        timeout: float) -> list[OutcomeMetricsRecord]:
+    """The latest outcome metric records (none when the topic does not exist)."""
+    try:
+        return _read_latest(bootstrap, topic, 500, settings, timeout, decode_metrics)
+    except StreamscoreError:
+        return []
+
+
+def read_outcome_records(path: str | Path) -> list[OutcomeMetricsRecord]:
+    """The outcome metric records of a JSONL file (other lines skipped)."""
+    import msgspec
+
+    try:
+        lines = Path(path).read_bytes().splitlines()
+    except FileNotFoundError:
+        raise StreamscoreError(f"no outcome metric records at {path}") from None
+    out = []
+    for line in lines:
+        try:
+            out.append(decode_metrics(line))
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            continue
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -242,6 +331,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--last", type=positive_int, default=10, metavar="N",
                    help="number of latest windows to show (default 10)")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of PSI per feature over time")
+    p.add_argument("--html", metavar="PATH",
+                   help="write a self-contained HTML report (PSI timelines with alarms, "
+                        "score vs training reference, decision mix, outcome metrics)")
+    p.add_argument("--outcomes", metavar="PATH",
+                   help="outcome metric records (JSON lines) to include in the HTML report "
+                        "(written by 'streamscore outcomes --jsonl'; with --from-topic they "
+                        "are read from <decisions topic>.outcome-metrics)")
     add_bootstrap(p, "with --from-topic: " + BOOTSTRAP_HELP)
     p.add_argument("--timeout", type=non_negative, default=10.0, metavar="S",
                    help="seconds to wait for the broker (default 10)")

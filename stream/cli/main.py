@@ -29,7 +29,7 @@ from typing import Any
 from features import cli as features_cli
 from schemas.errors import StreamscoreError, missing_extra
 from scorers import cli as scorers_cli
-from stream.cli import commands, drift, run
+from stream.cli import commands, drift, model_compare, outcomes, run
 from stream.cli.grammar import COMMAND, Parser, add_global_options, epilog, walk
 from stream.logs import setup_logging
 
@@ -45,6 +45,8 @@ REGISTER: tuple[Callable[[Any], None], ...] = (
     features_cli.register,
     scorers_cli.register,
     drift.register,
+    outcomes.register,
+    model_compare.register,  # adds 'compare' under 'model': after scorers_cli
 )
 PLUGIN_GROUP = "streamscore.commands"
 

@@ -1,8 +1,9 @@
 """Outcomes joined back to decisions, and online metrics per model version over windows.
 
-Pure (no Kafka): the worker hands :class:`OutcomeJoiner` each batch of decisions (event
-ids, decision times, the score of every model version that scored them: champion and
-challenger) and each batch of outcomes (event ids, binary labels, outcome times). The
+Pure (no Kafka): ``streamscore outcomes`` (``stream.drift.outcome_stream``, fed by
+``stream.kafka.outcomes``, beside the workers) hands :class:`OutcomeJoiner` each batch of
+decisions (event ids, decision times, the score of every model version that scored them:
+champion and challenger) and each batch of outcomes (event ids, binary labels, outcome times). The
 joiner keeps a bounded sample of pending decisions keyed by event id and joins an
 outcome to its decision when it arrives within the horizon; every joined pair goes into
 the sliding window of each model version that scored the event, so champion and
@@ -11,7 +12,8 @@ challenger are measured on the same events.
 Memory is bounded by construction: at most ``max_pending`` pending decisions (a ring of
 fixed-size arrays plus one dict entry per id; the oldest is evicted when full, and
 decisions older than the horizon expire), at most ``max_joined_ids`` remembered joined
-ids (to tell duplicates from unknown outcomes) and ``window`` pairs per model version.
+ids (to tell duplicates from unknown outcomes), ``window`` pairs per model version and
+``window`` paired (champion, label, challenger) triples per champion/challenger pair.
 Measured (tracemalloc, 1,000,000 pending decisions with two versions): 103 MB of
 structure plus the id strings it keeps (85 bytes each for a 36-character id), ~190 MB
 per million; ~24 us per decision and ~32 us per outcome (a Python loop per event).
@@ -42,7 +44,14 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
 
-__all__ = ["JoinCounts", "MetricWindow", "OutcomeConfig", "OutcomeJoiner", "OutcomeMetrics"]
+__all__ = [
+    "JoinCounts",
+    "MetricWindow",
+    "OutcomeConfig",
+    "OutcomeJoiner",
+    "OutcomeMetrics",
+    "PairWindow",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -157,6 +166,19 @@ class MetricWindow:
             delay_p90=float(q[1]), delay_max=float(delay.max()) if n else nan)
 
 
+class PairWindow(MetricWindow):
+    """The last ``capacity`` joined events scored by both champion and challenger:
+    (champion score, label, challenger score), for paired comparisons."""
+
+    def add_pairs(self, champion: Any, labels: Any, challenger: Any) -> None:
+        self.add(champion, labels, challenger)
+
+    def paired(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(labels, champion scores, challenger scores) in arrival order."""
+        a, y, b = self.pairs()
+        return y, a, b
+
+
 def sampled(event_id: str, rate: float) -> bool:
     """Whether ``event_id`` is in the sampled share (the same answer on every worker)."""
     return rate >= 1.0 or zlib.crc32(event_id.encode()) < rate * 2**32
@@ -190,12 +212,20 @@ class OutcomeJoiner:
         self._joined_ids: deque[str] = deque()
         self._joined_set: set[str] = set()
         self.windows: dict[str, MetricWindow] = {}
+        # (champion, challenger) versions -> the events both scored, for model compare.
+        self.paired: dict[tuple[str, str], PairWindow] = {}
         self.counts = JoinCounts()
         self.evicted = 0
 
     @property
     def pending(self) -> int:
         return len(self._where)
+
+    def knows(self, event_id: str) -> bool:
+        """Whether an outcome for ``event_id`` would be decided now: its decision is pending,
+        was joined already (a duplicate), or was never sampled."""
+        return (event_id in self._where or event_id in self._joined_set
+                or not sampled(event_id, self.config.sample_rate))
 
     def add_decisions(self, event_ids: Sequence[str], decided_at: Any,
                       scores: Mapping[str, Any]) -> None:
@@ -240,6 +270,7 @@ class OutcomeJoiner:
         if not np.all((y == 0.0) | (y == 1.0)):
             raise ValueError("outcome labels must be 0 or 1")
         joined: dict[int, list[tuple[float, float, float]]] = {}
+        both: dict[tuple[int, int], list[tuple[float, float, float]]] = {}
         for i, eid in enumerate(event_ids):
             row = self._where.pop(eid, None)
             if row is None:
@@ -259,9 +290,19 @@ class OutcomeJoiner:
                 slot = int(self._slot[row, c])
                 if slot >= 0:
                     joined.setdefault(slot, []).append((self._score[row, c], y[i], delay))
+            if self._slot[row, 1] >= 0:
+                both.setdefault((int(self._slot[row, 0]), int(self._slot[row, 1])), []).append(
+                    (self._score[row, 0], y[i], self._score[row, 1]))
         for slot, triples in joined.items():
             s, lab, d = zip(*triples, strict=True)
             self._window(self._versions[slot]).add(s, lab, d)
+        for (sa, sb), triples in both.items():
+            key = (self._versions[sa], self._versions[sb])
+            w = self.paired.get(key)
+            if w is None:
+                w = self.paired[key] = PairWindow(self.config.window)
+            a, lab, b = zip(*triples, strict=True)
+            w.add_pairs(a, lab, b)
 
     def metrics(self) -> dict[str, OutcomeMetrics]:
         """The current window's metrics of every model version with joined outcomes."""

@@ -65,6 +65,7 @@ def defined_sample_names() -> set[str]:
 
     from stream.config import DriftConfig
     from stream.drift.monitor import DriftMonitor
+    from stream.drift.outcome_stream import OutcomeMetricsExporter
     from stream.metrics import WorkerMetrics
 
     registry = CollectorRegistry()
@@ -76,6 +77,7 @@ def defined_sample_names() -> set[str]:
         "score": {"edges": [0.0, 0.5, 1.0], "counts": [2, 2]},
     }
     DriftMonitor(reference, ["x"], DriftConfig(), "deploycheck", registry=registry)
+    OutcomeMetricsExporter("deploycheck", registry=registry)  # `streamscore outcomes`
     names: set[str] = set()
     for family in registry.collect():
         names |= _sample_names(family)

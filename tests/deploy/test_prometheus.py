@@ -40,7 +40,7 @@ def test_promtool_check_rules(promtool: str) -> None:
     out = subprocess.run([promtool, "check", "rules", str(ALERTS)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "10 rules found" in out.stdout
+    assert "14 rules found" in out.stdout
 
 
 def test_promtool_rule_unit_tests(promtool: str, tmp_path: Path) -> None:

@@ -108,6 +108,36 @@ def test_records_publish_and_read_back_from_a_real_broker(
     assert main(["drift", "report", "--pipeline", str(path), "--from-topic"]) == 0
     out = capsys.readouterr().out
     assert "drift windows: fraud" in out and "ALARM" in out
+
+    # --html adds the champion's recent scores from the decisions topic to the page.
+    from msgspec.json import encode
+
+    from schemas.decisions import Decision
+    from schemas.outcomes import OutcomeMetricsRecord
+    decisions = make_topic("decisions")
+    for i in range(300):
+        producer.produce(decisions, encode(Decision(
+            event_id=f"e{i}", pipeline="fraud", key="k", outcome="approve", score=i / 300,
+            model_name="fraud", model_version="1", model_sha256="c" * 64)))
+    producer.produce(decisions, b"not a decision")
+    metrics = make_topic("decisions.outcome-metrics")  # <decisions topic>.outcome-metrics
+    for v, auc in (("1", 0.81), ("2", 0.86)):
+        producer.produce(metrics, encode(OutcomeMetricsRecord(
+            pipeline="fraud", model_version=v, role="champion" if v == "1" else "challenger",
+            at=1_790_000_000.0, n=900, positives=40, auc=auc, thresholds=[0.5],
+            precision=[0.5], recall=[0.4], brier=0.04, reliability_counts=[900],
+            reliability_true=[0.04], reliability_pred=[0.05], delay_mean=1.0, delay_p50=1.0,
+            delay_p90=1.0, delay_max=1.0)))
+    assert producer.flush(15) == 0
+    pipeline["topics"]["decisions"] = decisions
+    path.write_text(yaml.safe_dump(pipeline))
+    page = tmp_path / "report.html"
+    assert main(["drift", "report", "--pipeline", str(path), "--from-topic",
+                 "--html", str(page)]) == 0
+    assert f"wrote {page}" in capsys.readouterr().out
+    text = page.read_text()
+    assert "300 recent scores" in text and "Outcomes joined back" in text
+    assert "0.8600" in text
     missing = tmp_path / "pipelines/missing.yaml"
     pipeline["topics"]["drift"] = topic + "-absent"
     missing.write_text(yaml.safe_dump(pipeline))
