@@ -28,6 +28,8 @@ $(BIN)/python:
 $(STAMP): $(DEV_LOCK) pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes \
 	    --no-deps -r $(DEV_LOCK)
+	@# A stale egg-info in the tree (older installs wrote one) would shadow the entry points.
+	rm -rf streamscore.egg-info
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
 	    --no-build-isolation -e .
 	$(BIN)/python -m pip check

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from features.argtypes import fraction, non_negative
 from schemas.errors import StreamscoreError
 
 __all__ = ["register"]
@@ -86,9 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "and challenger on the events both scored: AUC difference with a DeLong "
         "confidence interval, Brier difference, and which model is better.")
     add_join_arguments(p)
-    p.add_argument("--confidence", type=float, default=0.95,
+    p.add_argument("--confidence", type=fraction, default=0.95, metavar="FRACTION",
                    help="confidence level of the intervals (default 0.95)")
-    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=non_negative, default=120.0, metavar="S",
                    help="stop reading after this long (default 120)")
-    p.add_argument("--html", metavar="FILE", help="also write the comparison as HTML")
+    p.add_argument("--html", metavar="PATH", help="also write the comparison as HTML")
     p.set_defaults(func=_compare)

@@ -13,33 +13,35 @@ import signal
 import time
 from typing import Any
 
+from features.argtypes import fraction, non_negative, port, positive_int
+from features.pipelines import pipeline_arg
 from schemas.errors import ConfigError
+from stream.cli.grammar import BOOTSTRAP_HELP, add_bootstrap
 
 __all__ = ["add_join_arguments", "register", "service_from_args"]
 
 
 def add_join_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``outcomes`` and ``model compare``: where and how to join."""
-    p.add_argument("--pipeline", required=True, metavar="FILE", help="pipeline YAML file")
-    p.add_argument("--outcomes-topic", metavar="TOPIC",
+    p.add_argument("--pipeline", required=True, type=pipeline_arg, metavar="PIPELINE",
+                   help="pipeline name (in pipelines/) or YAML file")
+    p.add_argument("--outcomes-topic", metavar="NAME",
                    help="outcomes topic (default <decisions topic>.outcomes)")
-    p.add_argument("--horizon", type=float, default=30 * 86400.0, metavar="SECONDS",
+    p.add_argument("--horizon", type=non_negative, default=30 * 86400.0, metavar="S",
                    help="an outcome joins its decision only within this delay (default 30 d)")
-    p.add_argument("--replay", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--replay", type=non_negative, default=None, metavar="S",
                    help="on start, read both topics from this long ago (default: horizon)")
-    p.add_argument("--max-pending", type=int, default=1_000_000, metavar="N",
+    p.add_argument("--max-pending", type=positive_int, default=1_000_000, metavar="N",
                    help="sampled decisions kept waiting for outcomes (default 1,000,000; "
                         "~190 MB per million)")
-    p.add_argument("--sample-rate", type=float, default=1.0,
+    p.add_argument("--sample-rate", type=fraction, default=1.0, metavar="FRACTION",
                    help="share of decisions kept, by a hash of the event id (default 1)")
-    p.add_argument("--window", type=int, default=10_000, metavar="N",
+    p.add_argument("--window", type=positive_int, default=10_000, metavar="N",
                    help="joined pairs per model version in the metrics window (default 10,000)")
-    p.add_argument("--thresholds", default="", metavar="T1,T2",
+    p.add_argument("--thresholds", default="", metavar="A,B,...",
                    help="score thresholds for precision/recall (default: the fraud policy's "
                         "review and decline thresholds, else 0.5)")
-    p.add_argument("--bootstrap-servers", default="",
-                   help="Kafka bootstrap servers (default: pipeline file, "
-                        "KAFKA_BOOTSTRAP_SERVERS, then 'dev up')")
+    add_bootstrap(p, BOOTSTRAP_HELP)
 
 
 def _thresholds(args: argparse.Namespace, cfg: Any) -> tuple[float, ...]:
@@ -125,16 +127,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "precision/recall at thresholds, Brier, reliability and label delay per model "
         "version to a topic, a JSONL file and Prometheus, until stopped.")
     add_join_arguments(p)
-    p.add_argument("--metrics-topic", metavar="TOPIC",
+    p.add_argument("--metrics-topic", metavar="NAME",
                    help="where metric records go (default <decisions topic>.outcome-metrics)")
-    p.add_argument("--jsonl", metavar="FILE",
+    p.add_argument("--jsonl", metavar="PATH",
                    help="also append metric records here (for 'drift report --outcomes')")
-    p.add_argument("--interval", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--interval", type=non_negative, default=10.0, metavar="S",
                    help="seconds between metric records (default 10)")
-    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+    p.add_argument("--metrics-port", type=port, default=None, metavar="PORT",
                    help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-local", action="store_true",
                    help="bind the metrics port to 127.0.0.1 only")
-    p.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--duration", type=non_negative, default=0.0, metavar="S",
                    help="stop after this long (default: run until interrupted)")
     p.set_defaults(func=_run)

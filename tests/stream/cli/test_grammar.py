@@ -20,7 +20,8 @@ FRAUD = ROOT / "pipelines" / "fraud.yaml"
 # Every command that reads a pipeline file; bench's --pipeline picks a shipped workload.
 TAKES_PIPELINE = {("demo",), ("faust",), ("run",), ("produce",), ("drift", "report"),
                   ("features", "generate"), ("features", "apply"), ("features", "materialize"),
-                  ("model", "train"), ("model", "register")}
+                  ("model", "train"), ("model", "register"), ("model", "compare"),
+                  ("outcomes",)}
 WORKLOAD_CHOICE = {("bench", "core"), ("bench", "e2e")}
 
 
