@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scorers import blockwalk, kernels, qstables, walker
+from scorers import blockwalk, kernels, tablecache, walker
 from scorers.exceptions import ModelFormatError
 from scorers.ir import ModelIR
 from scorers.objectives import transform_code
@@ -29,10 +29,6 @@ __all__ = ["CompiledModel", "Reasons", "compile_lightgbm", "default_cache_dir"]
 
 F64 = npt.NDArray[np.float64]
 _F64 = np.dtype(np.float64)  # builtin dtypes are singletons: an identity test suffices
-# Tables cached on disk are only reused by the exact kernel source that built them.
-_CACHE_FORMAT = b"3"  # bump when the cached file's contents change (3: + TreeSHAP tables)
-_KERNEL_TAG = hashlib.sha256(_CACHE_FORMAT + b"".join(
-    Path(m.__file__).read_bytes() for m in (kernels, qstables) if m.__file__)).hexdigest()[:12]
 
 
 def _read_model(model: Any) -> bytes:
@@ -103,9 +99,11 @@ class CompiledModel:
         self._expected: F64 | None = None
         self._means: F64 | None = None
         self._local = threading.local()
-        path = (Path(cache_dir) / f"{self.sha256[:32]}-{_KERNEL_TAG}.npz"
+        # Tables cached on disk are reused only by the kernels that built them, and only
+        # once verified against this model's sha256 (scorers.tablecache).
+        path = (Path(cache_dir) / f"{self.sha256[:32]}-{tablecache.kernel_tag()}.npz"
                 if cache_dir is not None else None)
-        cached = _load_tables(path) if path is not None else None
+        cached = tablecache.load(path, self.sha256) if path is not None else None
         if cached is not None:
             # Seen before: the text was parsed and checked when these tables were built
             # (same sha256), so the trees are parsed only if something needs them (Saabas,
@@ -178,14 +176,8 @@ class CompiledModel:
             g = self._general_tables()
             extra = {f"g_{f.name}": np.asarray(getattr(g, f.name))
                      for f in dataclasses.fields(g)}
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-                savez: Any = np.savez  # numpy's stub types **kwds as its allow_pickle flag
-                savez(tmp, U=U, F=F, header=meta, expected=self._expected, **extra)
-                os.replace(tmp, path)
-            except OSError:
-                pass  # a read-only cache only costs the rebuild next time
+            tablecache.save(path, self.sha256,
+                            {"U": U, "F": F, "header": meta, "expected": self._expected, **extra})
         return U, F
 
     def _padding_threshold(self, U: npt.NDArray[np.uint64], F: F64) -> int:
@@ -403,17 +395,6 @@ def _header(ir: ModelIR) -> dict[str, Any]:
             "pandas_categorical": ir.pandas_categorical,
             "num_tree_per_iteration": ir.num_tree_per_iteration,
             "average_output": ir.average_output}
-
-
-def _load_tables(path: Path) -> dict[str, Any] | None:
-    """Every cached array (U, F, header, ...), or None when absent, unreadable or partial."""
-    try:
-        with np.load(path, allow_pickle=False) as cached:
-            arrays = {name: cached[name] for name in cached.files}
-        arrays["header_facts"] = json.loads(arrays["header"].tobytes())
-    except (OSError, KeyError, ValueError, EOFError):
-        return None
-    return arrays if {"U", "F"} <= arrays.keys() else None
 
 
 def _split_values(ir: ModelIR) -> list[F64]:
