@@ -313,6 +313,48 @@ class CompiledModel:
                                 self._param)
         return out2[:, 0] if self._k == 1 else out2
 
+    def predict_sweep(self, X_base: Any, cand_cols: Any, cand_values: Any,
+                      raw_score: bool = False) -> F64:
+        """Scores of every event under every candidate value of a few columns.
+
+        ``X_base`` is events × features; ``cand_cols`` the columns the candidates set
+        (feature indices or names); ``cand_values`` events × candidates × len(cand_cols),
+        or candidates × len(cand_cols) for the same candidates on every event. Returns
+        events × candidates (× classes for multiclass): exactly what ``predict`` gives on
+        the rows with those columns replaced (``scorers.candidates.expand``).
+        The splits on the other columns are evaluated once per event (QuickScorer
+        models); other models score the expanded rows.
+        """
+        from scorers import candidates
+
+        x = self._matrix(X_base)
+        names = {name: i for i, name in enumerate(self.feature_names)}
+        try:
+            cols = np.array([names[c] if isinstance(c, str) else int(c)
+                             for c in np.atleast_1d(np.asarray(cand_cols, dtype=object))],
+                            np.int64)
+        except KeyError as exc:
+            raise ValueError(f"cand_cols: no feature named {exc.args[0]!r}") from exc
+        if cols.size == 0 or np.unique(cols).size != cols.size or not (
+                (cols >= 0) & (cols < self.num_features)).all():
+            raise ValueError("cand_cols must be distinct feature indices or names")
+        vals = np.asarray(cand_values, dtype=np.float64)
+        if vals.ndim == 2:
+            vals = np.broadcast_to(vals, (x.shape[0], *vals.shape))
+        if vals.ndim != 3 or vals.shape[0] != x.shape[0] or vals.shape[2] != cols.size:
+            raise ValueError(f"cand_values must be events × candidates × {cols.size} "
+                             f"(or candidates × {cols.size}), got {vals.shape}")
+        vals = np.ascontiguousarray(vals)
+        n, c = vals.shape[0], vals.shape[1]
+        if not self._qs_fast:
+            out = self.predict(candidates.expand(x, cols, vals), raw_score=raw_score)
+            return out.reshape(n, c, *out.shape[1:])
+        out = np.empty((n * c, self._k))
+        v = np.empty(max(self.num_trees, 1), np.uint64)
+        vc = np.empty_like(v)
+        candidates.qs_sweep(x, cols, vals, out, self._U, self._F, raw_score, v, vc)
+        return out.reshape(n, c) if self._k == 1 else out.reshape(n, c, self._k)
+
     def predict_general(self, X: Any, raw_score: bool = False) -> F64:
         """Same as ``predict`` through the node-walking kernel (cross-check, benchmarks)."""
         x = self._matrix(X)

@@ -50,10 +50,13 @@ __all__ = [
     "cat_goes_left",
     "finish_rows",
     "pack_qs",
+    "qs_category_tables",
+    "qs_feature",
     "qs_predict",
     "qs_predict_packed",
     "qs_predict_parallel",
     "qs_supported",
+    "unpack",
 ]
 
 BLOCK = 16  # rows sharing one threshold scan
@@ -147,6 +150,41 @@ def _apply(v: U64, e_tree: U64, e_mask: U64, s: np.uint64, e: np.uint64) -> None
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def qs_feature(xo: float, f: int, v: U64, thr: npt.NDArray[np.float64], e_tree: U64,
+               e_mask: U64, starts: U64, zflag: npt.NDArray[np.uint8], cat_info: U64,
+               cat_base: np.uint64, catbits: npt.NDArray[np.uint32]) -> None:
+    """Clear, in ``v``, the leaves that value ``xo`` of feature ``f`` rules out (scalar,
+    early-exit scan; the per-category tables of ``ct_info`` are applied apart)."""
+    if np.isnan(xo):
+        _apply(v, e_tree, e_mask, starts[1, f], starts[1, f + 1])
+    elif abs(xo) <= KZ and zflag[f]:
+        _apply(v, e_tree, e_mask, starts[2, f], starts[2, f + 1])
+    else:
+        xv = 0.0 if abs(xo) <= KZ else xo
+        i = starts[0, f]
+        end = starts[0, f + 1]
+        while i < end and thr[i] < xv:
+            v[e_tree[i]] &= e_mask[i]
+            i += np.uint64(1)
+    cs = starts[3, f]
+    ce = starts[3, f + 1]
+    for i in range(cs, ce):
+        j = i - cat_base
+        if not cat_goes_left(xo, catbits, cat_info[j, 0], cat_info[j, 1]):
+            v[e_tree[i]] &= e_mask[i]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def qs_category_tables(x: npt.NDArray[np.float64], q: int, v: U64, ct_info: U64,
+                       ct_trees: U64, ct_tab: U64) -> None:
+    """Apply per-category table ``q`` (feature ``ct_info[q, 0]``) for row ``x``."""
+    row = _cat_row(x[ct_info[q, 0]], ct_info[q, 1], ct_info[q, 2], ct_info[q, 3])
+    toff = ct_info[q, 4]
+    for k in range(ct_info[q, 2]):
+        v[ct_trees[toff + k]] &= ct_tab[row + k]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _qs_row(x: npt.NDArray[np.float64], v: U64, thr: npt.NDArray[np.float64], e_tree: U64,
             e_mask: U64, starts: U64, zflag: npt.NDArray[np.uint8], cat_info: U64,
             cat_base: np.uint64, catbits: npt.NDArray[np.uint32], ct_info: U64, ct_trees: U64,
@@ -154,31 +192,11 @@ def _qs_row(x: npt.NDArray[np.float64], v: U64, thr: npt.NDArray[np.float64], e_
     """Clear, in ``v``, the leaves one row cannot reach (scalar, early-exit scans)."""
     for t in range(v.shape[0]):
         v[t] = ALL
-    nf = x.shape[0]
-    for f in range(nf):
-        xo = x[f]
-        if np.isnan(xo):
-            _apply(v, e_tree, e_mask, starts[1, f], starts[1, f + 1])
-        elif abs(xo) <= KZ and zflag[f]:
-            _apply(v, e_tree, e_mask, starts[2, f], starts[2, f + 1])
-        else:
-            xv = 0.0 if abs(xo) <= KZ else xo
-            i = starts[0, f]
-            end = starts[0, f + 1]
-            while i < end and thr[i] < xv:
-                v[e_tree[i]] &= e_mask[i]
-                i += np.uint64(1)
-        cs = starts[3, f]
-        ce = starts[3, f + 1]
-        for i in range(cs, ce):
-            j = i - cat_base
-            if not cat_goes_left(xo, catbits, cat_info[j, 0], cat_info[j, 1]):
-                v[e_tree[i]] &= e_mask[i]
+    for f in range(x.shape[0]):
+        qs_feature(x[f], f, v, thr, e_tree, e_mask, starts, zflag, cat_info, cat_base,
+                   catbits)
     for q in range(ct_info.shape[0]):
-        row = _cat_row(x[ct_info[q, 0]], ct_info[q, 1], ct_info[q, 2], ct_info[q, 3])
-        toff = ct_info[q, 4]
-        for k in range(ct_info[q, 2]):
-            v[ct_trees[toff + k]] &= ct_tab[row + k]
+        qs_category_tables(x, q, v, ct_info, ct_trees, ct_tab)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -332,7 +350,7 @@ def pack_qs(q: QSTables, num_features: int, divide: float, code: int, param: flo
     """All QuickScorer tables, and the model's output constants, in two buffers.
 
     Numba unboxes every argument on each call (~60 ns per array); two buffers instead of
-    twenty-odd arguments keep a batch-1 call cheap. ``_unpack`` turns them back into views.
+    twenty-odd arguments keep a batch-1 call cheap. ``unpack`` turns them back into views.
     ``divide`` (rf averaging), ``param`` and ``code`` (objective transform) and
     ``pad_min`` (see ``qs_predict``; ``BLOCK``: never pad) lead ``F``.
     """
@@ -348,7 +366,7 @@ def pack_qs(q: QSTables, num_features: int, divide: float, code: int, param: flo
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _unpack(U: U64, F: npt.NDArray[np.float64]) -> Any:
+def unpack(U: U64, F: npt.NDArray[np.float64]) -> Any:
     nf = np.int64(U[0])
     o = U[3:3 + _U_PARTS + 1]
     nthr = U[2]
@@ -371,7 +389,7 @@ def qs_predict_packed(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64], 
     without a Python-side reshape or slice (each ~0.13 µs at batch 1).
     """
     (thr, e_tree, e_mask, starts, zflag, cat_info, cat_base, catbits, leafvals, leaf_off,
-     tree_class, ct_info, ct_trees, ct_tab) = _unpack(U, F)
+     tree_class, ct_info, ct_trees, ct_tab) = unpack(U, F)
     n = X.shape[0]
     out2 = out.reshape((n, out.shape[0] // n if n else 1))
     qs_predict(X, out2, thr, e_tree, e_mask, starts, zflag, cat_info, cat_base, catbits,
