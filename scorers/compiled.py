@@ -350,9 +350,9 @@ class CompiledModel:
             out = self.predict(candidates.expand(x, cols, vals), raw_score=raw_score)
             return out.reshape(n, c, *out.shape[1:])
         out = np.empty((n * c, self._k))
-        v = np.empty(max(self.num_trees, 1), np.uint64)
-        vc = np.empty_like(v)
-        candidates.qs_sweep(x, cols, vals, out, self._U, self._F, raw_score, v, vc)
+        v, _ = self._scratch()  # trees × BLOCK words: the event's masks, then the block
+        vb = np.empty_like(v)
+        candidates.qs_sweep(x, cols, vals, out, self._U, self._F, raw_score, v, vb)
         return out.reshape(n, c) if self._k == 1 else out.reshape(n, c, self._k)
 
     def predict_general(self, X: Any, raw_score: bool = False) -> F64:

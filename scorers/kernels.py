@@ -48,10 +48,10 @@ __all__ = [
     "QSTables",
     "build_qs_tables",
     "cat_goes_left",
+    "cat_row",
     "finish_rows",
+    "masked_and_block",
     "pack_qs",
-    "qs_category_tables",
-    "qs_feature",
     "qs_predict",
     "qs_predict_packed",
     "qs_predict_parallel",
@@ -150,41 +150,6 @@ def _apply(v: U64, e_tree: U64, e_mask: U64, s: np.uint64, e: np.uint64) -> None
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def qs_feature(xo: float, f: int, v: U64, thr: npt.NDArray[np.float64], e_tree: U64,
-               e_mask: U64, starts: U64, zflag: npt.NDArray[np.uint8], cat_info: U64,
-               cat_base: np.uint64, catbits: npt.NDArray[np.uint32]) -> None:
-    """Clear, in ``v``, the leaves that value ``xo`` of feature ``f`` rules out (scalar,
-    early-exit scan; the per-category tables of ``ct_info`` are applied apart)."""
-    if np.isnan(xo):
-        _apply(v, e_tree, e_mask, starts[1, f], starts[1, f + 1])
-    elif abs(xo) <= KZ and zflag[f]:
-        _apply(v, e_tree, e_mask, starts[2, f], starts[2, f + 1])
-    else:
-        xv = 0.0 if abs(xo) <= KZ else xo
-        i = starts[0, f]
-        end = starts[0, f + 1]
-        while i < end and thr[i] < xv:
-            v[e_tree[i]] &= e_mask[i]
-            i += np.uint64(1)
-    cs = starts[3, f]
-    ce = starts[3, f + 1]
-    for i in range(cs, ce):
-        j = i - cat_base
-        if not cat_goes_left(xo, catbits, cat_info[j, 0], cat_info[j, 1]):
-            v[e_tree[i]] &= e_mask[i]
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def qs_category_tables(x: npt.NDArray[np.float64], q: int, v: U64, ct_info: U64,
-                       ct_trees: U64, ct_tab: U64) -> None:
-    """Apply per-category table ``q`` (feature ``ct_info[q, 0]``) for row ``x``."""
-    row = _cat_row(x[ct_info[q, 0]], ct_info[q, 1], ct_info[q, 2], ct_info[q, 3])
-    toff = ct_info[q, 4]
-    for k in range(ct_info[q, 2]):
-        v[ct_trees[toff + k]] &= ct_tab[row + k]
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
 def _qs_row(x: npt.NDArray[np.float64], v: U64, thr: npt.NDArray[np.float64], e_tree: U64,
             e_mask: U64, starts: U64, zflag: npt.NDArray[np.uint8], cat_info: U64,
             cat_base: np.uint64, catbits: npt.NDArray[np.uint32], ct_info: U64, ct_trees: U64,
@@ -192,15 +157,35 @@ def _qs_row(x: npt.NDArray[np.float64], v: U64, thr: npt.NDArray[np.float64], e_
     """Clear, in ``v``, the leaves one row cannot reach (scalar, early-exit scans)."""
     for t in range(v.shape[0]):
         v[t] = ALL
-    for f in range(x.shape[0]):
-        qs_feature(x[f], f, v, thr, e_tree, e_mask, starts, zflag, cat_info, cat_base,
-                   catbits)
+    nf = x.shape[0]
+    for f in range(nf):
+        xo = x[f]
+        if np.isnan(xo):
+            _apply(v, e_tree, e_mask, starts[1, f], starts[1, f + 1])
+        elif abs(xo) <= KZ and zflag[f]:
+            _apply(v, e_tree, e_mask, starts[2, f], starts[2, f + 1])
+        else:
+            xv = 0.0 if abs(xo) <= KZ else xo
+            i = starts[0, f]
+            end = starts[0, f + 1]
+            while i < end and thr[i] < xv:
+                v[e_tree[i]] &= e_mask[i]
+                i += np.uint64(1)
+        cs = starts[3, f]
+        ce = starts[3, f + 1]
+        for i in range(cs, ce):
+            j = i - cat_base
+            if not cat_goes_left(xo, catbits, cat_info[j, 0], cat_info[j, 1]):
+                v[e_tree[i]] &= e_mask[i]
     for q in range(ct_info.shape[0]):
-        qs_category_tables(x, q, v, ct_info, ct_trees, ct_tab)
+        row = cat_row(x[ct_info[q, 0]], ct_info[q, 1], ct_info[q, 2], ct_info[q, 3])
+        toff = ct_info[q, 4]
+        for k in range(ct_info[q, 2]):
+            v[ct_trees[toff + k]] &= ct_tab[row + k]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _cat_row(xo: float, ncat: np.uint64, ntrees: np.uint64, off: np.uint64) -> np.uint64:
+def cat_row(xo: float, ncat: np.uint64, ntrees: np.uint64, off: np.uint64) -> np.uint64:
     """Start of the table row for value xo (row ncat holds NaN/negative/unseen)."""
     c = ncat
     if xo > -1.0 and xo < 2147483648.0:
@@ -260,7 +245,7 @@ def _qs_block(X: npt.NDArray[np.float64], r0: int, v: U64, thr: npt.NDArray[np.f
         toff = ct_info[q, 4]
         nct = ct_info[q, 2]
         for r in range(BLOCK):
-            row = _cat_row(X[r0 + r, fq], ct_info[q, 1], nct, ct_info[q, 3])
+            row = cat_row(X[r0 + r, fq], ct_info[q, 1], nct, ct_info[q, 3])
             ur = np.uint64(r)
             for k in range(nct):
                 v[ct_trees[toff + k] * ub + ur] &= ct_tab[row + k]

@@ -24,14 +24,15 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("n", [2, 37])  # one by one, and blocks of 16 events plus a rest
 @pytest.mark.parametrize("cols", [[0], [1, CAT], [CAT], list(range(N_FEATURES))],
                          ids=["one", "numeric+categorical", "categorical", "all"])
 def test_sweep_equals_lightgbm_on_the_expanded_rows(
-        case: str, cols: list[int],
+        case: str, n: int, cols: list[int],
         get_model: Callable[..., tuple[lgb.Booster, CompiledModel]]) -> None:
     params, kind, rounds = CASES[case]
     booster, model = get_model(f"sweep-{case}", params, kind, rounds)
-    n, c = 37, 5
+    c = 5
     X = nasty_rows(n, seed=3)
     values = nasty_rows(n * c, seed=4)[:, cols].reshape(n, c, len(cols))
     rows = expand(X, np.array(cols), values)
@@ -49,11 +50,12 @@ def test_shared_candidates_names_and_one_event(
         get_model: Callable[..., tuple[lgb.Booster, CompiledModel]]) -> None:
     booster, model = get_model("sweep-binary", *CASES["binary"])
     X = nasty_rows(1, seed=5)
-    prices = np.array([[-1.0], [0.0], [0.5], [1.5], [np.nan]])  # same candidates, every event
+    # Same candidates on every event; more than 16 of them (two candidate blocks).
+    prices = np.array([[-1.0], [0.0], [0.5], [1.5], [np.nan]] * 4)
     got = model.predict_sweep(X, [model.feature_names[2]], prices)
     np.testing.assert_array_equal(got[0], booster.predict(expand(X, np.array([2]),
                                                                  prices[None])))
-    assert model.predict_sweep(np.zeros((0, N_FEATURES)), [2], prices).shape == (0, 5)
+    assert model.predict_sweep(np.zeros((0, N_FEATURES)), [2], prices).shape == (0, 20)
 
 
 @pytest.mark.parametrize("bad", [
