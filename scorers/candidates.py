@@ -20,11 +20,11 @@ from scorers.kernels import (
     BLOCK,
     KZ,
     PAD_MIN,
+    block_leaves,
     cat_goes_left,
     cat_row,
     finish_rows,
     masked_and_block,
-    trailing_zeros,
     unpack,
 )
 
@@ -217,11 +217,5 @@ def qs_sweep(X: F64, cols: npt.NDArray[np.int64], values: F64, out: F64, U: U64,
                 for r in range(lanes):
                     for k in range(out.shape[1]):
                         out[r0 + r, k] = 0.0
-                for t in range(nt):
-                    kc = tree_class[t]
-                    lo = leaf_off[t]
-                    base = np.uint64(t) * ub
-                    for r in range(lanes):
-                        leaf = np.uint64(trailing_zeros(vb[base + np.uint64(r)]))
-                        out[r0 + r, kc] += leafvals[lo + leaf]
+                block_leaves(out, r0, lanes, vb, leafvals, leaf_off, tree_class)
     finish_rows(out, 0, n * c, raw, F[0], int(F[2]), F[1])

@@ -46,6 +46,7 @@ __all__ = [
     "PAD_MIN",
     "ZERO_TYPE_BIT",
     "QSTables",
+    "block_leaves",
     "build_qs_tables",
     "cat_goes_left",
     "cat_row",
@@ -252,7 +253,7 @@ def _qs_block(X: npt.NDArray[np.float64], r0: int, v: U64, thr: npt.NDArray[np.f
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _block_leaves(out: npt.NDArray[np.float64], r0: int, rows: int, v: U64,
+def block_leaves(out: npt.NDArray[np.float64], r0: int, rows: int, v: U64,
                   leafvals: npt.NDArray[np.float64], leaf_off: U64, tree_class: U64) -> None:
     """Add the exit leaves of the first ``rows`` lanes of a block to out[r0:r0 + rows]."""
     ub = np.uint64(BLOCK)
@@ -304,7 +305,7 @@ def qs_predict(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64],
         last = b == nblocks
         _qs_block(pad if last else X, 0 if last else b * BLOCK, v, thr, e_tree, e_mask,
                   starts, zflag, cat_info, cb, catbits, ct_info, ct_trees, ct_tab, xb)
-        _block_leaves(out, b * BLOCK, rem if last else BLOCK, v, leafvals, leaf_off,
+        block_leaves(out, b * BLOCK, rem if last else BLOCK, v, leafvals, leaf_off,
                       tree_class)
     r0 = n if padded else nblocks * BLOCK
     vt = v[:nt]
