@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scorers import blockwalk, kernels, qstables, walker
+from scorers import blockwalk, kernels, tablecache, walker
 from scorers.exceptions import ModelFormatError
 from scorers.ir import ModelIR
 from scorers.objectives import transform_code
@@ -29,10 +29,6 @@ __all__ = ["CompiledModel", "Reasons", "compile_lightgbm", "default_cache_dir"]
 
 F64 = npt.NDArray[np.float64]
 _F64 = np.dtype(np.float64)  # builtin dtypes are singletons: an identity test suffices
-# Tables cached on disk are only reused by the exact kernel source that built them.
-_CACHE_FORMAT = b"3"  # bump when the cached file's contents change (3: + TreeSHAP tables)
-_KERNEL_TAG = hashlib.sha256(_CACHE_FORMAT + b"".join(
-    Path(m.__file__).read_bytes() for m in (kernels, qstables) if m.__file__)).hexdigest()[:12]
 
 
 def _read_model(model: Any) -> bytes:
@@ -103,9 +99,11 @@ class CompiledModel:
         self._expected: F64 | None = None
         self._means: F64 | None = None
         self._local = threading.local()
-        path = (Path(cache_dir) / f"{self.sha256[:32]}-{_KERNEL_TAG}.npz"
+        # Tables cached on disk are reused only by the kernels that built them, and only
+        # once verified against this model's sha256 (scorers.tablecache).
+        path = (Path(cache_dir) / f"{self.sha256[:32]}-{tablecache.kernel_tag()}.npz"
                 if cache_dir is not None else None)
-        cached = _load_tables(path) if path is not None else None
+        cached = tablecache.load(path, self.sha256) if path is not None else None
         if cached is not None:
             # Seen before: the text was parsed and checked when these tables were built
             # (same sha256), so the trees are parsed only if something needs them (Saabas,
@@ -178,14 +176,8 @@ class CompiledModel:
             g = self._general_tables()
             extra = {f"g_{f.name}": np.asarray(getattr(g, f.name))
                      for f in dataclasses.fields(g)}
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-                savez: Any = np.savez  # numpy's stub types **kwds as its allow_pickle flag
-                savez(tmp, U=U, F=F, header=meta, expected=self._expected, **extra)
-                os.replace(tmp, path)
-            except OSError:
-                pass  # a read-only cache only costs the rebuild next time
+            tablecache.save(path, self.sha256,
+                            {"U": U, "F": F, "header": meta, "expected": self._expected, **extra})
         return U, F
 
     def _padding_threshold(self, U: npt.NDArray[np.uint64], F: F64) -> int:
@@ -321,6 +313,48 @@ class CompiledModel:
                                 self._param)
         return out2[:, 0] if self._k == 1 else out2
 
+    def predict_sweep(self, X_base: Any, cand_cols: Any, cand_values: Any,
+                      raw_score: bool = False) -> F64:
+        """Scores of every event under every candidate value of a few columns.
+
+        ``X_base`` is events × features; ``cand_cols`` the columns the candidates set
+        (feature indices or names); ``cand_values`` events × candidates × len(cand_cols),
+        or candidates × len(cand_cols) for the same candidates on every event. Returns
+        events × candidates (× classes for multiclass): exactly what ``predict`` gives on
+        the rows with those columns replaced (``scorers.candidates.expand``).
+        The splits on the other columns are evaluated once per event (QuickScorer
+        models); other models score the expanded rows.
+        """
+        from scorers import candidates
+
+        x = self._matrix(X_base)
+        names = {name: i for i, name in enumerate(self.feature_names)}
+        try:
+            cols = np.array([names[c] if isinstance(c, str) else int(c)
+                             for c in np.atleast_1d(np.asarray(cand_cols, dtype=object))],
+                            np.int64)
+        except KeyError as exc:
+            raise ValueError(f"cand_cols: no feature named {exc.args[0]!r}") from exc
+        if cols.size == 0 or np.unique(cols).size != cols.size or not (
+                (cols >= 0) & (cols < self.num_features)).all():
+            raise ValueError("cand_cols must be distinct feature indices or names")
+        vals = np.asarray(cand_values, dtype=np.float64)
+        if vals.ndim == 2:
+            vals = np.broadcast_to(vals, (x.shape[0], *vals.shape))
+        if vals.ndim != 3 or vals.shape[0] != x.shape[0] or vals.shape[2] != cols.size:
+            raise ValueError(f"cand_values must be events × candidates × {cols.size} "
+                             f"(or candidates × {cols.size}), got {vals.shape}")
+        vals = np.ascontiguousarray(vals)
+        n, c = vals.shape[0], vals.shape[1]
+        if not self._qs_fast:
+            out = self.predict(candidates.expand(x, cols, vals), raw_score=raw_score)
+            return out.reshape(n, c, *out.shape[1:])
+        out = np.empty((n * c, self._k))
+        v, _ = self._scratch()  # trees × BLOCK words: the event's masks, then the block
+        vb = np.empty_like(v)
+        candidates.qs_sweep(x, cols, vals, out, self._U, self._F, raw_score, v, vb)
+        return out.reshape(n, c) if self._k == 1 else out.reshape(n, c, self._k)
+
     def predict_general(self, X: Any, raw_score: bool = False) -> F64:
         """Same as ``predict`` through the node-walking kernel (cross-check, benchmarks)."""
         x = self._matrix(X)
@@ -403,17 +437,6 @@ def _header(ir: ModelIR) -> dict[str, Any]:
             "pandas_categorical": ir.pandas_categorical,
             "num_tree_per_iteration": ir.num_tree_per_iteration,
             "average_output": ir.average_output}
-
-
-def _load_tables(path: Path) -> dict[str, Any] | None:
-    """Every cached array (U, F, header, ...), or None when absent, unreadable or partial."""
-    try:
-        with np.load(path, allow_pickle=False) as cached:
-            arrays = {name: cached[name] for name in cached.files}
-        arrays["header_facts"] = json.loads(arrays["header"].tobytes())
-    except (OSError, KeyError, ValueError, EOFError):
-        return None
-    return arrays if {"U", "F"} <= arrays.keys() else None
 
 
 def _split_values(ir: ModelIR) -> list[F64]:

@@ -46,14 +46,18 @@ __all__ = [
     "PAD_MIN",
     "ZERO_TYPE_BIT",
     "QSTables",
+    "block_leaves",
     "build_qs_tables",
     "cat_goes_left",
+    "cat_row",
     "finish_rows",
+    "masked_and_block",
     "pack_qs",
     "qs_predict",
     "qs_predict_packed",
     "qs_predict_parallel",
     "qs_supported",
+    "unpack",
 ]
 
 BLOCK = 16  # rows sharing one threshold scan
@@ -175,14 +179,14 @@ def _qs_row(x: npt.NDArray[np.float64], v: U64, thr: npt.NDArray[np.float64], e_
             if not cat_goes_left(xo, catbits, cat_info[j, 0], cat_info[j, 1]):
                 v[e_tree[i]] &= e_mask[i]
     for q in range(ct_info.shape[0]):
-        row = _cat_row(x[ct_info[q, 0]], ct_info[q, 1], ct_info[q, 2], ct_info[q, 3])
+        row = cat_row(x[ct_info[q, 0]], ct_info[q, 1], ct_info[q, 2], ct_info[q, 3])
         toff = ct_info[q, 4]
         for k in range(ct_info[q, 2]):
             v[ct_trees[toff + k]] &= ct_tab[row + k]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _cat_row(xo: float, ncat: np.uint64, ntrees: np.uint64, off: np.uint64) -> np.uint64:
+def cat_row(xo: float, ncat: np.uint64, ntrees: np.uint64, off: np.uint64) -> np.uint64:
     """Start of the table row for value xo (row ncat holds NaN/negative/unseen)."""
     c = ncat
     if xo > -1.0 and xo < 2147483648.0:
@@ -242,14 +246,14 @@ def _qs_block(X: npt.NDArray[np.float64], r0: int, v: U64, thr: npt.NDArray[np.f
         toff = ct_info[q, 4]
         nct = ct_info[q, 2]
         for r in range(BLOCK):
-            row = _cat_row(X[r0 + r, fq], ct_info[q, 1], nct, ct_info[q, 3])
+            row = cat_row(X[r0 + r, fq], ct_info[q, 1], nct, ct_info[q, 3])
             ur = np.uint64(r)
             for k in range(nct):
                 v[ct_trees[toff + k] * ub + ur] &= ct_tab[row + k]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _block_leaves(out: npt.NDArray[np.float64], r0: int, rows: int, v: U64,
+def block_leaves(out: npt.NDArray[np.float64], r0: int, rows: int, v: U64,
                   leafvals: npt.NDArray[np.float64], leaf_off: U64, tree_class: U64) -> None:
     """Add the exit leaves of the first ``rows`` lanes of a block to out[r0:r0 + rows]."""
     ub = np.uint64(BLOCK)
@@ -301,7 +305,7 @@ def qs_predict(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64],
         last = b == nblocks
         _qs_block(pad if last else X, 0 if last else b * BLOCK, v, thr, e_tree, e_mask,
                   starts, zflag, cat_info, cb, catbits, ct_info, ct_trees, ct_tab, xb)
-        _block_leaves(out, b * BLOCK, rem if last else BLOCK, v, leafvals, leaf_off,
+        block_leaves(out, b * BLOCK, rem if last else BLOCK, v, leafvals, leaf_off,
                       tree_class)
     r0 = n if padded else nblocks * BLOCK
     vt = v[:nt]
@@ -332,7 +336,7 @@ def pack_qs(q: QSTables, num_features: int, divide: float, code: int, param: flo
     """All QuickScorer tables, and the model's output constants, in two buffers.
 
     Numba unboxes every argument on each call (~60 ns per array); two buffers instead of
-    twenty-odd arguments keep a batch-1 call cheap. ``_unpack`` turns them back into views.
+    twenty-odd arguments keep a batch-1 call cheap. ``unpack`` turns them back into views.
     ``divide`` (rf averaging), ``param`` and ``code`` (objective transform) and
     ``pad_min`` (see ``qs_predict``; ``BLOCK``: never pad) lead ``F``.
     """
@@ -348,7 +352,7 @@ def pack_qs(q: QSTables, num_features: int, divide: float, code: int, param: flo
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _unpack(U: U64, F: npt.NDArray[np.float64]) -> Any:
+def unpack(U: U64, F: npt.NDArray[np.float64]) -> Any:
     nf = np.int64(U[0])
     o = U[3:3 + _U_PARTS + 1]
     nthr = U[2]
@@ -371,7 +375,7 @@ def qs_predict_packed(X: npt.NDArray[np.float64], out: npt.NDArray[np.float64], 
     without a Python-side reshape or slice (each ~0.13 µs at batch 1).
     """
     (thr, e_tree, e_mask, starts, zflag, cat_info, cat_base, catbits, leafvals, leaf_off,
-     tree_class, ct_info, ct_trees, ct_tab) = _unpack(U, F)
+     tree_class, ct_info, ct_trees, ct_tab) = unpack(U, F)
     n = X.shape[0]
     out2 = out.reshape((n, out.shape[0] // n if n else 1))
     qs_predict(X, out2, thr, e_tree, e_mask, starts, zflag, cat_info, cat_base, catbits,
