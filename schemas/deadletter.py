@@ -48,6 +48,9 @@ ErrorCode = Literal[
     "unknown_schema_id",
     "unsupported_schema",
     "undecodable",
+    # An output record the broker refused for its content (stream.kafka.rejects): this
+    # dead letter replaces it, without its payload (its size and sha256 are kept).
+    "output_rejected",
 ]
 ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
 

@@ -7,9 +7,13 @@ the champion and the challenger) and publishes the same decision, dead-letter an
 records to the same topics.
 
 Delivery: the agent awaits the broker's ack of every record a batch produced before it
-takes the next batch, so the batch's events are acknowledged to Faust only after their
-outputs are durable; Faust flushes its producer before every offset commit as well.
-So a crash replays, never loses (at-least-once, like the main worker).
+acknowledges the batch's events to Faust (by hand: ``noack_take`` never acknowledges
+by itself, where ``take_events`` would acknowledge a batch even when its processing or
+publishing raised), so Faust commits an input offset only after its outputs are
+durable. When a batch fails, its events stay unacknowledged and the whole app stops
+(a crashing supervisor, not an agent restart that would read on past the gap): the
+restart re-reads them. A crash replays, never loses (at-least-once, like the main
+worker).
 
 Run it with ``streamscore faust --pipeline pipelines/fraud.yaml`` (or build the app with
 ``create_app`` and hand it to ``faust.Worker``). Faust's own web server binds
@@ -73,6 +77,7 @@ def create_app(
 ) -> Any:
     """A ``faust.App`` whose agent scores ``config``'s input topic with streamscore's stages."""
     import faust
+    from mode import CrashingSupervisor
 
     from stream.endpoints import resolve_bootstrap
     from stream.metrics import HealthServer, WorkerMetrics
@@ -124,10 +129,13 @@ def create_app(
         if futures:
             await asyncio.gather(*futures)
 
-    @app.agent(source, name=f"streamscore-{c.name}-score")
+    # An agent that raises stops the app (exit code 1): its batch is left unacknowledged,
+    # so never committed, and re-read by the next start.
+    @app.agent(source, name=f"streamscore-{c.name}-score",
+               supervisor_strategy=CrashingSupervisor)
     async def score(stream: Any) -> None:
-        async for events in stream.take_events(c.batch.max_messages,
-                                               within=c.batch.timeout_ms / 1000.0):
+        async for events in stream.noack_take(c.batch.max_messages,
+                                              within=c.batch.timeout_ms / 1000.0):
             t0 = time.perf_counter()
             metrics.beat()
             msgs = [e.message for e in events]
@@ -138,8 +146,11 @@ def create_app(
                 [float(m.timestamp or 0.0) for m in msgs],
             )
             await publish(outputs)
+            # Every output is acknowledged: only now may Faust commit these inputs.
+            for event in events:
+                await stream.ack(event)
             metrics.observe_batch(res, time.perf_counter() - t0)
-            step.accept(res)  # a flood stops the agent: an incident
+            step.accept(res)  # a flood stops the app: an incident
 
     @app.timer(interval=max(0.5, c.model.reload_check_s))
     async def reload_model() -> None:
