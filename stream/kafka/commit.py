@@ -172,9 +172,10 @@ class CommitOwner:
             if refused and other is None and self.replacer is not None:
                 raise _Refused from None
             if not refused and retry and isinstance(exc, KafkaException) and (
-                    exc.args[0].retriable() or exc.args[0].code() == KafkaError._STATE):
-                # Right after an aborted transaction, the producer may still be bumping
-                # its epoch: the next attempt, a moment later, goes through.
+                    not exc.args[0].fatal()):
+                # Right after a transaction aborted on a refused record, the producer may
+                # still be bumping its epoch or resetting its sequence numbers ("erroneous
+                # state", "skipped sequence numbers"): a moment later, the next goes through.
                 raise _Refused from None
             if refused:
                 topic, _, _, err = other or refused[0]
