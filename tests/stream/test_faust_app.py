@@ -72,3 +72,41 @@ def test_faust_credentials_from_librdkafka_settings():
     with pytest.raises(ConfigError, match="GSSAPI"):
         faust_credentials({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "GSSAPI",
                            "sasl.username": "u", "sasl.password": "p"})
+
+
+def test_faust_app_never_commits_a_batch_whose_outputs_failed(env, unique_name):  # noqa: F811
+    # The decisions topic refuses every record (max.message.bytes): publishing raises.
+    # The batch's events must stay uncommitted (re-read after the restart) and the app
+    # must stop, not restart its agent and read on.
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": env.bootstrap})
+    for f in admin.create_topics([NewTopic(f"{unique_name}.dec", 4, 1,
+                                           config={"max.message.bytes": "200"})]).values():
+        f.result(30)
+    group = f"{unique_name}-faust"
+    path = write_pipeline(env, unique_name, kafka={"group_id": group})
+    produce(path, 300, seed=12)
+    log = open(env.home / f"{unique_name}-faust.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "faust", "--pipeline", str(path),
+         "--metrics-port", "-1"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        rc = proc.wait(120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = None
+    finally:
+        log.close()
+    output = (env.home / f"{unique_name}-faust.log").read_text()
+    c = Consumer({"bootstrap.servers": env.bootstrap, "group.id": group})
+    try:
+        committed = c.committed([TopicPartition(f"{unique_name}.in", p) for p in range(4)],
+                                timeout=15)
+    finally:
+        c.close()
+    assert all(tp.offset < 0 for tp in committed), ([(tp.partition, tp.offset) for tp in committed], output[-3000:])
+    assert rc not in (None, 0), output[-3000:]  # stopped, and said it failed
