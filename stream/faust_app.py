@@ -10,8 +10,9 @@ Delivery: the agent awaits the broker's ack of every record a batch produced bef
 acknowledges the batch's events to Faust (by hand: ``noack_take`` never acknowledges
 by itself, where ``take_events`` would acknowledge a batch even when its processing or
 publishing raised), so Faust commits an input offset only after its outputs are
-durable. When a batch fails, its events stay unacknowledged and the whole app stops
-(a crashing supervisor, not an agent restart that would read on past the gap): the
+durable. When a batch fails, its events stay unacknowledged and the process exits 1
+at once with one line (not an agent restart that would read on past the gap, nor
+Faust's shutdown, which would commit what its background reader acknowledged): the
 restart re-reads them. A crash replays, never loses (at-least-once, like the main
 worker).
 
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +39,14 @@ from stream.endpoints import free_port
 __all__ = ["create_app", "faust_credentials"]
 
 log = logging.getLogger(__name__)
+
+
+def _stop_now(why: str) -> None:
+    """One line on stderr, then exit 1 at once (no Faust shutdown, which would commit)."""
+    log.critical("streamscore faust: %s", why)
+    sys.stderr.write(f"streamscore: error: {why}\n")
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def faust_credentials(settings: dict[str, Any]) -> Any:
@@ -129,8 +140,11 @@ def create_app(
         if futures:
             await asyncio.gather(*futures)
 
-    # An agent that raises stops the app (exit code 1): its batch is left unacknowledged,
-    # so never committed, and re-read by the next start.
+    # A batch that fails stops the process at once (exit code 1, one line): its events
+    # are left unacknowledged, so never committed, and re-read by the next start. Not
+    # Faust's own shutdown: once the batch iterator is gone, Faust's background reader
+    # acknowledges (and its shutdown commits) events nobody scored. Anything else that
+    # crashes the agent stops the app too instead of restarting the agent past a gap.
     @app.agent(source, name=f"streamscore-{c.name}-score",
                supervisor_strategy=CrashingSupervisor)
     async def score(stream: Any) -> None:
@@ -139,18 +153,25 @@ def create_app(
             t0 = time.perf_counter()
             metrics.beat()
             msgs = [e.message for e in events]
-            res, outputs = step.run(
-                [m.value for m in msgs],
-                [m.key for m in msgs],
-                [(m.topic, m.partition, m.offset) for m in msgs],
-                [float(m.timestamp or 0.0) for m in msgs],
-            )
-            await publish(outputs)
+            try:
+                res, outputs = step.run(
+                    [m.value for m in msgs],
+                    [m.key for m in msgs],
+                    [(m.topic, m.partition, m.offset) for m in msgs],
+                    [float(m.timestamp or 0.0) for m in msgs],
+                )
+                await publish(outputs)
+            except Exception as exc:
+                _stop_now(f"a batch of {len(msgs)} events failed, stopping without "
+                          f"committing it (re-read after the restart): {exc!r}")
             # Every output is acknowledged: only now may Faust commit these inputs.
             for event in events:
                 await stream.ack(event)
             metrics.observe_batch(res, time.perf_counter() - t0)
-            step.accept(res)  # a flood stops the app: an incident
+            try:
+                step.accept(res)  # a flood is an incident: stop
+            except Exception as exc:
+                _stop_now(str(exc))
 
     @app.timer(interval=max(0.5, c.model.reload_check_s))
     async def reload_model() -> None:
