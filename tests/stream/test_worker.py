@@ -704,3 +704,45 @@ def test_a_dead_letter_the_broker_refuses_is_replaced_and_the_group_goes_on(env,
     assert len({d["payload_sha256"] for d in dead}) == 3
     assert all(len(d["payload_sha256"]) == len(hashlib.sha256().hexdigest()) for d in dead)
     assert refused == 3
+
+
+def test_a_failed_hot_reload_is_counted_and_retried(env, unique_name, monkeypatch):
+    # The new champion fails to load once (a passing fault: a full disk, a slow volume):
+    # the old model keeps scoring, the failure is counted, and the next check loads it.
+    import stream.step as step_module
+    from scorers.registry import Registry
+    from stream.core.assembly import build_stages
+    from stream.metrics import WorkerMetrics
+    from stream.step import BatchStep
+
+    path = write_pipeline(env, unique_name, model={"ref": "fraud@champion",
+                                                   "registry": str(env.registry)})
+    config = load_pipeline(path)
+    stages = build_stages(config)
+    metrics = WorkerMetrics(config.name)
+    step = BatchStep(config, stages, metrics, background_velocity=False)
+    registry = Registry(env.registry)
+    v1 = registry.resolve("fraud@champion")
+    real_load, calls = step_module.load_model, []
+
+    def flaky_load(*args, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("No space left on device")
+        return real_load(*args, **kw)
+
+    monkeypatch.setattr(step_module, "load_model", flaky_load)
+    try:
+        new = registry.register(v1.read_text(), "fraud", dict(v1.metadata))
+        registry.promote("fraud", new.version, "champion")
+        assert not step.reload()  # failed: the old model scores on
+        assert stages.core.model.version == str(v1.version)
+        failures = metrics.registry.get_sample_value(
+            "streamscore_model_reload_failures_total", {"pipeline": config.name})
+        assert failures == 1
+        assert step.reload()  # retried at the next check, with nothing new in the registry
+        assert stages.core.model.version == str(new.version)
+    finally:
+        registry.promote("fraud", v1.version, "champion")
+        step.close()
+        stages.close()
