@@ -76,6 +76,13 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
         c.close()
 
 
+def _owner(bootstrap: str, name: str, **kw) -> tuple:
+    """An at-least-once commit owner reading ``name``.in in group ``name``-g."""
+    consumer = BatchConsumer(bootstrap, f"{name}-g", [f"{name}.in"])
+    producer = AckedProducer(bootstrap)
+    return consumer, producer, CommitOwner(producer, consumer, window=InFlight(), **kw)
+
+
 def _dead_letter_of(source: dict, topic: str) -> bytes:
     # A dead letter the way the batch core writes one, with a large payload (random:
     # the producer compresses, and the broker's limit applies to the compressed batch).
@@ -140,10 +147,8 @@ def test_a_refused_replacement_stops_with_one_clear_line(bootstrap, unique_name)
     _topics(bootstrap, name, dlq_limit=120)
     _input(bootstrap, name, 2)
     group = f"{name}-g"
-    consumer = BatchConsumer(bootstrap, group, [f"{name}.in"])
-    producer = AckedProducer(bootstrap)
-    owner = CommitOwner(producer, consumer, window=InFlight(), ack_timeout_s=30,
-                        replacer=Replacer("p", f"{name}.dlq", "w1"))
+    consumer, producer, owner = _owner(bootstrap, name, ack_timeout_s=30,
+                                       replacer=Replacer("p", f"{name}.dlq", "w1"))
     try:
         msgs = _consume(consumer, 2)
         owner.commit_batch([(f"{name}.dlq", [(b"k", os.urandom(500))])], next_offsets(msgs),
@@ -164,10 +169,8 @@ def test_after_a_revoke_timeout_in_flight_batches_do_not_commit_revoked_partitio
     _topics(bootstrap, name, dlq_limit=1_000_000)
     _input(bootstrap, name, 3)
     group = f"{name}-g"
-    consumer = BatchConsumer(bootstrap, group, [f"{name}.in"])
-    producer = AckedProducer(bootstrap)
-    window = InFlight()
-    owner = CommitOwner(producer, consumer, window=window, ack_timeout_s=0.2)
+    consumer, _, owner = _owner(bootstrap, name, ack_timeout_s=0.2)
+    window = owner.window
     try:
         msgs = _consume(consumer, 3)
         # A batch whose outputs are not acknowledged within the revoke's drain: opened
