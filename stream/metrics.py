@@ -3,9 +3,10 @@
 Each worker process owns one ``WorkerMetrics`` (its own ``CollectorRegistry`` unless
 given the default one, so several workers in one test process do not collide; it gets
 the ``process_*`` collector, CPU, memory, open files, which the default registry has
-already) and one small threaded HTTP server. ``/healthz`` is liveness (the loop has
-turned recently); ``/readyz`` is readiness (model loaded, partitions assigned or at
-least subscribed, loop alive).
+already) and one small threaded HTTP server (timeouts, a bounded number of threads).
+``/healthz`` is liveness (something progressed recently: a loop turn, or acks served
+while the loop waits); ``/readyz`` is readiness (model loaded, partitions assigned or
+at least subscribed, loop alive).
 """
 
 from __future__ import annotations
