@@ -15,6 +15,11 @@ while later batches are already being scored; the first delivery failure stops t
 worker with that batch and every later one uncommitted (re-delivered, never lost).
 Exactly-once mode keeps one Kafka transaction per batch: outputs and input offsets become
 visible to read_committed consumers together, or not at all.
+
+A record the broker refuses for its content is not a delivery failure: it would be
+refused again after every restart. It is produced again alone, then replaced by its
+minimal dead letter (``stream.kafka.rejects``), in the same batch (at-least-once) or in
+the batch's next transaction (exactly-once); only a refused dead letter stops the worker.
 """
 
 from __future__ import annotations
