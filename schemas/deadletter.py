@@ -10,6 +10,12 @@ bytes, with ``payload_truncated`` set; ``payload_size`` and ``payload_sha256`` a
 describe the whole original payload, so it can be matched with the producer's copy.
 (Base64 makes the kept bytes 4/3 larger: 256 KiB of payload is ~342 KiB of record,
 well inside Kafka's default 1 MB message limit.) Error texts are capped likewise.
+
+A topic with a smaller limit may still refuse a record: an output record the broker
+refuses for its content (a dead letter or a decision) is replaced by one with the code
+``output_rejected``, an empty ``payload`` (``payload_truncated`` set), the refused
+record's ``payload_size`` and ``payload_sha256``, the broker's error in ``error`` and
+the input it answers in ``topic``/``partition``/``offset`` (``stream.kafka.rejects``).
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ ErrorCode = Literal[
     "unknown_schema_id",
     "unsupported_schema",
     "undecodable",
+    # An output record the broker refused for its content (stream.kafka.rejects): this
+    # dead letter replaces it, without its payload (its size and sha256 are kept).
+    "output_rejected",
 ]
 ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
 

@@ -7,9 +7,14 @@ the champion and the challenger) and publishes the same decision, dead-letter an
 records to the same topics.
 
 Delivery: the agent awaits the broker's ack of every record a batch produced before it
-takes the next batch, so the batch's events are acknowledged to Faust only after their
-outputs are durable; Faust flushes its producer before every offset commit as well.
-So a crash replays, never loses (at-least-once, like the main worker).
+acknowledges the batch's events to Faust (by hand: ``noack_take`` never acknowledges
+by itself, where ``take_events`` would acknowledge a batch even when its processing or
+publishing raised), so Faust commits an input offset only after its outputs are
+durable. When a batch fails, its events stay unacknowledged and the process exits 1
+at once with one line (not an agent restart that would read on past the gap, nor
+Faust's shutdown, which would commit what its background reader acknowledged): the
+restart re-reads them. A crash replays, never loses (at-least-once, like the main
+worker).
 
 Run it with ``streamscore faust --pipeline pipelines/fraud.yaml`` (or build the app with
 ``create_app`` and hand it to ``faust.Worker``). Faust's own web server binds
@@ -20,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +39,14 @@ from stream.endpoints import free_port
 __all__ = ["create_app", "faust_credentials"]
 
 log = logging.getLogger(__name__)
+
+
+def _stop_now(why: str) -> None:
+    """One line on stderr, then exit 1 at once (no Faust shutdown, which would commit)."""
+    log.critical("streamscore faust: %s", why)
+    sys.stderr.write(f"streamscore: error: {why}\n")
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def faust_credentials(settings: dict[str, Any]) -> Any:
@@ -73,6 +88,7 @@ def create_app(
 ) -> Any:
     """A ``faust.App`` whose agent scores ``config``'s input topic with streamscore's stages."""
     import faust
+    from mode import CrashingSupervisor
 
     from stream.endpoints import resolve_bootstrap
     from stream.metrics import HealthServer, WorkerMetrics
@@ -124,22 +140,38 @@ def create_app(
         if futures:
             await asyncio.gather(*futures)
 
-    @app.agent(source, name=f"streamscore-{c.name}-score")
+    # A batch that fails stops the process at once (exit code 1, one line): its events
+    # are left unacknowledged, so never committed, and re-read by the next start. Not
+    # Faust's own shutdown: once the batch iterator is gone, Faust's background reader
+    # acknowledges (and its shutdown commits) events nobody scored. Anything else that
+    # crashes the agent stops the app too instead of restarting the agent past a gap.
+    @app.agent(source, name=f"streamscore-{c.name}-score",
+               supervisor_strategy=CrashingSupervisor)
     async def score(stream: Any) -> None:
-        async for events in stream.take_events(c.batch.max_messages,
-                                               within=c.batch.timeout_ms / 1000.0):
+        async for events in stream.noack_take(c.batch.max_messages,
+                                              within=c.batch.timeout_ms / 1000.0):
             t0 = time.perf_counter()
             metrics.beat()
             msgs = [e.message for e in events]
-            res, outputs = step.run(
-                [m.value for m in msgs],
-                [m.key for m in msgs],
-                [(m.topic, m.partition, m.offset) for m in msgs],
-                [float(m.timestamp or 0.0) for m in msgs],
-            )
-            await publish(outputs)
+            try:
+                res, outputs = step.run(
+                    [m.value for m in msgs],
+                    [m.key for m in msgs],
+                    [(m.topic, m.partition, m.offset) for m in msgs],
+                    [float(m.timestamp or 0.0) for m in msgs],
+                )
+                await publish(outputs)
+            except Exception as exc:
+                _stop_now(f"a batch of {len(msgs)} events failed, stopping without "
+                          f"committing it (re-read after the restart): {exc!r}")
+            # Every output is acknowledged: only now may Faust commit these inputs.
+            for event in events:
+                await stream.ack(event)
             metrics.observe_batch(res, time.perf_counter() - t0)
-            step.accept(res)  # a flood stops the agent: an incident
+            try:
+                step.accept(res)  # a flood is an incident: stop
+            except Exception as exc:
+                _stop_now(str(exc))
 
     @app.timer(interval=max(0.5, c.model.reload_check_s))
     async def reload_model() -> None:

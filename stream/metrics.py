@@ -3,9 +3,10 @@
 Each worker process owns one ``WorkerMetrics`` (its own ``CollectorRegistry`` unless
 given the default one, so several workers in one test process do not collide; it gets
 the ``process_*`` collector, CPU, memory, open files, which the default registry has
-already) and one small threaded HTTP server. ``/healthz`` is liveness (the loop has
-turned recently); ``/readyz`` is readiness (model loaded, partitions assigned or at
-least subscribed, loop alive).
+already) and one small threaded HTTP server (timeouts, a bounded number of threads).
+``/healthz`` is liveness (something progressed recently: a loop turn, or acks served
+while the loop waits); ``/readyz`` is readiness (model loaded, partitions assigned or
+at least subscribed, loop alive).
 """
 
 from __future__ import annotations
@@ -39,7 +40,19 @@ from prometheus_client import values as _values
 # memory. (Metric children look up ValueClass when they are created.)
 _values.ValueClass = _values.MutexValue
 
-__all__ = ["HealthServer", "WorkerMetrics"]
+__all__ = ["HTTP_MAX_CONCURRENT", "HTTP_TIMEOUT_S", "STUCK_AFTER_S", "HealthServer",
+           "WorkerMetrics"]
+
+# /healthz reports "stuck" after this long without progress (a loop turn, or delivery
+# reports served while the loop waits on acks): longer than the longest bounded wait with
+# no progress (stream.kafka.clients.ACK_TIMEOUT_S, 60 s), after which the worker stops by
+# itself with one line instead of being killed in the middle of it.
+STUCK_AFTER_S = 90.0
+# A scrape or probe that sends nothing (or reads nothing) for this long is dropped, and
+# at most this many requests are served at once: the rest are refused, not queued as
+# threads.
+HTTP_TIMEOUT_S = 5.0
+HTTP_MAX_CONCURRENT = 8
 
 # Seconds; dense under the 100 ms budget where it matters.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
@@ -97,6 +110,13 @@ class WorkerMetrics:
                                        "(scoring goes on)", [*lbl, "status"], registry=r)
         self.assigned = Gauge("streamscore_assigned_partitions", "Partitions assigned", lbl,
                               registry=r)
+        self.reload_failures = Counter("streamscore_model_reload_failures",
+                                       "Hot reloads that failed (the old model keeps scoring; "
+                                       "retried at the next check)", lbl, registry=r)
+        self.output_refused_total = Counter(
+            "streamscore_output_refused",
+            "Output records the broker refused for their content, each replaced by a "
+            "dead letter", [*lbl, "topic", "error"], registry=r)
         self._e2e = self.e2e.labels(pipeline)
         self._events = self.events.labels(pipeline)
         self._batch = self.batch_size.labels(pipeline)
@@ -165,14 +185,46 @@ class WorkerMetrics:
                 self._lag_series.discard((topic, partition))
                 self.lag.remove(self.pipeline, topic, str(partition))
 
+    def output_refused(self, topic: str, error: str) -> None:
+        """One output record refused for its content (replaced by a dead letter)."""
+        self.output_refused_total.labels(self.pipeline, topic, error).inc()
+
     def beat(self) -> None:
+        """Progress: a loop turn, or delivery reports served while waiting on acks."""
         self.heartbeat = time.monotonic()
 
-    def healthy(self, max_silence_s: float = 30.0) -> bool:
+    def healthy(self, max_silence_s: float = STUCK_AFTER_S) -> bool:
+        """Whether anything progressed within ``max_silence_s``."""
         return time.monotonic() - self.heartbeat < max_silence_s
 
     def ready(self) -> bool:
         return self.model_loaded and self.subscribed and self.healthy()
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A threaded HTTP server serving at most ``HTTP_MAX_CONCURRENT`` requests at once."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._slots = threading.BoundedSemaphore(HTTP_MAX_CONCURRENT)
+        self.refused = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)  # a flood of connections gets no thread each
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class HealthServer:
@@ -205,7 +257,8 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return  # scrapes every few seconds would flood the worker's log
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        Handler.timeout = HTTP_TIMEOUT_S  # socket timeout: a silent client is dropped
+        self.server = _BoundedServer((host, port), Handler)
         self.server.daemon_threads = True
         self.host, self.port = host, int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,

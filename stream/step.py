@@ -67,6 +67,7 @@ class BatchStep:
         self._bg = (ThreadPoolExecutor(1, thread_name_prefix="streamscore-velocity")
                     if background_velocity and stages.velocity is not None else None)
         self._velocity: Future[Any] | None = None
+        self._reload_retry: Any = None  # a new champion version whose load failed
         t = config.topics
         self._topics = (t.decisions, t.dead_letter, t.drift)
         self._drift_key = config.name.encode()
@@ -125,11 +126,15 @@ class BatchStep:
         """
         st, ref = self.stages, self.config.model
         core = st.core
+        new = None
         try:
-            new = st.watcher.poll()
+            new = st.watcher.poll() or self._reload_retry
             model = load_model(st.registry, ref.ref, new) if new is not None else None
+            self._reload_retry = None
         except Exception:  # a bad new version must not stop a healthy worker
             log.exception("hot reload of %s failed; keeping %s", ref.ref, core.model.label)
+            self._reload_retry = new  # tried again at the next check (a fault may pass)
+            self.metrics.reload_failures.labels(self.config.name).inc()
             model = None
         challenger = None
         cw = st.challenger_watcher

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,12 +44,23 @@ from stream.kafka.clients import (
 )
 from stream.kafka.commit import CommitOwner
 from stream.kafka.inflight import InFlight
+from stream.kafka.rejects import Replacer
 from stream.metrics import HealthServer, WorkerMetrics
 from stream.step import BatchStep
 
-__all__ = ["Worker", "WorkerStats", "load_model"]
+__all__ = ["INSTANCE_ENV", "Worker", "WorkerStats", "default_instance_id", "load_model"]
 
 log = logging.getLogger(__name__)
+
+# The environment variable naming this worker instance (a pod name, a StatefulSet
+# ordinal): stable across restarts of the same instance, distinct between instances.
+INSTANCE_ENV = "STREAMSCORE_INSTANCE_ID"
+
+
+def default_instance_id() -> str:
+    """``$STREAMSCORE_INSTANCE_ID``, else the host name (a container restarted in its pod
+    keeps it; a process id would not survive the restart)."""
+    return os.environ.get(INSTANCE_ENV, "").strip() or socket.gethostname()
 
 
 @dataclass
@@ -95,6 +107,7 @@ class Worker:
         max_inflight_records: int | None = None,
         ack_timeout_s: float = ACK_TIMEOUT_S,
         idle_backoff_ms: float | None = None,
+        instance_id: str | None = None,
     ) -> None:
         from stream.endpoints import resolve_bootstrap
 
@@ -132,10 +145,17 @@ class Worker:
             on_leaving=lambda gone, lost: self.commits.revoke(gone, lost),
             idle_backoff_s=max(idle_backoff_ms, 0.0) / 1000.0,
         )
+        group = c.kafka.group_id or f"streamscore-{c.name}"
+        self.instance_id = instance_id or default_instance_id()
+        # Exactly-once: the transactional id is the same for this instance across restarts,
+        # so a worker restarted after a crash fences its predecessor's open transaction at
+        # once (init_transactions aborts it) instead of leaving read_committed readers
+        # stalled behind it until transaction.timeout.ms.
+        self.transactional_id = (f"streamscore-{group}-{self.instance_id}"
+                                 if self.exactly_once else None)
         self.producer = AckedProducer(
             self.bootstrap, {**settings, **c.kafka.producer},
-            transactional_id=f"streamscore-{c.name}-{self.worker_id}" if self.exactly_once
-            else None,
+            transactional_id=self.transactional_id,
             on_backpressure=self._backpressure,
         )
         self.metrics.subscribed = True
@@ -149,9 +169,14 @@ class Worker:
         self.inflight = InFlight(max_inflight_batches,
                                  max_inflight_records or max(8 * self.batch_max, 8192))
         # The one owner of produce -> acknowledgement -> commit, revoke and shutdown order.
+        # A record the broker refuses for its content is replaced by a minimal dead letter
+        # (counted), never a stop that would come back after every restart.
+        replacer = Replacer(c.name, c.topics.dead_letter, self.worker_id,
+                            on_refused=self.metrics.output_refused)
         self.commits = CommitOwner(self.producer, self.consumer, exactly_once=self.exactly_once,
                                    window=self.inflight, ack_timeout_s=ack_timeout_s,
-                                   on_acked=self._acked)
+                                   on_acked=self._acked, replacer=replacer)
+        self.producer.on_progress = self.metrics.beat  # acks arriving are progress
         # first input: perf_counter, process CPU, this (the loop's) thread's CPU
         self._first: tuple[float, float, float] | None = None
         log.info("worker %s ready: pipeline %s, model %s, input %s on %s", self.worker_id,

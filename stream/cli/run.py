@@ -49,17 +49,21 @@ def _run_one(path: str, index: int, options: dict[str, Any]) -> int:
         port = config.metrics.port
     if port > 0:
         port += index
+    from stream.worker import default_instance_id
+
     settings: dict[str, Any] = {}
     if options.get("instance_id"):
         # Static membership: a restarted worker with the same id takes its partitions
         # back at once, without waiting for the old session to expire.
         settings["group.instance.id"] = f"{options['instance_id']}-{index}"
+    # Worker i of this instance: its exactly-once transactional id survives a restart.
+    instance = f"{options.get('instance_id') or default_instance_id()}-{index}"
     worker = Worker(
         config, worker_id=options.get("worker_id") or None, metrics_port=port,
         bootstrap=options.get("bootstrap") or None,
         exactly_once=options.get("exactly_once"), batch_max=options.get("batch"),
         consumer_settings=settings, max_inflight_batches=options.get("max_inflight") or 16,
-        idle_backoff_ms=options.get("idle_backoff_ms"),
+        idle_backoff_ms=options.get("idle_backoff_ms"), instance_id=instance,
     )
     _install_signals(worker.request_stop)
     worker.run(idle_exit_s=options.get("idle_exit"))
@@ -160,7 +164,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="worker id in records (default host-pid)")
     p.add_argument("--instance-id", default="", metavar="ID",
                    help="static group membership: worker i uses ID-i, so a restarted "
-                   "worker gets its partitions back without waiting for a session timeout")
+                   "worker gets its partitions back without waiting for a session timeout; "
+                   "also names its exactly-once transactional id (default "
+                   "$STREAMSCORE_INSTANCE_ID, else the host name, for the transactional id "
+                   "only)")
     p.add_argument("--max-inflight", type=positive_int,
                    default=os.environ.get("STREAMSCORE_MAX_INFLIGHT") or 16, metavar="N",
                    help="batches whose outputs may await the broker's acks while later "

@@ -130,6 +130,7 @@ class EmbeddedProcess:
     log_path: str = ""
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     version: str = ""
+    command: list[str] = field(default_factory=list, repr=False)  # to start it again
 
     @property
     def label(self) -> str:
@@ -146,6 +147,24 @@ class EmbeddedProcess:
         if self._proc is not None:
             return self._proc.poll() is None
         return pid_alive(self.pid)
+
+    def restart(self, *, kill: bool = True, down_s: float = 0.0, timeout: float = 180.0) -> None:
+        """SIGKILL (or SIGTERM) the broker, wait ``down_s``, start it again on the same
+        port and data dir, and wait until it answers (fault drills)."""
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            if self._proc is not None:
+                self._proc.wait(30)
+        else:
+            terminate_pid(self.pid, 30, self._proc)
+        time.sleep(down_s)
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, cwd=self.data_dir,
+                                          preexec_fn=_die_with_parent)
+        self.pid = self._proc.pid
+        _wait_kafka(self.host, self.port, self._proc, timeout, self.log_path)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, wait, SIGKILL if needed; then remove the scratch dir."""
@@ -313,7 +332,8 @@ def start_broker(
             start_new_session=detach,
             preexec_fn=None if detach else _die_with_parent,
         )
-    handle = EmbeddedProcess(kind, host, port, proc.pid, data_dir, log_path, proc, version)
+    handle = EmbeddedProcess(kind, host, port, proc.pid, data_dir, log_path, proc, version,
+                             cmd)
     if timeout is None:
         timeout = 180.0 if kind == "kafka" else 30.0
     try:

@@ -17,6 +17,7 @@ When offsets are committed, in both delivery modes, is decided in one place:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -290,6 +291,8 @@ class AckedProducer:
         if transactional_id:
             conf["transactional.id"] = transactional_id
         conf.update(settings or {})
+        self._conf = conf
+        self._alone: Producer | None = None  # see alone(), created on first use
         self.queue_max = int(conf.get("queue.buffering.max.messages", 100_000))
         self.low = int(self.queue_max * low_watermark)
         try:
@@ -303,6 +306,10 @@ class AckedProducer:
         self.error: str | None = None
         self._on_backpressure = on_backpressure
         self.pauses = 0
+        self.drain_timeout_s = ACK_TIMEOUT_S  # the longest wait for the queue to drain
+        # Called when a wait served delivery reports: waiting on acks that arrive is
+        # progress (the worker's liveness), waiting on none is not.
+        self.on_progress: Callable[[], None] | None = None
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         self.outstanding -= 1
@@ -325,9 +332,16 @@ class AckedProducer:
         self.pauses += 1
         if self._on_backpressure:
             self._on_backpressure(True)
+        deadline = time.monotonic() + self.drain_timeout_s
         try:
+            # Bounded: acks that stop coming (a broker away) must not hold the loop for
+            # message.timeout.ms; the loop then stops with one line and restarts.
             while len(self.producer) > self.low:
-                self.producer.poll(0.05)
+                if time.monotonic() > deadline:
+                    raise DeliveryFailed(
+                        f"producer queue still above {self.low} records after "
+                        f"{self.drain_timeout_s:g} s: the broker does not acknowledge")
+                self.poll_for(0.05)
         finally:
             if self._on_backpressure:
                 self._on_backpressure(False)
@@ -338,26 +352,39 @@ class AckedProducer:
         records: Iterable[tuple[bytes | None, bytes]],
         on_delivery: Callable[[Any, Any], None] | None = None,
         count: Callable[[int], None] | None = None,
+        refused: Callable[[str, bytes | None, bytes, KafkaError], None] | None = None,
+        *,
+        alone: bool = False,
     ) -> int:
         """Queue records; returns how many.
 
         With ``on_delivery`` (a batch's own callback, ``stream.kafka.inflight``) the records are
         counted by ``count`` - called before any delivery report can be served - instead
-        of this producer's ``outstanding``.
+        of this producer's ``outstanding``. A record ``produce()`` refuses at once (too
+        large for ``message.max.bytes``, ...) goes to ``refused`` and is not counted;
+        without ``refused`` it raises ``DeliveryFailed``. ``alone``: through ``alone()``.
         """
-        produce = self.producer.produce
+        produce = (self.alone() if alone else self.producer).produce
         cb = on_delivery or self._delivered
         add = count or self._add_outstanding
         n = total = 0
         for key, value in records:
             try:
-                produce(topic, value, key, on_delivery=cb)
-            except BufferError:
-                add(n)  # the drain below serves delivery reports of these
-                total += n
-                n = 0
-                self._drain_to_low()
-                produce(topic, value, key, on_delivery=cb)
+                try:
+                    produce(topic, value, key, on_delivery=cb)
+                except BufferError:
+                    add(n)  # the drain below serves delivery reports of these
+                    total += n
+                    n = 0
+                    self._drain_to_low()
+                    produce(topic, value, key, on_delivery=cb)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if refused is None:
+                    raise DeliveryFailed(f"the producer refused a record for {topic}: "
+                                         f"{err.str()}") from None
+                refused(topic, key, value, err)
+                continue
             n += 1
         add(n)
         return total + n
@@ -365,14 +392,39 @@ class AckedProducer:
     def _add_outstanding(self, n: int) -> None:
         self.outstanding += n
 
+    def alone(self) -> Producer:
+        """A second producer sending each record in a request of its own (for records
+        produced again after a refusal).
+
+        The broker refuses a whole batch when one record in it is too large, so a record
+        produced again on the main producer may share a batch with another refused one
+        and be refused with it. Not transactional: exactly-once retries its transaction.
+        """
+        if self._alone is None:
+            conf = {key: value for key, value in self._conf.items()
+                    if key not in ("transactional.id", "enable.idempotence")}
+            self._alone = Producer({**conf, "linger.ms": 0, "batch.num.messages": 1,
+                                    "max.in.flight.requests.per.connection": 1})
+        return self._alone
+
     def poll_for(self, timeout_s: float) -> int:
-        """Serve delivery reports for up to ``timeout_s``."""
-        return self.producer.poll(timeout_s)
+        """Serve delivery reports for up to ``timeout_s`` (any served is progress)."""
+        n = self.producer.poll(timeout_s)
+        if self._alone is not None:
+            n += self._alone.poll(0)
+        if n and self.on_progress is not None:
+            self.on_progress()
+        return n
 
     def poll(self) -> None:
         self.producer.poll(0)
+        if self._alone is not None:
+            self._alone.poll(0)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Flush, then drop the client so its connections close now, not at GC time."""
+        """Flush, then drop the clients so their connections close now, not at GC time."""
+        if self._alone is not None:
+            self._alone.flush(timeout_s)
+            self._alone = None
         self.producer.flush(timeout_s)
         del self.producer

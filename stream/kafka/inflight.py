@@ -32,7 +32,8 @@ __all__ = ["Batch", "InFlight"]
 class Batch:
     """One consumed batch: its input offsets and how many of its outputs are unacknowledged."""
 
-    __slots__ = ("acked_at", "error", "fetched_at", "n_out", "offsets", "pending", "sealed")
+    __slots__ = ("acked_at", "error", "failed", "fetched_at", "n_out", "offsets", "pending",
+                 "sealed")
 
     def __init__(self, offsets: list[Any], fetched_at: float) -> None:
         self.offsets = offsets  # next offsets per input partition (TopicPartition)
@@ -40,16 +41,40 @@ class Batch:
         self.pending = 0  # produced - acknowledged (may dip below 0 before sealing)
         self.n_out = 0  # records produced for this batch
         self.sealed = False  # every output produced: pending == 0 now means "all acked"
-        self.error: str | None = None
+        self.error: str | None = None  # the batch can never be committed: the worker stops
+        # Records the broker refused, (topic, key, value, error, attempt), not yet looked
+        # at by the commit owner (stream.kafka.commit: a content refusal is retried, then
+        # replaced by a dead letter; any other refusal fails the batch).
+        self.failed: list[tuple[str, Any, bytes, Any, int]] = []
         self.acked_at: float | None = None  # perf_counter() when its last ack was served
 
     def delivered(self, err: Any, msg: Any) -> None:
         """The producer's delivery callback for this batch's records (served by poll())."""
         self.pending -= 1
-        if err is not None and self.error is None:
-            self.error = f"{msg.topic()}: {err.str()}"
+        if err is not None:
+            self.failed.append((msg.topic(), msg.key(), msg.value(), err, 0))
         if self.pending <= 0 and self.sealed:
             self.acked_at = time.perf_counter()
+
+    def refused(self, topic: str, key: Any, value: bytes, err: Any) -> None:
+        """A record ``produce()`` refused at once (never counted as produced)."""
+        self.failed.append((topic, key, value, err, 0))
+
+    def again(self, attempt: int) -> tuple[Callable[[Any, Any], None],
+                                          Callable[[str, Any, bytes, Any], None]]:
+        """Delivery and refusal callbacks of a record produced again (``attempt`` >= 1):
+        a new refusal comes back with that attempt number."""
+        def delivered(err: Any, msg: Any) -> None:
+            self.pending -= 1
+            if err is not None:
+                self.failed.append((msg.topic(), msg.key(), msg.value(), err, attempt))
+            if self.pending <= 0 and self.sealed:
+                self.acked_at = time.perf_counter()
+
+        def refused(topic: str, key: Any, value: bytes, err: Any) -> None:
+            self.failed.append((topic, key, value, err, attempt))
+
+        return delivered, refused
 
     def add(self, n: int) -> None:
         """Count ``n`` more records produced for this batch."""
@@ -58,7 +83,9 @@ class Batch:
 
     @property
     def done(self) -> bool:
-        return self.sealed and self.pending <= 0
+        """Every output acknowledged (or replaced: refused records not looked at yet keep
+        it open)."""
+        return self.sealed and self.pending <= 0 and not self.failed
 
 
 class InFlight:
@@ -96,6 +123,10 @@ class InFlight:
         """
         return len(self._q) >= self.max_batches or self.records >= self.max_records
 
+    def with_failures(self) -> list[Batch]:
+        """Batches holding refused records the commit owner has not looked at yet."""
+        return [b for b in self._q if b.failed]
+
     def error(self) -> str | None:
         """The first delivery error of any batch in flight (the worker must stop)."""
         for b in self._q:
@@ -122,6 +153,23 @@ class InFlight:
             for tp in b.offsets:
                 latest[(tp.topic, tp.partition)] = tp
         return done, list(latest.values())
+
+    def forget(self, partitions: set[tuple[str, int]]) -> int:
+        """Drop these partitions' offsets from every batch still in flight; returns how
+        many batches carried some.
+
+        After a revoke whose drain timed out, the batches left in flight must not commit
+        offsets of partitions that now belong to another consumer: that would rewind the
+        new owner. Their outputs still count (the prefix rule), their events are re-read
+        by the new owner (duplicates, never loss).
+        """
+        n = 0
+        for b in self._q:
+            kept = [tp for tp in b.offsets if (tp.topic, tp.partition) not in partitions]
+            if len(kept) != len(b.offsets):
+                b.offsets = kept
+                n += 1
+        return n
 
     def settled(self) -> bool:
         """Nothing more can be committed by waiting: every batch up to the first failed

@@ -17,6 +17,14 @@ from test_worker import env, expected_ids, produce, read_topic, write_pipeline  
 pytestmark = pytest.mark.integration
 
 
+def _spawn_faust(path, log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "faust", "--pipeline", str(path),
+         "--metrics-port", "-1"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 def test_faust_app_scores_every_event_once_and_stops_on_sigterm(env, unique_name):  # noqa: F811
     path = write_pipeline(env, unique_name, kafka={"group_id": f"{unique_name}-faust"})
     n, ratio, seed = 600, 0.05, 11
@@ -24,11 +32,7 @@ def test_faust_app_scores_every_event_once_and_stops_on_sigterm(env, unique_name
     good, bad = expected_ids(n, seed, ratio)
 
     log = open(env.home / f"{unique_name}-faust.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "faust", "--pipeline", str(path),
-         "--metrics-port", "-1"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = _spawn_faust(path, log)
     try:
         decisions = read_topic(env.bootstrap, f"{unique_name}.dec", want=len(good), timeout=120)
         dead = read_topic(env.bootstrap, f"{unique_name}.dlq", want=bad, timeout=30)
@@ -72,3 +76,38 @@ def test_faust_credentials_from_librdkafka_settings():
     with pytest.raises(ConfigError, match="GSSAPI"):
         faust_credentials({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "GSSAPI",
                            "sasl.username": "u", "sasl.password": "p"})
+
+
+def test_faust_app_never_commits_a_batch_whose_outputs_failed(env, unique_name):  # noqa: F811
+    # The decisions topic refuses every record (max.message.bytes): publishing raises.
+    # The batch's events must stay uncommitted (re-read after the restart) and the app
+    # must stop, not restart its agent and read on.
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": env.bootstrap})
+    for f in admin.create_topics([NewTopic(f"{unique_name}.dec", 4, 1,
+                                           config={"max.message.bytes": "200"})]).values():
+        f.result(30)
+    group = f"{unique_name}-faust"
+    path = write_pipeline(env, unique_name, kafka={"group_id": group})
+    produce(path, 300, seed=12)
+    log = open(env.home / f"{unique_name}-faust.log", "w")  # noqa: SIM115
+    proc = _spawn_faust(path, log)
+    try:
+        rc = proc.wait(120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = None
+    finally:
+        log.close()
+    output = (env.home / f"{unique_name}-faust.log").read_text()
+    c = Consumer({"bootstrap.servers": env.bootstrap, "group.id": group})
+    try:
+        committed = c.committed([TopicPartition(f"{unique_name}.in", p) for p in range(4)],
+                                timeout=15)
+    finally:
+        c.close()
+    offsets = [(tp.partition, tp.offset) for tp in committed]
+    assert all(offset < 0 for _, offset in offsets), (offsets, output[-3000:])
+    assert rc not in (None, 0), output[-3000:]  # stopped, and said it failed

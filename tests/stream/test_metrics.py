@@ -75,3 +75,44 @@ def test_process_metrics_are_scraped_from_the_worker_endpoint():
     for name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
                  "process_open_fds", "process_start_time_seconds"):
         assert name in samples, f"{name} not scraped"
+
+
+def test_liveness_outlasts_every_bounded_wait_and_acks_count_as_progress():
+    import time
+
+    from stream.kafka.clients import ACK_TIMEOUT_S
+    from stream.metrics import STUCK_AFTER_S, WorkerMetrics
+
+    # A loop waiting on acks for up to ACK_TIMEOUT_S then stops by itself: liveness must
+    # not kill it first.
+    assert STUCK_AFTER_S > ACK_TIMEOUT_S
+    m = WorkerMetrics("p")
+    m.heartbeat = time.monotonic() - ACK_TIMEOUT_S  # a full ack wait without a loop turn
+    assert m.healthy()
+    m.heartbeat = time.monotonic() - STUCK_AFTER_S - 1  # nothing progressed at all
+    assert not m.healthy()
+
+
+def test_health_server_bounds_its_threads_and_drops_silent_clients():
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    from stream.metrics import HTTP_MAX_CONCURRENT, HTTP_TIMEOUT_S, HealthServer, WorkerMetrics
+
+    server = HealthServer(WorkerMetrics("p"), "127.0.0.1", 0).start()
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(40)]
+    try:
+        time.sleep(0.5)
+        # 40 clients that send nothing: at most HTTP_MAX_CONCURRENT threads serve them.
+        assert threading.active_count() - before <= HTTP_MAX_CONCURRENT
+        time.sleep(HTTP_TIMEOUT_S + 1.0)  # their reads time out, the threads end
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as r:
+            assert r.status == 200
+        assert threading.active_count() - before <= 1
+    finally:
+        for s in idle:
+            s.close()
+        server.stop()

@@ -664,3 +664,85 @@ def test_worker_over_sasl_ssl_and_a_wrong_password_is_one_clear_line(
     assert len(errors) == 1 and "Kafka refused the login" in errors[0], out
     assert "SCRAM-SHA-512" in errors[0] and "Traceback" not in out
     assert wrong not in out and password not in out
+
+
+def test_a_dead_letter_the_broker_refuses_is_replaced_and_the_group_goes_on(env, unique_name):
+    # The dead-letter topic takes 20 kB at most; three inputs of 100 kB of garbage make
+    # dead letters of ~130 kB: each is replaced by a minimal one (no payload; its size,
+    # sha256 and source kept), counted, and every other event is decided as usual.
+    import hashlib
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": env.bootstrap})
+    for f in admin.create_topics([NewTopic(f"{unique_name}.dlq", 4, 1,
+                                           config={"max.message.bytes": "20000"})]).values():
+        f.result(30)
+    path = write_pipeline(env, unique_name)
+    produce(path, 600, seed=61)
+    big = [os.urandom(100_000) for _ in range(3)]
+    p = Producer({"bootstrap.servers": env.bootstrap, "message.max.bytes": 2_000_000})
+    for payload in big:
+        p.produce(f"{unique_name}.in", payload, b"card-x")
+    assert p.flush(30) == 0
+    produce(path, 300, seed=62)
+    tw = ThreadWorker(path)
+    try:
+        decisions = read_topic(env.bootstrap, f"{unique_name}.dec", want=900)
+        dead = read_topic(env.bootstrap, f"{unique_name}.dlq", want=3)
+        refused = tw.worker.metrics.registry.get_sample_value(
+            "streamscore_output_refused_total",
+            {"pipeline": "fraud", "topic": f"{unique_name}.dlq", "error": "MSG_SIZE_TOO_LARGE"})
+    finally:
+        tw.stop()
+    assert {d["event_id"] for d in decisions} == (
+        {f"61-{j}" for j in range(600)} | {f"62-{j}" for j in range(300)})
+    assert len(dead) == 3 and {d["error_code"] for d in dead} == {"output_rejected"}
+    assert all(d["payload_size"] > 100_000 for d in dead)  # the refused records
+    assert all(d["topic"] == f"{unique_name}.in" and d["offset"] >= 0 for d in dead)
+    assert len({d["payload_sha256"] for d in dead}) == 3
+    assert all(len(d["payload_sha256"]) == len(hashlib.sha256().hexdigest()) for d in dead)
+    assert refused == 3
+
+
+def test_a_failed_hot_reload_is_counted_and_retried(env, unique_name, monkeypatch):
+    # The new champion fails to load once (a passing fault: a full disk, a slow volume):
+    # the old model keeps scoring, the failure is counted, and the next check loads it.
+    import stream.step as step_module
+    from scorers.registry import Registry
+    from stream.core.assembly import build_stages
+    from stream.metrics import WorkerMetrics
+    from stream.step import BatchStep
+
+    path = write_pipeline(env, unique_name, model={"ref": "fraud@champion",
+                                                   "registry": str(env.registry)})
+    config = load_pipeline(path)
+    stages = build_stages(config)
+    metrics = WorkerMetrics(config.name)
+    step = BatchStep(config, stages, metrics, background_velocity=False)
+    registry = Registry(env.registry)
+    v1 = registry.resolve("fraud@champion")
+    real_load, calls = step_module.load_model, []
+
+    def flaky_load(*args, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("No space left on device")
+        return real_load(*args, **kw)
+
+    monkeypatch.setattr(step_module, "load_model", flaky_load)
+    try:
+        new = registry.register(v1.read_text(), "fraud", dict(v1.metadata))
+        registry.promote("fraud", new.version, "champion")
+        assert not step.reload()  # failed: the old model scores on
+        assert stages.core.model.version == str(v1.version)
+        failures = metrics.registry.get_sample_value(
+            "streamscore_model_reload_failures_total", {"pipeline": config.name})
+        assert failures == 1
+        assert step.reload()  # retried at the next check, with nothing new in the registry
+        assert stages.core.model.version == str(new.version)
+    finally:
+        registry.promote("fraud", v1.version, "champion")
+        step.close()
+        stages.close()

@@ -18,6 +18,12 @@ class Msg:
     def topic(self) -> str:
         return "out"
 
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v"
+
 
 def batch(q: InFlight, offsets, n_out: int):
     b = q.open([TP("in", p, o) for p, o in offsets], 0.0)
@@ -57,9 +63,17 @@ def test_a_failed_batch_stops_the_prefix_for_good():
     ack(b2, 1)
     ack(b2, 1, Err())
     ack(b3, 1)
+    # A refused record holds its batch open until the commit owner looks at it (it is
+    # replaced by a dead letter, or, as here, marks the batch failed).
+    assert q.with_failures() == [b2] and not b2.done and q.error() is None
+    assert q.release()[0] == [b1] and not q.settled()
+    (topic, _, _, err, attempt), = b2.failed
+    assert attempt == 0
+    b2.failed.clear()
+    b2.error = f"{topic}: {err.str()}"
     assert q.error() == "out: Broker: Message size too large"
     done, offsets = q.release()
-    assert done == [b1] and offsets == [TP("in", 0, 10)]  # never b2's or b3's offsets
+    assert done == [] and offsets == []  # never b2's or b3's offsets
     assert q.release() == ([], []) and len(q) == 2
     assert q.settled()
 
@@ -96,3 +110,28 @@ def test_bounds_and_settled():
     assert one.full  # 1 = wait for each batch's own acks (the former serial loop)
     assert InFlight.wait(lambda t: None, lambda: True, 0.1)
     assert not InFlight.wait(lambda t: None, lambda: False, 0.05)
+
+
+def test_revoked_partitions_leave_the_batches_still_in_flight():
+    # A revoke whose drain timed out: batches still in flight must not commit the
+    # revoked partition later (that would rewind its new owner).
+    q = InFlight()
+    b1 = batch(q, [(0, 10), (1, 5)], 1)
+    b2 = batch(q, [(1, 7)], 1)
+    assert q.forget({("in", 1)}) == 2
+    ack(b1, 1)
+    ack(b2, 1)
+    done, offsets = q.release()
+    assert done == [b1, b2] and offsets == [TP("in", 0, 10)]
+
+
+def test_a_record_produced_again_comes_back_with_its_attempt():
+    q = InFlight()
+    b = batch(q, [(0, 3)], 1)
+    ack(b, 1, Err())
+    b.failed.clear()  # the owner produced it again ...
+    b.add(1)
+    delivered, _ = b.again(2)
+    delivered(Err(), Msg())  # ... and the broker refused it again
+    assert b.failed == [("out", b"k", b"v", b.failed[0][3], 2)]
+    assert not b.done and q.release() == ([], [])
