@@ -48,6 +48,10 @@ ErrorCode = Literal[
     "unknown_schema_id",
     "unsupported_schema",
     "undecodable",
+    # Decoded, but refused before scoring: an event dated beyond now + the pipeline's
+    # allowed clock skew; a currency missing from the pipeline's rate table.
+    "event_time_skew",
+    "unknown_currency",
 ]
 ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
 

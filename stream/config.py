@@ -28,6 +28,7 @@ __all__ = [
     "BatchConfig",
     "DlqConfig",
     "DriftConfig",
+    "EventConfig",
     "FeaturesConfig",
     "FraudPolicy",
     "KafkaConfig",
@@ -84,6 +85,21 @@ class TopicsConfig(_Frozen, frozen=True):
     drift: str
     partitions: int = 4
     replication_factor: int = 1
+
+
+class EventConfig(_Frozen, frozen=True):
+    """The input event's clock rules.
+
+    An event dated more than ``max_skew_s`` seconds after the worker's clock is refused
+    before scoring (one dead letter, code ``event_time_skew``): a future time would
+    never look stale and would freeze its key's streaming aggregates.
+    """
+
+    max_skew_s: float = msgspec.field(default=300.0)
+
+    def __post_init__(self) -> None:
+        if not self.max_skew_s >= 0:
+            raise ValueError("event.max_skew_s must be >= 0")
 
 
 class FeaturesConfig(_Frozen, frozen=True):
@@ -181,6 +197,7 @@ class PipelineConfig(_Frozen, frozen=True):
     model: ModelConfig
     policy: FraudPolicy | PricingPolicy
     budget_ms: float = 100.0
+    event: EventConfig = EventConfig()
     batch: BatchConfig = BatchConfig()
     drift: DriftConfig = DriftConfig()
     dead_letter: DlqConfig = DlqConfig()

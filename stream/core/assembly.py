@@ -91,9 +91,23 @@ class Stages:
         if self.velocity is None:
             return None
         cols = res.columns
-        # An unknown currency has no USD amount: count the event, add 0.
+        # Amounts in the reference currency (events in an unknown one were refused).
         amount = np.nan_to_num(cols.get("amount_usd", cols["amount"]))
-        return self.velocity.update(cols["card_id__int"], amount, cols["event_time"])
+        where: dict[str, Any] = {}
+        if res.sources is not None:
+            # Each event's input (topic, partition, offset): the updater skips what it
+            # already applied, so a redelivered batch never counts twice.
+            src = [res.sources[i] for i in res.indices]
+            where = {"topics": [s[0] for s in src],
+                     "partitions": np.fromiter((s[1] for s in src), np.int64, len(src)),
+                     "offsets": np.fromiter((s[2] for s in src), np.int64, len(src))}
+        got = self.velocity.update(cols["card_id__int"], amount, cols["event_time"],
+                                   now=res.now, **where)
+        refused = getattr(got, "refused", None)
+        if refused is not None and len(refused):  # the core refuses them first
+            log.warning("velocity update refused %d events dated in the future",
+                        len(refused))
+        return got
 
     def close(self) -> None:
         """Release the online store connection."""
@@ -150,6 +164,7 @@ def build_stages(
     }:
         from features.push import VelocityUpdater
 
-        velocity = VelocityUpdater(repo, redis_url=redis_url)
+        velocity = VelocityUpdater(repo, redis_url=redis_url,
+                                   max_skew_s=c.event.max_skew_s)
     return Stages(c, worker_id, redis_url, registry, watcher, model, challenger, reader, refs,
                   core, velocity, kind, challenger_watcher)

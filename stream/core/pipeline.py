@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from schemas.decisions import DECISION_SCHEMA_VERSION, DEGRADED_REASONS, StageLatencies
 from schemas.errors import ConfigError
-from schemas.registry import decode_batch, schema_type
+from schemas.registry import Rejection, decode_batch, schema_type
 from stream.config import FraudPolicy, PipelineConfig, PricingPolicy
 from stream.core.deadletters import DeadLetterFlood, DlqGuard, dead_letter_record
 from stream.core.policy import FRAUD_OUTCOMES, choose_price, decide_fraud
@@ -98,6 +98,11 @@ class BatchResult:
     # Fraud: outcome codes (int8 into FRAUD_OUTCOMES); pricing: price / base multipliers.
     drift_decisions: Any = None
     columns: dict[str, Any] = field(default_factory=dict)  # decoded event columns
+    # Where each decided event came from: its index into the batch, and the batch's
+    # (topic, partition, offset) per payload when known (replay-safe aggregates).
+    indices: list[int] = field(default_factory=list)
+    sources: Sequence[tuple[str, int, int]] | None = None
+    now: float = 0.0  # the clock the batch was decided at (unix seconds)
 
 
 class BatchCore:
@@ -136,6 +141,7 @@ class BatchCore:
         self.worker_id = worker_id
         self.budget_s = config.budget_ms / 1000.0
         self.max_payload = config.dead_letter.max_payload_bytes
+        self.max_skew_s = config.event.max_skew_s
         self.k = config.model.reason_codes
         self.max_explain = max_explain
         self.explain_budget_s = self.budget_s / 10.0
@@ -203,22 +209,30 @@ class BatchCore:
         t0 = time.perf_counter()
         wall = time.time() if now is None else now
         res = BatchResult(n_in=len(payloads))
+        res.now, res.sources = wall, sources
         batch = decode_batch(self.config.schema, payloads, max_bytes=self.max_payload,
                              fast=True)
+        rejected = batch.rejected
+        n_bad = len(rejected)
+        cols = self._columns(batch.events) if batch.events else {}
+        idx = batch.indices
+        if idx:
+            cols, idx = self._refuse(cols, idx, wall, rejected)
         t_decode = time.perf_counter()
-        for rej in batch.rejected:
+        if len(rejected) > n_bad:  # dead letters in input order
+            rejected.sort(key=attrgetter("index"))
+        for rej in rejected:
             res.dead_letters.append(dead_letter_record(
                 rej, payloads, keys, sources, pipeline=self.config.name,
                 worker_id=self.worker_id, failed_at=wall))
             res.dead_letter_reasons[rej.code] += 1
-        n = len(batch.events)
+        n = len(idx)
         res.stage_s["decode"] = t_decode - t0
         if n == 0:
             return res
 
-        cols = self._columns(batch.events)
         res.columns = cols
-        idx = batch.indices
+        res.indices = idx
         start = np.asarray(cols["event_time"], dtype=np.float64)
         if timestamps is not None:
             ts = np.asarray(timestamps, dtype=np.float64)
@@ -265,6 +279,35 @@ class BatchCore:
         res.e2e_s = (time.time() if now is None else wall) - start
         return res
 
+    def _refuse(
+        self, cols: dict[str, Any], idx: list[int], wall: float, rejected: list[Rejection]
+    ) -> tuple[dict[str, Any], list[int]]:
+        """Drop decoded events that must not be scored; each becomes one rejection.
+
+        An event dated beyond ``now + event.max_skew_s`` (``event_time_skew``), and one
+        the request-time features cannot be computed for (``unknown_currency``). The
+        common batch has neither: two vectorized checks, no copy.
+        """
+        times = cols["event_time"]
+        skewed = times > wall + self.max_skew_s
+        bad: dict[int, tuple[str, str]] = {}
+        if skewed.any():
+            for j in np.flatnonzero(skewed).tolist():
+                bad[j] = ("event_time_skew", f"event_time {times[j]!r} is more than "
+                          f"{self.max_skew_s:g} s after the worker's clock ({wall!r})")
+        invalid = self.request.invalid(cols) if self.request is not None else []
+        for code, rows, messages in invalid:
+            for j, message in zip(rows.tolist(), messages, strict=True):
+                bad.setdefault(j, (code, message))
+        if not bad:
+            return cols, idx
+        for j, (code, message) in bad.items():
+            rejected.append(Rejection(idx[j], code, message))
+        keep = np.ones(len(idx), dtype=bool)
+        keep[list(bad)] = False
+        return ({k: v[keep] for k, v in cols.items()},
+                [i for i, k in zip(idx, keep.tolist(), strict=True) if k])
+
     def _columns(self, events: list[Any]) -> dict[str, Any]:
         """One array per event field (C-level ``map(attrgetter)``: no per-event Python)."""
         n = len(events)
@@ -294,15 +337,22 @@ class BatchCore:
                 entities[k] = v.astype(np.int64)
         got = self.reader.read(entities, now=wall)
         res.online_status = got.status
-        if got.status != "ok":
+        down = None
+        if got.status == "partial" and got.unavailable is not None:
+            # Redis Cluster with a node down: only the rows it held were not read.
+            down = np.asarray(got.unavailable, dtype=bool)
+            mask[down] |= _BIT["online_store_down"]
+        elif got.status != "ok":
             mask |= _BIT["online_store_down"]
             return got.values, got.age
         present, stale = got.present, got.stale
         # The common batch has every row of every view, fresh: two reductions, not ten
         # numpy calls (what they cost shows at small batches).
         if present.shape[1] and not present.all():
-            missing = ~present & ~stale & self._required_views
-            mask[missing.any(axis=1)] |= _BIT["features_missing"]
+            missing = (~present & ~stale & self._required_views).any(axis=1)
+            if down is not None:  # not read is not missing: flagged as store down
+                missing &= ~down
+            mask[missing] |= _BIT["features_missing"]
         if stale.shape[1] and stale.any():
             mask[stale.any(axis=1)] |= _BIT["features_stale"]
         return got.values, got.age
@@ -415,7 +465,10 @@ class BatchCore:
             # batch at batch 1, dearer per event at 4096).
             blocked = np.fromiter(map(self._blocked.__contains__, cols["country"]),
                                   dtype=bool, count=n)
-            dec = decide_fraud(policy, score, cols["amount"], blocked, degraded)
+            # Limits are in the pipeline's reference currency (USD), like the model's
+            # amount features: never the event's own currency.
+            dec = decide_fraud(policy, score, cols.get("amount_usd", cols["amount"]),
+                               blocked, degraded)
             fields.update(fraud_columns(dec.outcome, dec.rule))
             # Explain the model's own adverse decisions; a rule's decision is explained
             # by its rule.

@@ -62,6 +62,11 @@ def fraud_event(i: int, **over) -> dict:
 
 @pytest.fixture(scope="module")
 def fraud_booster() -> lgb.Booster:
+    return train_fraud_booster()
+
+
+def train_fraud_booster() -> lgb.Booster:
+    """A small fraud model over request features only (amount in USD drives it)."""
     rng = np.random.default_rng(0)
     n = 3000
     request = RequestFeatures("fraud", load_vocab(repo_path("fraud")))
@@ -302,7 +307,7 @@ def test_fast_records_are_exactly_the_decision_struct_encoding(fraud_booster):
     events = [fraud_event(i, amount=880.0) for i in range(6)]  # adverse: explained/skipped
     events += [fraud_event(6, event_time=NOW - 5),  # over budget: degraded
                fraud_event(7, country="KP"),  # hard rule
-               fraud_event(8, currency="XXX"),  # unknown currency: NaN feature
+               fraud_event(8, country="ZZ"),  # a country out of the vocabulary: NaN
                fraud_event(9, event_id='q"uo\\te,%s ü'),  # escapes in a string field
                fraud_event(10, amount=10.0)]
     payloads = [json.dumps(e).encode() for e in events] + [b"{bad"]
