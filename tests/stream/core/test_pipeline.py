@@ -22,15 +22,30 @@ FRAUD_FEATURES = ["amount_usd", "channel", "country", "hour_of_day", "mcc"]
 PRICING_FEATURES = ["price_ratio", "hour_of_day", "base_price"]
 
 
+def bands(blocked=("KP",), max_amount=5000.0, fallback=300.0, **over) -> dict:
+    """The fraud example's policy: blocked countries, an amount limit, a fallback limit."""
+    return {"kind": "bands", "review_above": 0.3, "decline_above": 0.7,
+            "rules": [{"name": "blocked_country", "field": "country", "in": list(blocked),
+                       "outcome": "decline"},
+                      {"name": "amount_over_limit", "field": "amount_usd",
+                       "above": max_amount, "outcome": "review"}],
+            "fallback": {"name": "fallback_amount", "field": "amount_usd", "above": fallback},
+            **over}
+
+
+def sweep(candidates=(0.9, 1.0, 1.1)) -> dict:
+    return {"kind": "sweep", "base_field": "base_price", "candidate_field": "candidate_price",
+            "candidates": list(candidates)}
+
+
 def config(kind: str, **over) -> PipelineConfig:
     raw = {
         "name": kind, "schema": "fraud_transaction" if kind == "fraud" else "pricing_request",
+        "event": {"key": "card_id" if kind == "fraud" else "sku_id"},
         "kafka": {}, "topics": {"input": "i", "decisions": "d", "dead_letter": "x", "drift": "y"},
-        "features": {"repo": f"features/repos/{kind}"}, "model": {"ref": f"{kind}@champion"},
-        "policy": {"kind": kind, **({"review_above": 0.3, "decline_above": 0.7,
-                                     "blocked_countries": ["KP"], "max_amount": 5000,
-                                     "fallback_review_above_amount": 300}
-                                    if kind == "fraud" else {"candidates": [0.9, 1.0, 1.1]})},
+        "features": {"repo": f"features/repos/{kind}", "request": kind},
+        "model": {"ref": f"{kind}@champion"},
+        "policy": bands() if kind == "fraud" else sweep(),
         "budget_ms": 100,
         **over,
     }
@@ -187,9 +202,7 @@ def test_a_failing_model_still_decides_every_event_by_rules(fraud_booster):
 
 
 def test_blocked_countries_are_matched_exactly(fraud_booster):
-    cfg = config("fraud", policy={"kind": "fraud", "review_above": 0.3, "decline_above": 0.7,
-                                  "blocked_countries": ["KP", "IR"], "max_amount": 5000,
-                                  "fallback_review_above_amount": 300})
+    cfg = config("fraud", policy=bands(blocked=["KP", "IR"]))
     core = fraud_core(fraud_booster, cfg=cfg)
     countries = ["KP", "US", "IR", "DE", "KP"]
     res = core.process([json.dumps(fraud_event(i, country=c, amount=10.0)).encode()
@@ -405,8 +418,7 @@ def test_price_sweep_equals_rebuilding_the_pool_per_candidate():
                         lgb.Dataset(X, 10.0 - 5 * X[:, 0] + X[:, 3] / 10, feature_name=names),
                         20)
     model = LoadedModel("pricing", "2", "cd" * 32, compile_lightgbm(booster))
-    core = BatchCore(config("pricing", policy={"kind": "pricing",
-                                               "candidates": [0.85, 0.95, 1.0, 1.1]}),
+    core = BatchCore(config("pricing", policy=sweep([0.85, 0.95, 1.0, 1.1])),
                      model, request=request)
     docs = [{"event_id": f"p{i}", "sku_id": i, "store_id": "s1",
              "base_price": float(rng.uniform(5, 50)), "candidate_price": 7.0,
