@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.decisions import DECISION_SCHEMA_VERSION, DEGRADED_REASONS, StageLatencies
+from schemas.decisions import DECISION_SCHEMA_VERSION, StageLatencies
 from schemas.errors import ConfigError
 from schemas.registry import decode_batch
 from stream.config import BandsPolicy, PipelineConfig, SweepPolicy
 from stream.core.deadletters import DeadLetterFlood, DlqGuard, dead_letter_record, refuse
+from stream.core.flags import BIT, count_reasons, flag_online
 from stream.core.policy import (
     OUTCOMES,
     BandRules,
@@ -78,13 +79,6 @@ log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 
-# Bit i of a row's degraded mask = DEGRADED_REASONS[i].
-_BIT = {name: 1 << i for i, name in enumerate(DEGRADED_REASONS)}
-# mask -> tuple of reason names, precomputed so records only index a table.
-_REASONS_OF = [
-    [name for i, name in enumerate(DEGRADED_REASONS) if mask >> i & 1]
-    for mask in range(1 << len(DEGRADED_REASONS))
-]
 
 @dataclass
 class BatchResult:
@@ -278,7 +272,7 @@ class BatchCore:
         over = (wall - start) > self.budget_s
         res.budget_misses = int(np.count_nonzero(over))
         if res.budget_misses:
-            mask[over] |= _BIT["over_budget"]
+            mask[over] |= BIT["over_budget"]
 
         # Score (and shadow-score) the whole batch.
         # take() gives a C-ordered matrix (a fancy index gives a Fortran-ordered one,
@@ -295,13 +289,7 @@ class BatchCore:
             sources, wall, res, t_score,
         )
         res.decisions = records
-        res.n_degraded = int(np.count_nonzero(mask))
-        if res.n_degraded:  # counts per bit mask (a sort by np.unique cost ~10 us a batch)
-            counts = np.bincount(mask, minlength=len(_REASONS_OF)).tolist()
-            for m in range(1, len(_REASONS_OF)):
-                if counts[m]:
-                    for reason in _REASONS_OF[m]:
-                        res.degraded_reasons[reason] += counts[m]
+        res.n_degraded = count_reasons(mask, res.degraded_reasons)
         res.e2e_s = (time.time() if now is None else wall) - start
         return res
 
@@ -334,24 +322,7 @@ class BatchCore:
                 entities[k] = v.astype(np.int64)
         got = self.reader.read(entities, now=wall)
         res.online_status = got.status
-        down = None
-        if got.status == "partial" and got.unavailable is not None:
-            # Redis Cluster with a node down: only the rows it held were not read.
-            down = np.asarray(got.unavailable, dtype=bool)
-            mask[down] |= _BIT["online_store_down"]
-        elif got.status != "ok":
-            mask |= _BIT["online_store_down"]
-            return got.values, got.age
-        present, stale = got.present, got.stale
-        # The common batch has every row of every view, fresh: two reductions, not ten
-        # numpy calls (what they cost shows at small batches).
-        if present.shape[1] and not present.all():
-            missing = (~present & ~stale & self._required_views).any(axis=1)
-            if down is not None:  # not read is not missing: flagged as store down
-                missing &= ~down
-            mask[missing] |= _BIT["features_missing"]
-        if stale.shape[1] and stale.any():
-            mask[stale.any(axis=1)] |= _BIT["features_stale"]
+        flag_online(got, mask, self._required_views)
         return got.values, got.age
 
     def _request_inputs(self, cols: dict[str, Any], online: FloatArray, n: int
@@ -404,7 +375,7 @@ class BatchCore:
             return score, None
         except Exception:  # the model path failed: decide by rules, flagged, never dropped
             log.exception("model %s failed on %d events; deciding by rules", self.model.label, n)
-            mask |= _BIT["model_error"]
+            mask |= BIT["model_error"]
             nan = np.full(n, np.nan)
             demand = np.full((n, len(self._multipliers())), np.nan)
             return nan, demand if self._sweep_policy is not None else None
