@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 from features import cli as features_cli
 from schemas.errors import StreamscoreError, missing_extra
 from scorers import cli as scorers_cli
-from stream.cli import commands, drift, run
+from stream.cli import check, commands, drift, run
 from stream.logs import setup_logging
 
 __all__ = ["build_parser", "main"]
@@ -43,6 +43,7 @@ REGISTER: tuple[Callable[[Any], None], ...] = (
     features_cli.register,
     scorers_cli.register,
     drift.register,
+    check.register,
 )
 PLUGIN_GROUP = "streamscore.commands"
 
