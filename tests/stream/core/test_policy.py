@@ -33,7 +33,7 @@ def decide_fraud(policy, score, amount, blocked, degraded):
                         degraded)
 
 
-def PricingPolicy(**kw):  # noqa: N802 (reads like the config class it builds)
+def PricingPolicy(**kw):
     return _Sweep(base_field="base", candidate_field="candidate", **kw)
 
 

@@ -58,7 +58,8 @@ def test_an_event_dated_beyond_the_allowed_skew_is_one_dead_letter(booster):
     assert [json.loads(v)["source_offset"] for _, v in res.decisions] == [0, 1, 4]
     assert res.dead_letter_reasons == {"event_time_skew": 2}
     # The skew is the pipeline's setting.
-    lax = fraud_core(booster, cfg=_with(config("fraud"), event={"key": "card_id", "max_skew_s": 1000}))
+    lax = fraud_core(booster,
+                     cfg=_with(config("fraud"), event={"key": "card_id", "max_skew_s": 1000}))
     assert _dead(_run(lax, docs)) == [(3, "event_time_skew")]
 
 
