@@ -52,6 +52,11 @@ def config(kind: str, **over) -> PipelineConfig:
     return msgspec.convert(raw, PipelineConfig)
 
 
+def with_config(cfg: PipelineConfig, **over) -> PipelineConfig:
+    """``cfg`` with top-level sections replaced."""
+    return msgspec.convert({**msgspec.to_builtins(cfg), **over}, PipelineConfig)
+
+
 class BoosterScorer:
     """The reference library behind the scorer protocol (gives contributions too)."""
 

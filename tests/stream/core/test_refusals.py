@@ -12,23 +12,13 @@ import pytest
 from features.online import ReadResult
 from schemas.deadletter import ERROR_CODES
 from schemas.registry import decoder_for
-from stream.config import PipelineConfig
 from tests.stream.core.test_pipeline import (
     NOW,
     config,
     fraud_core,
     fraud_event,
-    train_fraud_booster,
+    with_config,
 )
-
-
-@pytest.fixture(scope="module")
-def booster():
-    return train_fraud_booster()
-
-
-def _with(cfg: PipelineConfig, **over) -> PipelineConfig:
-    return msgspec.convert({**msgspec.to_builtins(cfg), **over}, PipelineConfig)
 
 
 def _run(core, docs, **kw):
@@ -59,13 +49,13 @@ def test_an_event_dated_beyond_the_allowed_skew_is_one_dead_letter(booster):
     assert res.dead_letter_reasons == {"event_time_skew": 2}
     # The skew is the pipeline's setting.
     lax = fraud_core(booster,
-                     cfg=_with(config("fraud"), event={"key": "card_id", "max_skew_s": 1000}))
+                     cfg=with_config(config("fraud"), event={"key": "card_id", "max_skew_s": 1000}))
     assert _dead(_run(lax, docs)) == [(3, "event_time_skew")]
 
 
 def test_a_negative_skew_is_a_config_error():
     with pytest.raises(msgspec.ValidationError, match="max_skew_s"):
-        _with(config("fraud"), event={"key": "card_id", "max_skew_s": -1})
+        with_config(config("fraud"), event={"key": "card_id", "max_skew_s": -1})
 
 
 def test_a_currency_without_a_rate_is_one_dead_letter_not_nan_features(booster):

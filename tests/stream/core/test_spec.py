@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 
-import msgspec
 import numpy as np
 import pytest
 
 from schemas.errors import ConfigError
-from stream.config import PipelineConfig
 from stream.core.specs import event_spec
 from tests.stream.core.test_pipeline import (
     NOW,
@@ -18,17 +16,8 @@ from tests.stream.core.test_pipeline import (
     config,
     fraud_core,
     fraud_event,
-    train_fraud_booster,
+    with_config,
 )
-
-
-@pytest.fixture(scope="module")
-def booster():
-    return train_fraud_booster()
-
-
-def _with(cfg: PipelineConfig, **over) -> PipelineConfig:
-    return msgspec.convert({**msgspec.to_builtins(cfg), **over}, PipelineConfig)
 
 
 def test_string_fields_come_from_the_schema_types():
@@ -45,14 +34,14 @@ def test_string_fields_come_from_the_schema_types():
 ])
 def test_event_fields_the_schema_lacks_are_config_errors(booster, event, match):
     with pytest.raises(ConfigError, match=match):
-        fraud_core(booster, cfg=_with(config("fraud"), event=event))
+        fraud_core(booster, cfg=with_config(config("fraud"), event=event))
 
 
 def test_a_policy_field_nobody_provides_is_a_config_error(booster):
     policy = bands()
     policy["rules"][1]["field"] = "amount_eur"
     with pytest.raises(ConfigError, match=r"policy.rules\[1\].field 'amount_eur'"):
-        fraud_core(booster, cfg=_with(config("fraud"), policy=policy))
+        fraud_core(booster, cfg=with_config(config("fraud"), policy=policy))
 
 
 def test_rules_read_any_event_field_and_the_first_listed_names_the_decision(booster):
@@ -60,7 +49,7 @@ def test_rules_read_any_event_field_and_the_first_listed_names_the_decision(boos
     policy["rules"] = [{"name": "casino", "field": "mcc", "above": 7000, "outcome": "review"},
                        {"name": "atm_abroad", "field": "channel", "in": ["atm"],
                         "outcome": "decline"}]
-    core = fraud_core(booster, cfg=_with(config("fraud"), policy=policy))
+    core = fraud_core(booster, cfg=with_config(config("fraud"), policy=policy))
     docs = [fraud_event(0, mcc=7995, channel="pos", amount=5.0),
             fraud_event(1, mcc=5411, channel="atm", amount=5.0),
             fraud_event(2, mcc=7995, channel="atm", amount=5.0),
@@ -74,7 +63,7 @@ def test_rules_read_any_event_field_and_the_first_listed_names_the_decision(boos
 
 def test_the_event_fields_are_the_pipeline_files(booster):
     # The decision record's key, id and time come from the declared fields.
-    cfg = _with(config("fraud"), event={"key": "mcc", "time_field": "event_time"})
+    cfg = with_config(config("fraud"), event={"key": "mcc", "time_field": "event_time"})
     core = fraud_core(booster, cfg=cfg)
     res = core.process([json.dumps(fraud_event(0, mcc=4511)).encode()], now=NOW)
     assert res.decisions[0][0] == b"4511"
