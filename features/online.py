@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from features import fanout, readplan, resp
+from features import fanout, layout, readplan, resp
 from features.breaker import CircuitBreaker
 from features.cluster import ClusterMap
 from features.exceptions import FeatureRepoError
@@ -134,6 +134,10 @@ class OnlineReader:
         self._spread = readplan.spread_tables(self._views, self._groups)
         self.views = tuple(v.name for v in self._views)
         self.join_keys = tuple(dict.fromkeys(k for v in self._views for k in v.join_keys))
+        # "int" or "str" per join key, as the Feast registry types it.
+        self.join_key_kinds = {k: "int" if kind == layout.KIND_INT64 else "str"
+                               for v in self._views
+                               for k, kind in zip(v.join_keys, v.kinds, strict=True)}
         self._suffix = self.project.encode("utf-8")
         self._lock = threading.Lock()
         self._cluster: fanout.RoutedReads | None = None

@@ -141,11 +141,8 @@ class RequestFeatures:
             if name not in vocab:
                 raise FeatureRepoError(f"vocab.json has no vocabulary for {name!r}")
             self._lookups[name] = {value: code for code, value in enumerate(vocab[name])}
-        # USD rate by currency code; the extra last slot (NaN) is where unknown codes go.
-        currencies = self._lookups.get("currency", {})
-        self._fx_table = np.full(len(currencies) + 1, np.nan)
-        for cur, code in currencies.items():
-            self._fx_table[code] = FX_TO_USD.get(cur, np.nan)
+        # The rate table: USD per unit of each currency code it knows.
+        self.rates: dict[str, float] = dict(FX_TO_USD) if "currency" in self._lookups else {}
         impl: dict[str, Callable[[Mapping[str, Any]], dict[str, F64]]] = {
             "fraud": self._fraud,
             "pricing": self._pricing,
@@ -161,6 +158,25 @@ class RequestFeatures:
     def outputs(self) -> tuple[str, ...]:
         """The names ``compute`` returns, in model order."""
         return self.spec.outputs
+
+    def invalid(self, columns: Mapping[str, Any]) -> list[tuple[str, np.ndarray, list[str]]]:
+        """Events these features cannot be computed for: ``(code, rows, messages)`` each.
+
+        Checked on the event columns before anything is read or scored, so such an event
+        becomes one dead letter instead of silently NaN features. Today: a currency the
+        rate table does not know (``unknown_currency``).
+        """
+        if not self.rates or "currency" not in columns:
+            return []
+        currency = np.asarray(columns["currency"], dtype=object)
+        known = np.fromiter(map(self.rates.__contains__, currency), dtype=bool,
+                            count=currency.size)
+        if known.all():
+            return []
+        rows = np.flatnonzero(~known)
+        messages = [f"currency {currency[i]!r} is not in the pipeline's rate table"
+                    for i in rows.tolist()]
+        return [("unknown_currency", rows, messages)]
 
     def compute(self, columns: Mapping[str, Any]) -> dict[str, F64]:
         """Compute every output for a batch; ``columns`` must hold every name in ``inputs``."""
@@ -179,8 +195,11 @@ class RequestFeatures:
         currency = encode_strings(c["currency"], self._lookups["currency"])
         country = encode_strings(c["country"], self._lookups["country"])
         channel = encode_strings(c["channel"], self._lookups["channel"])
-        slot = np.where(np.isnan(currency), len(self._fx_table) - 1, currency)
-        rate = self._fx_table[slot.astype(np.int64)]
+        # A currency missing from the rate table gives NaN (the worker refuses such
+        # events before computing: ``invalid``).
+        cur = np.asarray(c["currency"], dtype=object).ravel()
+        rate = np.fromiter(map(self.rates.get, cur, repeat(np.nan)), dtype=np.float64,
+                           count=cur.size)
         amount_usd = amount * rate
         avg = _in64(c["avg_amount_30d"])
         std = _in64(c["std_amount_30d"])

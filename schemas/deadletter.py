@@ -57,6 +57,10 @@ ErrorCode = Literal[
     # An output record the broker refused for its content (stream.kafka.rejects): this
     # dead letter replaces it, without its payload (its size and sha256 are kept).
     "output_rejected",
+    # Decoded, but refused before scoring: an event dated beyond now + the pipeline's
+    # allowed clock skew; a currency missing from the pipeline's rate table.
+    "event_time_skew",
+    "unknown_currency",
 ]
 ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
 

@@ -25,16 +25,20 @@ import yaml
 from schemas.errors import ConfigError
 
 __all__ = [
+    "AggregatesConfig",
+    "BandsPolicy",
     "BatchConfig",
     "DlqConfig",
     "DriftConfig",
+    "EventConfig",
+    "FallbackRule",
     "FeaturesConfig",
-    "FraudPolicy",
+    "FieldRule",
     "KafkaConfig",
     "MetricsConfig",
     "ModelConfig",
     "PipelineConfig",
-    "PricingPolicy",
+    "SweepPolicy",
     "TopicsConfig",
     "expand_env",
     "load_pipeline",
@@ -86,14 +90,51 @@ class TopicsConfig(_Frozen, frozen=True):
     replication_factor: int = 1
 
 
+class EventConfig(_Frozen, frozen=True):
+    """The input event: its entity key, its clock field and the allowed clock skew.
+
+    ``key`` is the (integer) field the decision record is keyed by, ``id_field`` the
+    event's unique id (a string), ``time_field`` the event's own time in unix seconds.
+    An event dated more than ``max_skew_s`` seconds after the worker's clock is refused
+    before scoring (one dead letter, code ``event_time_skew``): a future time would
+    never look stale and would freeze its key's streaming aggregates. The fields
+    themselves are the registered ``schema``'s.
+    """
+
+    key: str
+    id_field: str = "event_id"
+    time_field: str = "event_time"
+    max_skew_s: float = msgspec.field(default=300.0)
+
+    def __post_init__(self) -> None:
+        if not self.max_skew_s >= 0:
+            raise ValueError("event.max_skew_s must be >= 0")
+
+
+class AggregatesConfig(_Frozen, frozen=True):
+    """Streaming aggregates the worker keeps up to date as events arrive.
+
+    ``view`` is a Feast view fed by a push source whose features are named
+    ``..count_<N><unit>`` / ``..sum_<N><unit>`` (sliding windows); each event adds one to
+    the counts and ``amount_field`` (an event field or a request-time feature) to the
+    sums of its ``key_field`` entity.
+    """
+
+    view: str
+    key_field: str
+    amount_field: str
+
+
 class FeaturesConfig(_Frozen, frozen=True):
-    """Where online features come from: a Feast repo and feature references."""
+    """Where features come from: a Feast repo and its references, request-time features
+    (a named set of ``features.request``) and streaming aggregates."""
 
     repo: str
     refs: list[str] = []
     redis_url: str = ""
     timeout_ms: float = 20.0
-    velocity_updates: bool = True
+    request: str = ""
+    aggregates: AggregatesConfig | None = None
 
 
 class ModelConfig(_Frozen, frozen=True):
@@ -111,19 +152,50 @@ class ModelConfig(_Frozen, frozen=True):
     reason_method: Literal["treeshap", "saabas"] = "treeshap"
 
 
-class FraudPolicy(_Frozen, frozen=True, tag_field="kind", tag="fraud"):
-    """Score bands and hard rules for approve / review / decline."""
+class FieldRule(_Frozen, frozen=True):
+    """A hard rule over one event or feature field: ``in`` a set of values, or ``above`` a
+    number. A matching event gets at least ``outcome`` and is recorded as ``name``."""
+
+    name: str
+    field: str
+    outcome: Literal["review", "decline"] = "review"
+    in_: list[str] = msgspec.field(default_factory=list, name="in")
+    above: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.above is None) == (not self.in_):
+            raise ValueError(f"rule {self.name!r} needs exactly one of 'in' or 'above'")
+
+
+class FallbackRule(_Frozen, frozen=True):
+    """How a degraded event is decided: ``outcome`` when ``field`` is ``above``, else
+    approve (a finite model score can only make it stricter)."""
+
+    name: str
+    field: str
+    above: float
+    outcome: Literal["review", "decline"] = "review"
+
+
+class BandsPolicy(_Frozen, frozen=True, tag_field="kind", tag="bands"):
+    """Score bands and hard rules for approve / review / decline.
+
+    ``rules`` are listed by priority: the first that matches names the decision; every
+    matching rule raises the outcome to at least its own.
+    """
 
     review_above: float = 0.5
     decline_above: float = 0.85
-    max_amount: float = 10_000.0
-    blocked_countries: list[str] = []
-    fallback_review_above_amount: float = 500.0
+    rules: list[FieldRule] = []
+    fallback: FallbackRule | None = None
 
 
-class PricingPolicy(_Frozen, frozen=True, tag_field="kind", tag="pricing"):
-    """Candidate price multipliers and the clamps around the base price."""
+class SweepPolicy(_Frozen, frozen=True, tag_field="kind", tag="sweep"):
+    """A candidate sweep: the model scores ``candidate_field`` at each multiplier of
+    ``base_field``; the expected-revenue maximiser is clamped around the base."""
 
+    base_field: str
+    candidate_field: str
     candidates: list[float] = msgspec.field(
         default_factory=lambda: [0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15]
     )
@@ -177,9 +249,10 @@ class PipelineConfig(_Frozen, frozen=True):
     kafka: KafkaConfig
     topics: TopicsConfig
     schema: str
+    event: EventConfig
     features: FeaturesConfig
     model: ModelConfig
-    policy: FraudPolicy | PricingPolicy
+    policy: BandsPolicy | SweepPolicy
     budget_ms: float = 100.0
     batch: BatchConfig = BatchConfig()
     drift: DriftConfig = DriftConfig()

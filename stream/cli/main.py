@@ -29,7 +29,7 @@ from typing import Any
 from features import cli as features_cli
 from schemas.errors import StreamscoreError, missing_extra
 from scorers import cli as scorers_cli
-from stream.cli import commands, drift, model_compare, outcomes, run
+from stream.cli import check, commands, drift, model_compare, outcomes, run
 from stream.cli.grammar import COMMAND, Parser, add_global_options, epilog, walk
 from stream.logs import setup_logging
 
@@ -47,6 +47,7 @@ REGISTER: tuple[Callable[[Any], None], ...] = (
     drift.register,
     outcomes.register,
     model_compare.register,  # adds 'compare' under 'model': after scorers_cli
+    check.register,
 )
 PLUGIN_GROUP = "streamscore.commands"
 

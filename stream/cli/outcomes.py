@@ -39,7 +39,7 @@ def add_join_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=positive_int, default=10_000, metavar="N",
                    help="joined pairs per model version in the metrics window (default 10,000)")
     p.add_argument("--thresholds", default="", metavar="A,B,...",
-                   help="score thresholds for precision/recall (default: the fraud policy's "
+                   help="score thresholds for precision/recall (default: the bands policy's "
                         "review and decline thresholds, else 0.5)")
     add_bootstrap(p, BOOTSTRAP_HELP)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.config import PipelineConfig, PricingPolicy
+from stream.config import PipelineConfig
 from stream.core.pipeline import BatchCore, LoadedModel
 
 __all__ = ["Stages", "build_stages", "is_push_view", "load_model", "warm_up_reader"]
@@ -45,9 +45,10 @@ def warm_up_reader(reader: Any) -> None:
     as "store down"). A store that does not answer is logged, not fatal: decisions are
     degraded until it does.
     """
-    entities: dict[str, Any] = {k: [0] if k.endswith("_id") and k not in ("merchant_id",
-                                                                        "store_id")
-                                else ["warm-up"] for k in reader.join_keys}
+    kinds = getattr(reader, "join_key_kinds", {})
+    # A value of each join key's own type (from the Feast registry): any id will do.
+    entities: dict[str, Any] = {k: [0] if kinds.get(k) == "int" else ["warm-up"]
+                                for k in reader.join_keys}
     got = reader.read(entities)
     if got.status != "ok":
         log.warning("online store not answering at start-up (%s); decisions will be "
@@ -79,11 +80,10 @@ class Stages:
     refs: list[str]
     core: BatchCore
     velocity: Any  # features.push.VelocityUpdater | None
-    kind: str  # "fraud" | "pricing"
     challenger_watcher: Any = None  # RefWatcher on config.model.challenger (hot reload)
 
     def update_velocity(self, res: Any) -> Any:
-        """Fold a scored batch's events into the streaming velocity features (USD sums).
+        """Fold a scored batch's events into the pipeline's streaming aggregates.
 
         Returns the updater's result (never raises on Redis faults); None when the
         pipeline has no velocity features.
@@ -91,9 +91,25 @@ class Stages:
         if self.velocity is None:
             return None
         cols = res.columns
-        # An unknown currency has no USD amount: count the event, add 0.
-        amount = np.nan_to_num(cols.get("amount_usd", cols["amount"]))
-        return self.velocity.update(cols["card_id__int"], amount, cols["event_time"])
+        agg = self.config.features.aggregates
+        assert agg is not None
+        amount = np.nan_to_num(np.asarray(cols[agg.amount_field], dtype=np.float64))
+        where: dict[str, Any] = {}
+        if res.sources is not None:
+            # Each event's input (topic, partition, offset): the updater skips what it
+            # already applied, so a redelivered batch never counts twice.
+            src = [res.sources[i] for i in res.indices]
+            where = {"topics": [s[0] for s in src],
+                     "partitions": np.fromiter((s[1] for s in src), np.int64, len(src)),
+                     "offsets": np.fromiter((s[2] for s in src), np.int64, len(src))}
+        key = cols.get(agg.key_field + "__int", cols[agg.key_field])
+        got = self.velocity.update(key, amount, cols[self.config.event.time_field],
+                                   now=res.now, **where)
+        refused = getattr(got, "refused", None)
+        if refused is not None and len(refused):  # the core refuses them first
+            log.warning("velocity update refused %d events dated in the future",
+                        len(refused))
+        return got
 
     def close(self) -> None:
         """Release the online store connection."""
@@ -136,8 +152,8 @@ def build_stages(
     refs = list(c.features.refs) or feature_refs(repo)
     reader = OnlineReader(repo, refs, redis_url, timeout_ms=c.features.timeout_ms)
     warm_up_reader(reader)
-    kind = "pricing" if isinstance(c.policy, PricingPolicy) else "fraud"
-    request = RequestFeatures(kind, load_vocab(repo))
+    request = RequestFeatures(c.features.request, load_vocab(repo)) if c.features.request \
+        else None
     optional = [v.name for v in feature_views(repo) if is_push_view(v)]
     core = BatchCore(
         c, model, reader=reader, request=request,
@@ -145,11 +161,11 @@ def build_stages(
         challenger=challenger, worker_id=worker_id,
     )
     velocity = None
-    if c.features.velocity_updates and kind == "fraud" and "card_velocity" in {
-        r.split(":", 1)[0] for r in refs
-    }:
+    agg = c.features.aggregates
+    if agg is not None:
         from features.push import VelocityUpdater
 
-        velocity = VelocityUpdater(repo, redis_url=redis_url)
+        velocity = VelocityUpdater(repo, agg.view, redis_url=redis_url,
+                                   max_skew_s=c.event.max_skew_s)
     return Stages(c, worker_id, redis_url, registry, watcher, model, challenger, reader, refs,
-                  core, velocity, kind, challenger_watcher)
+                  core, velocity, challenger_watcher)

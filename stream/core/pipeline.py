@@ -11,9 +11,10 @@ Build once, run many: everything that can be planned is planned in ``__init__`` 
 column); ``process`` only runs numpy over the batch. The per-event Python work is
 decoding (``schemas.registry``) and one bytes format per decision record
 (``stream.core.records`` encodes every field column-wise). Reason codes live in
-``stream.core.reasons``, dead letters and the flood guard in ``stream.core.deadletters``, pricing's
-candidate sweep in ``stream.core.sweep``, the schema specs and the loaded-model type in
-``stream.core.specs`` (re-exported here).
+``stream.core.reasons``, dead letters and the flood guard in ``stream.core.deadletters``, the
+candidate sweep in ``stream.core.sweep``, the event spec and the loaded-model type in
+``stream.core.specs`` (re-exported here). The pipeline file says which event field is
+which and what the policy reads: no field name is known here.
 """
 
 from __future__ import annotations
@@ -29,33 +30,40 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.decisions import DECISION_SCHEMA_VERSION, DEGRADED_REASONS, StageLatencies
+from schemas.decisions import DECISION_SCHEMA_VERSION, StageLatencies
 from schemas.errors import ConfigError
-from schemas.registry import decode_batch, schema_type
-from stream.config import FraudPolicy, PipelineConfig, PricingPolicy
-from stream.core.deadletters import DeadLetterFlood, DlqGuard, dead_letter_record
-from stream.core.policy import FRAUD_OUTCOMES, choose_price, decide_fraud
+from schemas.registry import decode_batch
+from stream.config import BandsPolicy, PipelineConfig, SweepPolicy
+from stream.core.deadletters import DeadLetterFlood, DlqGuard, dead_letter_record, refuse
+from stream.core.flags import BIT, count_reasons, flag_online
+from stream.core.policy import (
+    OUTCOMES,
+    BandRules,
+    band_rules,
+    choose_price,
+    policy_fields,
+)
 from stream.core.reasons import explain
 from stream.core.records import (
     Column,
     DecisionEncoder,
     age_columns,
+    band_columns,
     constant,
     count_column,
     degraded_columns,
     flag_column,
-    fraud_columns,
     json_pieces,
-    pricing_columns,
+    price_columns,
     reason_column,
+    rule_table,
     source_columns,
     string_pieces,
 )
-from stream.core.specs import EVENT_SPECS, EventSpec, LoadedModel, Scorer
+from stream.core.specs import EventSpec, LoadedModel, Scorer, event_spec
 from stream.core.sweep import PriceSweep
 
 __all__ = [
-    "EVENT_SPECS",
     "BatchCore",
     "BatchResult",
     "DeadLetterFlood",
@@ -63,6 +71,7 @@ __all__ = [
     "EventSpec",
     "LoadedModel",
     "Scorer",
+    "event_spec",
     "online_names_of",
 ]
 
@@ -70,13 +79,6 @@ log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 
-# Bit i of a row's degraded mask = DEGRADED_REASONS[i].
-_BIT = {name: 1 << i for i, name in enumerate(DEGRADED_REASONS)}
-# mask -> tuple of reason names, precomputed so records only index a table.
-_REASONS_OF = [
-    [name for i, name in enumerate(DEGRADED_REASONS) if mask >> i & 1]
-    for mask in range(1 << len(DEGRADED_REASONS))
-]
 
 @dataclass
 class BatchResult:
@@ -95,9 +97,14 @@ class BatchResult:
     online_status: str = "ok"
     features: FloatArray | None = None  # rows x model features (for drift)
     scores: FloatArray | None = None  # the score each decision reports (NaN if none)
-    # Fraud: outcome codes (int8 into FRAUD_OUTCOMES); pricing: price / base multipliers.
+    # Bands: outcome codes (int8 into OUTCOMES); sweep: price / base multipliers.
     drift_decisions: Any = None
     columns: dict[str, Any] = field(default_factory=dict)  # decoded event columns
+    # Where each decided event came from: its index into the batch, and the batch's
+    # (topic, partition, offset) per payload when known (replay-safe aggregates).
+    indices: list[int] = field(default_factory=list)
+    sources: Sequence[tuple[str, int, int]] | None = None
+    now: float = 0.0  # the clock the batch was decided at (unix seconds)
 
 
 class BatchCore:
@@ -116,13 +123,12 @@ class BatchCore:
         worker_id: str = "",
         max_explain: int = 64,
     ) -> None:
-        if config.schema not in EVENT_SPECS:
-            raise ConfigError(
-                f"schema {config.schema!r} has no scoring spec; known: {', '.join(EVENT_SPECS)}"
-            )
+        ev = config.event
         self.config = config
-        self.spec = EVENT_SPECS[config.schema]
-        self.fields: tuple[str, ...] = tuple(schema_type(config.schema).__struct_fields__)
+        self.spec = event_spec(config.schema, ev.key, ev.time_field, ev.id_field,
+                               config.source)
+        self.fields: tuple[str, ...] = self.spec.fields
+        self._sweep_policy = config.policy if isinstance(config.policy, SweepPolicy) else None
         self._numeric_fields = tuple(f for f in self.fields if f not in self.spec.strings)
         self.reader = reader
         self.request = request
@@ -136,25 +142,44 @@ class BatchCore:
         self.worker_id = worker_id
         self.budget_s = config.budget_ms / 1000.0
         self.max_payload = config.dead_letter.max_payload_bytes
+        self.max_skew_s = config.event.max_skew_s
         self.k = config.model.reason_codes
         self.max_explain = max_explain
         self.explain_budget_s = self.budget_s / 10.0
         self._request_out: dict[str, Any] = {}
         self._records = DecisionEncoder(views)
         self._name_json = constant(config.name)
-        self._blocked = frozenset(getattr(config.policy, "blocked_countries", ()))
         self._worker_json = constant(worker_id)
-        self._sweep = PriceSweep(self._multipliers(), self._pool_names(), request)
+        sp = self._sweep_policy
+        self._sweep = PriceSweep(self._multipliers(), self._pool_names(), request,
+                                 sp.candidate_field if sp is not None else "")
+        self._rules = self._plan_rules(config.policy)
         self.model = model
         self._plan = self._plan_columns(model)
         self.challenger = challenger
         self._challenger_plan = self._plan_columns(challenger) if challenger else None
-        if self.spec.kind == "fraud" and not isinstance(config.policy, FraudPolicy):
-            raise ConfigError(f"{config.source}: schema {config.schema} needs policy kind fraud")
-        if self.spec.kind == "pricing" and not isinstance(config.policy, PricingPolicy):
-            raise ConfigError(f"{config.source}: schema {config.schema} needs policy kind pricing")
 
     # ---- start-up ----------------------------------------------------------------------
+
+    def _plan_rules(self, policy: BandsPolicy | SweepPolicy) -> Any:
+        """Check every field the policy reads exists; the rule names' JSON table."""
+        known = (set(self.fields) | set(getattr(self.request, "outputs", ()))
+                 | set(self.online_names))
+        for where, name in policy_fields(policy):
+            if name not in known:
+                raise ConfigError(f"{self.config.source or 'pipeline'}: policy.{where} "
+                                  f"{name!r} is no event field, request-time or online "
+                                  "feature of this pipeline")
+        if not isinstance(policy, BandsPolicy):
+            return None
+        self._bands = BandRules(policy)
+        return rule_table(band_rules(policy))
+
+    def _field(self, name: str, cols: dict[str, Any], online: FloatArray) -> Any:
+        """An event column or request-time feature, else an online feature column."""
+        if name in cols:
+            return cols[name]
+        return online[:, self._online_at[name]]
 
     def _pool_names(self) -> list[str]:
         request_out = list(getattr(self.request, "outputs", ()))
@@ -203,23 +228,32 @@ class BatchCore:
         t0 = time.perf_counter()
         wall = time.time() if now is None else now
         res = BatchResult(n_in=len(payloads))
+        res.now, res.sources = wall, sources
         batch = decode_batch(self.config.schema, payloads, max_bytes=self.max_payload,
                              fast=True)
+        rejected = batch.rejected
+        n_bad = len(rejected)
+        cols = self._columns(batch.events) if batch.events else {}
+        idx = batch.indices
+        if idx:  # events that decoded but must not be scored
+            cols, idx = refuse(cols, idx, rejected, time_field=self.spec.time_field,
+                               now=wall, max_skew_s=self.max_skew_s, request=self.request)
         t_decode = time.perf_counter()
-        for rej in batch.rejected:
+        if len(rejected) > n_bad:  # dead letters in input order
+            rejected.sort(key=attrgetter("index"))
+        for rej in rejected:
             res.dead_letters.append(dead_letter_record(
                 rej, payloads, keys, sources, pipeline=self.config.name,
                 worker_id=self.worker_id, failed_at=wall))
             res.dead_letter_reasons[rej.code] += 1
-        n = len(batch.events)
+        n = len(idx)
         res.stage_s["decode"] = t_decode - t0
         if n == 0:
             return res
 
-        cols = self._columns(batch.events)
         res.columns = cols
-        idx = batch.indices
-        start = np.asarray(cols["event_time"], dtype=np.float64)
+        res.indices = idx
+        start = np.asarray(cols[self.spec.time_field], dtype=np.float64)
         if timestamps is not None:
             ts = np.asarray(timestamps, dtype=np.float64)
             if n != len(payloads):
@@ -230,15 +264,15 @@ class BatchCore:
         mask = np.zeros(n, dtype=np.int64)
         online, ages = self._online(cols, n, wall, mask, res)
         pool = self._pool(cols, online, n)
-        # Request-time outputs the worker needs after scoring (the velocity view sums
-        # amounts in USD, like training does).
+        # Request-time outputs the policy and the streaming aggregates read after
+        # scoring (e.g. an amount in the reference currency).
         cols.update({k: v for k, v in self._request_out.items() if k not in cols})
         t_feat = time.perf_counter()
         res.stage_s["features"] = t_feat - t_decode
         over = (wall - start) > self.budget_s
         res.budget_misses = int(np.count_nonzero(over))
         if res.budget_misses:
-            mask[over] |= _BIT["over_budget"]
+            mask[over] |= BIT["over_budget"]
 
         # Score (and shadow-score) the whole batch.
         # take() gives a C-ordered matrix (a fancy index gives a Fortran-ordered one,
@@ -251,17 +285,11 @@ class BatchCore:
         res.features = X
 
         records = self._decide_and_encode(
-            idx, cols, X, score, price_demand, challenger_score, mask, ages, start, sources,
-            wall, res, t_score,
+            idx, cols, online, X, score, price_demand, challenger_score, mask, ages, start,
+            sources, wall, res, t_score,
         )
         res.decisions = records
-        res.n_degraded = int(np.count_nonzero(mask))
-        if res.n_degraded:  # counts per bit mask (a sort by np.unique cost ~10 us a batch)
-            counts = np.bincount(mask, minlength=len(_REASONS_OF)).tolist()
-            for m in range(1, len(_REASONS_OF)):
-                if counts[m]:
-                    for reason in _REASONS_OF[m]:
-                        res.degraded_reasons[reason] += counts[m]
+        res.n_degraded = count_reasons(mask, res.degraded_reasons)
         res.e2e_s = (time.time() if now is None else wall) - start
         return res
 
@@ -294,17 +322,7 @@ class BatchCore:
                 entities[k] = v.astype(np.int64)
         got = self.reader.read(entities, now=wall)
         res.online_status = got.status
-        if got.status != "ok":
-            mask |= _BIT["online_store_down"]
-            return got.values, got.age
-        present, stale = got.present, got.stale
-        # The common batch has every row of every view, fresh: two reductions, not ten
-        # numpy calls (what they cost shows at small batches).
-        if present.shape[1] and not present.all():
-            missing = ~present & ~stale & self._required_views
-            mask[missing.any(axis=1)] |= _BIT["features_missing"]
-        if stale.shape[1] and stale.any():
-            mask[stale.any(axis=1)] |= _BIT["features_stale"]
+        flag_online(got, mask, self._required_views)
         return got.values, got.age
 
     def _request_inputs(self, cols: dict[str, Any], online: FloatArray, n: int
@@ -346,32 +364,33 @@ class BatchCore:
         self, X: FloatArray, online: FloatArray, cols: dict[str, Any],
         mask: npt.NDArray[np.int64],
     ) -> tuple[FloatArray, FloatArray | None]:
-        """The champion's scores (fraud) or demand per candidate price (pricing)."""
+        """The champion's scores, or demand per candidate price (a sweep policy)."""
         n = X.shape[0]
         scorer = self.model.scorer
         try:
-            if self.spec.kind == "pricing":
+            if self._sweep_policy is not None:
                 demand = self._price_sweep(scorer, self._plan, cols, online, X)
                 return np.full(n, np.nan), demand
             score = np.asarray(scorer.predict(X), dtype=np.float64).reshape(n, -1)[:, -1]
             return score, None
         except Exception:  # the model path failed: decide by rules, flagged, never dropped
             log.exception("model %s failed on %d events; deciding by rules", self.model.label, n)
-            mask |= _BIT["model_error"]
+            mask |= BIT["model_error"]
             nan = np.full(n, np.nan)
             demand = np.full((n, len(self._multipliers())), np.nan)
-            return nan, demand if self.spec.kind == "pricing" else None
+            return nan, demand if self._sweep_policy is not None else None
 
     def _multipliers(self) -> list[float]:
-        policy = self.config.policy
-        return list(policy.candidates) if isinstance(policy, PricingPolicy) else []
+        sp = self._sweep_policy
+        return list(sp.candidates) if sp is not None else []
 
     def _price_sweep(
         self, scorer: Any, plan: npt.NDArray[np.intp], cols: dict[str, Any],
         online: FloatArray, X0: FloatArray,
     ) -> FloatArray:
         """Demand for every candidate multiplier of the base price (``stream.core.sweep``)."""
-        base = cols["base_price"]
+        assert self._sweep_policy is not None
+        base = cols[self._sweep_policy.base_field]
         inputs = ({} if self.request is None
                   else self._request_inputs(cols, online, base.shape[0]))
         return self._sweep.demand(scorer, plan, X0, base, inputs)
@@ -383,7 +402,7 @@ class BatchCore:
             return None
         try:
             X = pool.take(self._challenger_plan, axis=1)
-            if self.spec.kind == "pricing":
+            if self._sweep_policy is not None:
                 demand = self._price_sweep(
                     self.challenger.scorer, self._challenger_plan, cols, online, X
                 )
@@ -399,7 +418,8 @@ class BatchCore:
     # ---- decide and encode -------------------------------------------------------------
 
     def _decide_and_encode(
-        self, idx: list[int], cols: dict[str, Any], X: FloatArray, score: FloatArray,
+        self, idx: list[int], cols: dict[str, Any], online: FloatArray, X: FloatArray,
+        score: FloatArray,
         demand: FloatArray | None, challenger: FloatArray | None,
         mask: npt.NDArray[np.int64], ages: FloatArray, start: FloatArray,
         sources: Sequence[tuple[str, int, int]] | None, wall: float, res: BatchResult,
@@ -410,13 +430,10 @@ class BatchCore:
         degraded = mask > 0
         n = score.shape[0]
         fields: dict[str, Column] = {}
-        if isinstance(policy, FraudPolicy):
-            # A set lookup per event, C-level (np.isin sorts the object column: ~10 us a
-            # batch at batch 1, dearer per event at 4096).
-            blocked = np.fromiter(map(self._blocked.__contains__, cols["country"]),
-                                  dtype=bool, count=n)
-            dec = decide_fraud(policy, score, cols["amount"], blocked, degraded)
-            fields.update(fraud_columns(dec.outcome, dec.rule))
+        if isinstance(policy, BandsPolicy):
+            dec = self._bands.decide(policy, score,
+                                     lambda name: self._field(name, cols, online), degraded)
+            fields.update(band_columns(dec.outcome, dec.rule, self._rules))
             # Explain the model's own adverse decisions; a rule's decision is explained
             # by its rule.
             adverse = (np.flatnonzero((dec.outcome > 0) & (dec.rule == 0) & np.isfinite(score))
@@ -424,16 +441,17 @@ class BatchCore:
             skipped = adverse[self.max_explain:]
             adverse = adverse[: self.max_explain]
             scores = score
-            res.drift_decisions = dec.outcome  # codes into FRAUD_OUTCOMES: drift's cheapest
-            counts = np.bincount(dec.outcome, minlength=len(FRAUD_OUTCOMES)).tolist()
-            res.outcomes.update({o: c for o, c in zip(FRAUD_OUTCOMES, counts, strict=True) if c})
+            res.drift_decisions = dec.outcome  # codes into OUTCOMES: drift's cheapest
+            counts = np.bincount(dec.outcome, minlength=len(OUTCOMES)).tolist()
+            res.outcomes.update({o: c for o, c in zip(OUTCOMES, counts, strict=True) if c})
         else:
-            assert isinstance(policy, PricingPolicy) and demand is not None
-            pd = choose_price(policy, cols["base_price"], demand, degraded)
-            fields.update(pricing_columns(pd.price, pd.rule))
+            assert demand is not None
+            base = cols[policy.base_field]
+            pd = choose_price(policy, base, demand, degraded)
+            fields.update(price_columns(pd.price, pd.rule))
             scores = pd.demand
             adverse = skipped = np.zeros(0, dtype=np.intp)
-            res.drift_decisions = pd.price / cols["base_price"]
+            res.drift_decisions = pd.price / base
             res.outcomes["price"] += n
         t_policy = time.perf_counter()
         res.stage_s["policy"] = t_policy - t_score
@@ -459,7 +477,7 @@ class BatchCore:
             "reasons": reason_column(n, reasons),
             "reasons_skipped": flag_column(flags),
             "missing_features": count_column(np.isnan(X).sum(axis=1)),
-            "event_id": string_pieces(cols["event_id"].tolist()),
+            "event_id": string_pieces(cols[self.spec.id_field].tolist()),
             "pipeline": self._name_json,
             "key": keys,
             "score": json_pieces(scores.tolist()),
@@ -474,7 +492,7 @@ class BatchCore:
             )),
             # msgspec writes NaN as null, so no per-event NaN check anywhere.
             "e2e_ms": json_pieces(((wall - start) * 1e3).round(3).tolist()),
-            "event_time": json_pieces(cols["event_time"].tolist()),
+            "event_time": json_pieces(cols[self.spec.time_field].tolist()),
             "decided_at": constant(wall),
             "worker_id": self._worker_json,
             "challenger_version": constant(self.challenger.label if self.challenger else None),

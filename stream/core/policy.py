@@ -1,60 +1,62 @@
-"""Score -> decision, for a whole batch at once: fraud bands and hard rules, pricing clamps.
+"""Score -> decision, for a whole batch at once: score bands with hard rules, or a sweep.
 
-Everything here is vectorized numpy over the batch; nothing knows about Kafka.
+Everything here is vectorized numpy over the batch; nothing knows about Kafka or a
+domain: which fields the rules read is the pipeline file's (``stream.config``).
 
-Fraud, in this order (first match wins):
-1. hard rules: a blocked country declines; an amount over ``max_amount`` is reviewed
-   (``rule`` names which);
-2. degraded events (features missing/stale, online store down, over budget, model
-   error) are decided by the fallback rule: review above
-   ``fallback_review_above_amount``, else approve; a finite model score can only make
-   that stricter, never more lenient (a fallback must not approve what the model
-   declines);
-3. everything else by the score bands: ``>= decline_above`` declines, ``>=
-   review_above`` reviews, else approve.
+Bands (``BandsPolicy``), in this order:
+1. degraded events (features missing/stale, online store down, over budget, model
+   error) are decided by the fallback rule: its outcome when its field is above its
+   limit, else approve; a finite model score can only make that stricter, never more
+   lenient (a fallback must not approve what the model declines);
+2. everything else by the score bands: ``>= decline_above`` declines, ``>=
+   review_above`` reviews, else approve;
+3. hard rules, listed by priority: every matching rule raises the outcome to at least
+   its own, and the first matching one names the decision (``rule``).
 
-Pricing: the model predicts demand for a candidate price; each configured multiplier of
-the base price is scored, the expected-revenue maximiser is chosen, then clamped to
-``[floor_ratio, ceiling_ratio] x base`` and to ``max_step_ratio`` away from the base.
-The degraded fallback is the base price itself (clamped), flagged.
+Sweep (``SweepPolicy``): the model predicts demand for a candidate price; each configured
+multiplier of the base price is scored, the expected-revenue maximiser is chosen, then
+clamped to ``[floor_ratio, ceiling_ratio] x base`` and to ``max_step_ratio`` away from
+the base. The degraded fallback is the base price itself (clamped), flagged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from stream.config import FraudPolicy, PricingPolicy
+from stream.config import BandsPolicy, SweepPolicy
 
 __all__ = [
-    "FRAUD_OUTCOMES",
-    "FRAUD_RULES",
+    "OUTCOMES",
     "PRICE_RULES",
-    "FraudDecisions",
+    "BandDecisions",
+    "BandRules",
     "PriceDecisions",
+    "band_rules",
     "choose_price",
     "clamp_price",
-    "decide_fraud",
+    "decide_bands",
+    "policy_fields",
 ]
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-FRAUD_OUTCOMES = ("approve", "review", "decline")
+OUTCOMES = ("approve", "review", "decline")
 APPROVE, REVIEW, DECLINE = 0, 1, 2
-# Index 0 = decided by the model's score bands (no rule).
-FRAUD_RULES = ("", "blocked_country", "amount_over_limit", "fallback_amount")
-NO_RULE, RULE_BLOCKED, RULE_AMOUNT, RULE_FALLBACK = 0, 1, 2, 3
-# Pricing rules, index 0 = the model's revenue maximiser as it was.
+_LEVEL = {name: i for i, name in enumerate(OUTCOMES)}
+# Sweep rules, index 0 = the model's revenue maximiser as it was.
 PRICE_RULES = ("", "clamped", "fallback_base_price")
 PRICE_CLAMPED, PRICE_FALLBACK = 1, 2
 
 
 @dataclass(frozen=True, slots=True)
-class FraudDecisions:
-    """Per event: outcome index into FRAUD_OUTCOMES and rule index into FRAUD_RULES."""
+class BandDecisions:
+    """Per event: outcome index into OUTCOMES and rule index into ``band_rules(policy)``."""
 
     outcome: npt.NDArray[np.int8]
     rule: npt.NDArray[np.int8]
@@ -69,7 +71,14 @@ class PriceDecisions:
     rule: npt.NDArray[np.int8]
 
 
-def _bands(policy: FraudPolicy, score: FloatArray) -> npt.NDArray[np.int8]:
+def band_rules(policy: BandsPolicy) -> tuple[str, ...]:
+    """The rule names a decision can carry: index 0 none, then each rule, then the
+    fallback's."""
+    fallback = (policy.fallback.name,) if policy.fallback is not None else ()
+    return ("", *(r.name for r in policy.rules), *fallback)
+
+
+def _bands(policy: BandsPolicy, score: FloatArray) -> npt.NDArray[np.int8]:
     out = np.zeros(score.shape[0], dtype=np.int8)
     # NaN compares False: a missing score stays "approve" here; callers mark it degraded.
     out[score >= policy.review_above] = REVIEW
@@ -77,38 +86,78 @@ def _bands(policy: FraudPolicy, score: FloatArray) -> npt.NDArray[np.int8]:
     return out
 
 
-def decide_fraud(
-    policy: FraudPolicy,
+def decide_bands(
+    policy: BandsPolicy,
     score: FloatArray,
-    amount: FloatArray,
-    blocked: BoolArray,
+    matches: Sequence[BoolArray],
+    fallback_value: FloatArray | None,
     degraded: BoolArray,
-) -> FraudDecisions:
-    """Outcomes and rules for a batch (see the module docstring for the order)."""
+) -> BandDecisions:
+    """Outcomes and rules for a batch (see the module docstring for the order).
+
+    ``matches[i]`` says which events ``policy.rules[i]`` matches; ``fallback_value`` is
+    the fallback rule's field (None without a fallback rule).
+    """
     outcome = _bands(policy, score)
     rule = np.zeros(score.shape[0], dtype=np.int8)
     # Each step is skipped when no event of the batch needs it (the common small batch:
-    # nothing degraded, over the limit or blocked); the outcome is the same either way.
+    # nothing degraded and no rule matching); the outcome is the same either way.
+    fb = policy.fallback
     if degraded.any():
-        fallback = np.where(amount > policy.fallback_review_above_amount, REVIEW,
-                            APPROVE).astype(np.int8)
+        level = _LEVEL[fb.outcome] if fb is not None else APPROVE
+        if fb is not None and fallback_value is not None:
+            fallback = np.where(fallback_value > fb.above, level, APPROVE).astype(np.int8)
+        else:
+            fallback = np.zeros(score.shape[0], dtype=np.int8)
         # The model's band where a score exists (stricter wins), the rule alone where not.
         fallback = np.maximum(fallback, np.where(np.isfinite(score), outcome, APPROVE)
                               ).astype(np.int8)
         outcome = np.where(degraded, fallback, outcome).astype(np.int8)
-        rule[degraded] = RULE_FALLBACK
+        if fb is not None:
+            rule[degraded] = len(policy.rules) + 1
+    # Lowest priority first, so the first matching rule's name is the one kept.
+    for i in range(len(policy.rules) - 1, -1, -1):
+        hit = matches[i]
+        if hit.any():
+            outcome[hit] = np.maximum(outcome[hit], _LEVEL[policy.rules[i].outcome])
+            rule[hit] = i + 1
+    return BandDecisions(outcome, rule)
 
-    over = amount > policy.max_amount
-    if over.any():
-        outcome[over] = np.maximum(outcome[over], REVIEW)
-        rule[over] = RULE_AMOUNT
-    if blocked.any():
-        outcome[blocked] = DECLINE
-        rule[blocked] = RULE_BLOCKED
-    return FraudDecisions(outcome, rule)
+
+def policy_fields(policy: BandsPolicy | SweepPolicy) -> list[tuple[str, str]]:
+    """(where in the policy, field name) of every event or feature field it reads."""
+    if isinstance(policy, SweepPolicy):
+        return [("base_field", policy.base_field)]
+    fields = [(f"rules[{i}].field", r.field) for i, r in enumerate(policy.rules)]
+    if policy.fallback is not None:
+        fields.append(("fallback.field", policy.fallback.field))
+    return fields
 
 
-def clamp_price(policy: PricingPolicy, base: FloatArray, price: FloatArray) -> FloatArray:
+class BandRules:
+    """A bands policy's rules, planned once: each ``in`` rule's value set."""
+
+    def __init__(self, policy: BandsPolicy) -> None:
+        self._sets = [frozenset(r.in_) for r in policy.rules]
+
+    def decide(self, policy: BandsPolicy, score: FloatArray, field: Callable[[str], Any],
+               degraded: BoolArray) -> BandDecisions:
+        """``decide_bands`` with each rule's field read through ``field(name)``."""
+        n = score.shape[0]
+        matches = []
+        for rule, allowed in zip(policy.rules, self._sets, strict=True):
+            col = field(rule.field)
+            if rule.above is not None:
+                matches.append(np.asarray(col, dtype=np.float64) > rule.above)
+            else:  # a set lookup per event, C-level (np.isin sorts object columns)
+                matches.append(np.fromiter(map(allowed.__contains__, col), dtype=bool,
+                                           count=n))
+        fb = policy.fallback
+        return decide_bands(policy, score, matches,
+                            field(fb.field) if fb is not None else None, degraded)
+
+
+def clamp_price(policy: SweepPolicy, base: FloatArray, price: FloatArray) -> FloatArray:
     """Clamp prices to the floor/ceiling around the base and to the max step from it."""
     low = base * max(policy.floor_ratio, 1.0 - policy.max_step_ratio)
     high = base * min(policy.ceiling_ratio, 1.0 + policy.max_step_ratio)
@@ -116,7 +165,7 @@ def clamp_price(policy: PricingPolicy, base: FloatArray, price: FloatArray) -> F
 
 
 def choose_price(
-    policy: PricingPolicy,
+    policy: SweepPolicy,
     base: FloatArray,
     demand: FloatArray,
     degraded: BoolArray,

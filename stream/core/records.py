@@ -26,21 +26,22 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas.decisions import DEGRADED_REASONS, Decision, Reason
-from stream.core.policy import FRAUD_OUTCOMES, FRAUD_RULES, PRICE_RULES
+from stream.core.policy import OUTCOMES, PRICE_RULES
 
 __all__ = [
     "DECISION_FIELDS",
     "Column",
     "DecisionEncoder",
     "age_columns",
+    "band_columns",
     "constant",
     "count_column",
     "degraded_columns",
     "flag_column",
-    "fraud_columns",
     "json_pieces",
-    "pricing_columns",
+    "price_columns",
     "reason_column",
+    "rule_table",
     "source_columns",
     "string_pieces",
 ]
@@ -87,9 +88,15 @@ def constant(value: Any) -> bytes:
 _DEGRADED_JSON = np.array(
     [_encode([r for i, r in enumerate(DEGRADED_REASONS) if mask >> i & 1])
      for mask in range(1 << len(DEGRADED_REASONS))], dtype=object)  # by degraded bit mask
-_FRAUD_OUTCOME_JSON = np.array([_encode(o) for o in FRAUD_OUTCOMES], dtype=object)
-_FRAUD_RULE_JSON = np.array([_encode(r or None) for r in FRAUD_RULES], dtype=object)
-_PRICE_RULE_JSON = np.array([_encode(r or None) for r in PRICE_RULES], dtype=object)
+_OUTCOME_JSON = np.array([_encode(o) for o in OUTCOMES], dtype=object)
+
+
+def rule_table(names: Sequence[str]) -> npt.NDArray[np.object_]:
+    """The JSON of each rule name, indexed by rule code (code 0, no rule: null)."""
+    return np.array([_encode(r or None) for r in names], dtype=object)
+
+
+_PRICE_RULE_JSON = rule_table(PRICE_RULES)
 
 
 def _coded(table: npt.NDArray[np.object_], codes: npt.NDArray[np.int8]) -> Column:
@@ -101,16 +108,17 @@ def _coded(table: npt.NDArray[np.object_], codes: npt.NDArray[np.int8]) -> Colum
     return table[codes].tolist()  # type: ignore[no-any-return]
 
 
-def fraud_columns(outcome: npt.NDArray[np.int8], rule: npt.NDArray[np.int8]
+def band_columns(outcome: npt.NDArray[np.int8], rule: npt.NDArray[np.int8],
+                 rules: npt.NDArray[np.object_]) -> dict[str, Column]:
+    """outcome / rule / price of banded decisions (codes into OUTCOMES / ``rules``, a
+    ``rule_table``)."""
+    return {"outcome": _coded(_OUTCOME_JSON, outcome), "rule": _coded(rules, rule),
+            "price": b"null"}
+
+
+def price_columns(price: npt.NDArray[np.float64], rule: npt.NDArray[np.int8]
                   ) -> dict[str, Column]:
-    """outcome / rule / price of fraud decisions (codes into FRAUD_OUTCOMES / _RULES)."""
-    return {"outcome": _coded(_FRAUD_OUTCOME_JSON, outcome),
-            "rule": _coded(_FRAUD_RULE_JSON, rule), "price": b"null"}
-
-
-def pricing_columns(price: npt.NDArray[np.float64], rule: npt.NDArray[np.int8]
-                    ) -> dict[str, Column]:
-    """outcome / rule / price of pricing decisions (rule codes into PRICE_RULES)."""
+    """outcome / rule / price of swept prices (rule codes into PRICE_RULES)."""
     return {"outcome": b'"price"', "price": json_pieces(price.tolist()),
             "rule": _coded(_PRICE_RULE_JSON, rule)}
 

@@ -93,14 +93,14 @@ def produce_events(
     import numpy as np
     from confluent_kafka import Producer
 
+    from features.repo import PIPELINES
     from features.repo import data_dir as default_data_dir
-    from stream.core.pipeline import EVENT_SPECS
 
-    spec = EVENT_SPECS.get(config.schema)
-    if spec is None:
-        raise ConfigError(f"no event spec for schema {config.schema!r}")
-    events = make_events(config.schema, n, seed=seed,
-                         data_dir=data_dir or default_data_dir(spec.kind))
+    # The shipped repos' synthetic data, else random events of the schema.
+    repo = config.resolve_path(config.features.repo).name
+    if data_dir is None and repo in PIPELINES:
+        data_dir = default_data_dir(repo)
+    events = make_events(config.schema, n, seed=seed, data_dir=data_dir)
     rng = np.random.default_rng(seed + 1)
     bad = rng.random(n) < bad_ratio
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 3,
@@ -117,8 +117,8 @@ def produce_events(
                 delay = due - time.perf_counter()
                 if delay > 0.001:
                     time.sleep(delay)
-            doc["event_time"] = round(time.time(), 6)
-            key = str(doc.get(spec.key, "")).encode()
+            doc[config.event.time_field] = round(time.time(), 6)
+            key = str(doc.get(config.event.key, "")).encode()
             if bad[j]:
                 value = _bad_payload(doc, _BAD_KINDS[j % len(_BAD_KINDS)])
                 counts["bad"] += 1

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from schemas.errors import ConfigError
-from stream.config import FraudPolicy, PricingPolicy, load_pipeline
+from stream.config import BandsPolicy, SweepPolicy, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,8 @@ kafka:
 topics: {{input: in, decisions: out, dead_letter: dlq, drift: drift}}
 features: {{repo: features/repos/fraud}}
 model: {{ref: fraud@champion}}
-policy: {{kind: fraud}}
+event: {{key: card_id}}
+policy: {{kind: bands}}
 metrics:
   port: {port}
 """
@@ -43,7 +44,7 @@ def test_shipped_pipelines_load(name: str, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     cfg = load_pipeline(ROOT / "pipelines" / f"{name}.yaml")
     assert cfg.name == name
-    assert isinstance(cfg.policy, FraudPolicy if name == "fraud" else PricingPolicy)
+    assert isinstance(cfg.policy, BandsPolicy if name == "fraud" else SweepPolicy)
     assert cfg.kafka.bootstrap_servers == ""  # ${KAFKA_BOOTSTRAP_SERVERS:-} default
     assert cfg.resolve_path(cfg.features.repo) == ROOT / "features" / "repos" / name
 
@@ -98,7 +99,7 @@ def test_wrong_type_is_named(tmp_path: Path) -> None:
 
 
 def test_unknown_policy_kind(tmp_path: Path) -> None:
-    path = write(tmp_path, minimal().replace("kind: fraud", "kind: lottery"))
+    path = write(tmp_path, minimal().replace("kind: bands", "kind: lottery"))
     with pytest.raises(ConfigError, match="policy"):
         load_pipeline(path)
 

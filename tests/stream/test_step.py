@@ -101,3 +101,35 @@ def test_faust_app_scores_through_the_same_step(env, unique_name):  # noqa: F811
         assert app.streamscore_step.stages is app.streamscore_stages
     finally:
         app.streamscore_stages.close()
+
+
+def test_a_redelivered_batch_never_counts_twice_in_the_velocity_features(
+        env, unique_name):  # noqa: F811
+    import time
+
+    import numpy as np
+
+    config = load_pipeline(write_pipeline(env, unique_name))
+    stages = build_stages(config)
+    step = BatchStep(config, stages, WorkerMetrics(config.name), background_velocity=False)
+    card = 900_000_000 + int.from_bytes(unique_name.encode()[-3:], "little")
+    now = time.time()
+    events = make_events(config.schema, 5, seed=4, data_dir=env.home / "data" / "fraud")
+    for i, e in enumerate(events):
+        e.update(card_id=card, currency="USD", amount=10.0 * (i + 1), event_time=now - 10 + i)
+    payloads = [json.dumps(e).encode() for e in events]
+    sources = [(config.topics.input, 2, 40 + i) for i in range(len(payloads))]
+    try:
+        for _ in range(2):  # the same records again: a restart from an older commit
+            step.run(payloads, [None] * 5, sources, [0.0] * 5)
+        got = stages.reader.read({"card_id": np.array([card]),
+                                  "merchant_id": np.array([events[0]["merchant_id"]])})
+    finally:
+        step.close()
+        stages.close()
+    at = {ref.split(":", 1)[1]: j for j, ref in enumerate(stages.refs)}
+    counts = [got.values[0, j] for name, j in at.items()
+              if name.startswith("velocity_count")]
+    sums = [got.values[0, j] for name, j in at.items() if name.startswith("velocity_sum")]
+    assert counts and set(counts) == {5.0}
+    assert sums and set(sums) == {150.0}

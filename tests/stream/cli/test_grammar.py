@@ -21,7 +21,7 @@ FRAUD = ROOT / "pipelines" / "fraud.yaml"
 TAKES_PIPELINE = {("demo",), ("faust",), ("run",), ("produce",), ("drift", "report"),
                   ("features", "generate"), ("features", "apply"), ("features", "materialize"),
                   ("model", "train"), ("model", "register"), ("model", "compare"),
-                  ("outcomes",)}
+                  ("outcomes",), ("check",)}
 WORKLOAD_CHOICE = {("bench", "core"), ("bench", "e2e")}
 
 

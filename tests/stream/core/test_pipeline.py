@@ -22,19 +22,39 @@ FRAUD_FEATURES = ["amount_usd", "channel", "country", "hour_of_day", "mcc"]
 PRICING_FEATURES = ["price_ratio", "hour_of_day", "base_price"]
 
 
+def bands(blocked=("KP",), max_amount=5000.0, fallback=300.0, **over) -> dict:
+    """The fraud example's policy: blocked countries, an amount limit, a fallback limit."""
+    return {"kind": "bands", "review_above": 0.3, "decline_above": 0.7,
+            "rules": [{"name": "blocked_country", "field": "country", "in": list(blocked),
+                       "outcome": "decline"},
+                      {"name": "amount_over_limit", "field": "amount_usd",
+                       "above": max_amount, "outcome": "review"}],
+            "fallback": {"name": "fallback_amount", "field": "amount_usd", "above": fallback},
+            **over}
+
+
+def sweep(candidates=(0.9, 1.0, 1.1)) -> dict:
+    return {"kind": "sweep", "base_field": "base_price", "candidate_field": "candidate_price",
+            "candidates": list(candidates)}
+
+
 def config(kind: str, **over) -> PipelineConfig:
     raw = {
         "name": kind, "schema": "fraud_transaction" if kind == "fraud" else "pricing_request",
+        "event": {"key": "card_id" if kind == "fraud" else "sku_id"},
         "kafka": {}, "topics": {"input": "i", "decisions": "d", "dead_letter": "x", "drift": "y"},
-        "features": {"repo": f"features/repos/{kind}"}, "model": {"ref": f"{kind}@champion"},
-        "policy": {"kind": kind, **({"review_above": 0.3, "decline_above": 0.7,
-                                     "blocked_countries": ["KP"], "max_amount": 5000,
-                                     "fallback_review_above_amount": 300}
-                                    if kind == "fraud" else {"candidates": [0.9, 1.0, 1.1]})},
+        "features": {"repo": f"features/repos/{kind}", "request": kind},
+        "model": {"ref": f"{kind}@champion"},
+        "policy": bands() if kind == "fraud" else sweep(),
         "budget_ms": 100,
         **over,
     }
     return msgspec.convert(raw, PipelineConfig)
+
+
+def with_config(cfg: PipelineConfig, **over) -> PipelineConfig:
+    """``cfg`` with top-level sections replaced."""
+    return msgspec.convert({**msgspec.to_builtins(cfg), **over}, PipelineConfig)
 
 
 class BoosterScorer:
@@ -62,6 +82,11 @@ def fraud_event(i: int, **over) -> dict:
 
 @pytest.fixture(scope="module")
 def fraud_booster() -> lgb.Booster:
+    return train_fraud_booster()
+
+
+def train_fraud_booster() -> lgb.Booster:
+    """A small fraud model over request features only (amount in USD drives it)."""
     rng = np.random.default_rng(0)
     n = 3000
     request = RequestFeatures("fraud", load_vocab(repo_path("fraud")))
@@ -182,9 +207,7 @@ def test_a_failing_model_still_decides_every_event_by_rules(fraud_booster):
 
 
 def test_blocked_countries_are_matched_exactly(fraud_booster):
-    cfg = config("fraud", policy={"kind": "fraud", "review_above": 0.3, "decline_above": 0.7,
-                                  "blocked_countries": ["KP", "IR"], "max_amount": 5000,
-                                  "fallback_review_above_amount": 300})
+    cfg = config("fraud", policy=bands(blocked=["KP", "IR"]))
     core = fraud_core(fraud_booster, cfg=cfg)
     countries = ["KP", "US", "IR", "DE", "KP"]
     res = core.process([json.dumps(fraud_event(i, country=c, amount=10.0)).encode()
@@ -302,7 +325,7 @@ def test_fast_records_are_exactly_the_decision_struct_encoding(fraud_booster):
     events = [fraud_event(i, amount=880.0) for i in range(6)]  # adverse: explained/skipped
     events += [fraud_event(6, event_time=NOW - 5),  # over budget: degraded
                fraud_event(7, country="KP"),  # hard rule
-               fraud_event(8, currency="XXX"),  # unknown currency: NaN feature
+               fraud_event(8, country="ZZ"),  # a country out of the vocabulary: NaN
                fraud_event(9, event_id='q"uo\\te,%s ü'),  # escapes in a string field
                fraud_event(10, amount=10.0)]
     payloads = [json.dumps(e).encode() for e in events] + [b"{bad"]
@@ -400,8 +423,7 @@ def test_price_sweep_equals_rebuilding_the_pool_per_candidate():
                         lgb.Dataset(X, 10.0 - 5 * X[:, 0] + X[:, 3] / 10, feature_name=names),
                         20)
     model = LoadedModel("pricing", "2", "cd" * 32, compile_lightgbm(booster))
-    core = BatchCore(config("pricing", policy={"kind": "pricing",
-                                               "candidates": [0.85, 0.95, 1.0, 1.1]}),
+    core = BatchCore(config("pricing", policy=sweep([0.85, 0.95, 1.0, 1.1])),
                      model, request=request)
     docs = [{"event_id": f"p{i}", "sku_id": i, "store_id": "s1",
              "base_price": float(rng.uniform(5, 50)), "candidate_price": 7.0,

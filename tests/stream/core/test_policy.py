@@ -1,26 +1,59 @@
-"""Fraud bands, hard rules and fallbacks; pricing choice and clamps."""
+"""Score bands, hard rules and fallbacks (the fraud example's); sweep choice and clamps."""
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
+import pytest
 
-from stream.config import FraudPolicy, PricingPolicy
+from stream.config import BandsPolicy
+from stream.config import SweepPolicy as _Sweep
 from stream.core.policy import (
-    FRAUD_OUTCOMES,
-    FRAUD_RULES,
+    OUTCOMES,
     PRICE_RULES,
+    band_rules,
     choose_price,
     clamp_price,
-    decide_fraud,
+    decide_bands,
 )
 
-POLICY = FraudPolicy(review_above=0.4, decline_above=0.8, max_amount=1000.0,
-                     blocked_countries=["KP"], fallback_review_above_amount=100.0)
+POLICY = msgspec.convert({
+    "review_above": 0.4, "decline_above": 0.8,
+    "rules": [{"name": "blocked_country", "field": "country", "in": ["KP"],
+               "outcome": "decline"},
+              {"name": "amount_over_limit", "field": "amount", "above": 1000.0}],
+    "fallback": {"name": "fallback_amount", "field": "amount", "above": 100.0},
+}, BandsPolicy)
+FRAUD_RULES = band_rules(POLICY)
+
+
+def decide_fraud(policy, score, amount, blocked, degraded):
+    """The example's rules as the generic policy sees them: one mask per rule."""
+    return decide_bands(policy, score, [blocked, amount > policy.rules[1].above], amount,
+                        degraded)
+
+
+def PricingPolicy(**kw):
+    return _Sweep(base_field="base", candidate_field="candidate", **kw)
 
 
 def names(decisions):
-    return ([FRAUD_OUTCOMES[i] for i in decisions.outcome],
+    return ([OUTCOMES[i] for i in decisions.outcome],
             [FRAUD_RULES[i] for i in decisions.rule])
+
+
+def test_a_rule_needs_exactly_one_of_in_and_above():
+    with pytest.raises(msgspec.ValidationError, match="exactly one"):
+        msgspec.convert({"rules": [{"name": "r", "field": "f"}]}, BandsPolicy)
+    with pytest.raises(msgspec.ValidationError, match="exactly one"):
+        msgspec.convert({"rules": [{"name": "r", "field": "f", "in": ["a"], "above": 1}]},
+                        BandsPolicy)
+
+
+def test_without_a_fallback_rule_degraded_events_keep_the_models_band():
+    policy = BandsPolicy(review_above=0.4, decline_above=0.8)
+    got = decide_bands(policy, np.array([0.5, np.nan]), [], None, np.ones(2, bool))
+    assert got.outcome.tolist() == [1, 0] and got.rule.tolist() == [0, 0]
 
 
 def test_score_bands_with_edges_inclusive():
@@ -81,9 +114,9 @@ def _one_event(score, amount, blocked, degraded):
         return 2, 1
     outcome, rule = band, 0
     if degraded:
-        fallback = 1 if amount > POLICY.fallback_review_above_amount else 0
+        fallback = 1 if amount > POLICY.fallback.above else 0
         outcome, rule = max(fallback, band if np.isfinite(score) else 0), 3
-    if amount > POLICY.max_amount:
+    if amount > POLICY.rules[1].above:
         outcome, rule = max(outcome, 1), 2
     return outcome, rule
 
