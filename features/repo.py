@@ -232,6 +232,12 @@ def project_name(repo: str | Path) -> str:
     return str(load_config_dict(repo)["project"])
 
 
+def is_cluster_repo(repo: str | Path) -> bool:
+    """Whether the repo's online store is a Redis Cluster (``redis_type: redis_cluster``)."""
+    online = load_config_dict(repo).get("online_store") or {}
+    return isinstance(online, dict) and str(online.get("redis_type", "")) == "redis_cluster"
+
+
 def redis_url_from_repo(repo: str | Path) -> str:
     """A ``redis://`` URL equivalent to the repo's (expanded) Feast connection string."""
     conn = str(load_config_dict(repo)["online_store"]["connection_string"])

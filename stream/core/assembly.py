@@ -71,7 +71,7 @@ class Stages:
 
     config: PipelineConfig
     worker_id: str
-    redis_url: str
+    redis_url: str | None
     registry: Any  # scorers.registry.Registry
     watcher: Any  # its RefWatcher on config.model.ref (hot reload)
     model: LoadedModel
@@ -127,14 +127,21 @@ def build_stages(
 ) -> Stages:
     """Resolve Redis and the registry, compile the model, plan the feature matrix."""
     from features.online import OnlineReader
-    from features.repo import feature_refs, feature_views, load_vocab
+    from features.repo import feature_refs, feature_views, is_cluster_repo, load_vocab
     from features.request import RequestFeatures
     from scorers.registry import Registry, default_root
     from stream.endpoints import resolve_redis_url
 
     c = config
     worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    redis_url = redis_url or resolve_redis_url(c.features.redis_url)
+    repo = c.resolve_path(c.features.repo)
+    explicit = redis_url or c.features.redis_url.strip() or os.environ.get("REDIS_URL", "")
+    # A Redis Cluster repo is reached through its own startup nodes (feature_store.yaml),
+    # unless a URL is given on purpose: dev up's single Redis is never the right fallback.
+    if not explicit and is_cluster_repo(repo):
+        redis_url = None
+    else:
+        redis_url = explicit or resolve_redis_url("")
 
     # Model: registry -> verified text -> compiled kernels; a watcher for hot reload.
     root = registry_root or (str(c.resolve_path(c.model.registry)) if c.model.registry
@@ -148,7 +155,6 @@ def build_stages(
 
     # Features: the Feast repo's refs (all of them, so a reloaded model needing another
     # one still finds it), the request-time features, the velocity updater.
-    repo = c.resolve_path(c.features.repo)
     refs = list(c.features.refs) or feature_refs(repo)
     reader = OnlineReader(repo, refs, redis_url, timeout_ms=c.features.timeout_ms)
     warm_up_reader(reader)

@@ -146,3 +146,15 @@ def test_bad_repos(tmp_path: Path) -> None:
     (copy / "fraud_features.py").write_text("raise RuntimeError('broken repo')\n")
     with pytest.raises(FeatureRepoError, match="broken repo"):
         load_definitions(copy)
+
+
+def test_a_cluster_repo_is_recognised_from_its_own_settings(tmp_path: Path) -> None:
+    from features.repo import is_cluster_repo
+
+    shipped = Path(__file__).resolve().parents[2] / "features" / "repos" / "fraud"
+    assert not is_cluster_repo(shipped)
+    doc = yaml.safe_load((shipped / "feature_store.yaml").read_text())
+    doc["online_store"] = {"type": "redis", "redis_type": "redis_cluster",
+                           "connection_string": "127.0.0.1:7000,127.0.0.1:7001"}
+    (tmp_path / "feature_store.yaml").write_text(yaml.safe_dump(doc))
+    assert is_cluster_repo(tmp_path)
