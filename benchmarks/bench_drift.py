@@ -17,7 +17,7 @@ windows a pipeline may configure: one close per 5,000 events (a 5,000-event wind
 per 1,000 events (the default's sliding sub-windows: a record every fifth of the
 window), and a 60 s time window in 5 sub-windows at 1,000 events/s (one close per 12,000
 events). The target
-(issue #6): the per-batch pass plus the close amortised over a 5,000-event window, and
+(the drift target): the per-batch pass plus the close amortised over a 5,000-event window, and
 the 60 s case, < 5% of the compiled scorer's time on the same batches. Prints a table
 and writes ``drift.json`` into ``--out``.
 """

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the worker's max events per micro-batch ('streamscore run --batch "
                              "N') for the whole run (default: the pipeline file's); the drain's "
                              "backlog fills every batch, so --drain-batch 512 gives the drain's "
-                             "drift / score at issue #6's 512-event batch")
+                             "drift / score at the target's 512-event batch")
     parser.add_argument("--model-trees", type=int, default=None, metavar="N",
                         help="score with a model of exactly N trees (no early stopping), "
                              "trained once on the workspace's data and kept in its registry "

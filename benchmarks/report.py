@@ -218,7 +218,7 @@ def _stage_table(result: dict[str, Any]) -> list[str]:
                      + " | ".join(_fmt(ms.get(k), 3) for k in _BATCH_STAGES)
                      + f" | {'-' if ratio is None else f'{ratio:.1%}'} |")
     lines += ["", "- = not reported (drift off, no reference statistics, or a worker that "
-              "does not time the drift update). Target (issue #6): drift < 5% of score.", ""]
+              "does not time the drift update). Target: drift < 5% of score.", ""]
     return lines
 
 

@@ -115,7 +115,7 @@ def _drain(
     batch = factory.make(n, prefix)
     exp = collector.expect(prefix, n)
     # Scraped before the pause (a stopped process answers no scrape): the drain's large
-    # batches are where drift / score means what issue #6 asks (512+ events a batch).
+    # batches are where drift / score means what the drift target asks (512+ events a batch).
     stages_before = stage_totals(stack)
     stack.pause()
     try:

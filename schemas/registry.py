@@ -61,7 +61,7 @@ SCHEMAS: dict[str, type[msgspec.Struct]] = {
     "dead_letter": DeadLetter,
 }
 
-try:  # the drift record is owned by the drift monitor's engineer; register it when present
+try:  # the drift record type is optional in a trimmed tree; register it when present
     from schemas.drift import DriftRecord
 
     SCHEMAS["drift_record"] = DriftRecord

@@ -125,7 +125,7 @@ def test_tiny_sweep_accounts_for_every_event_and_writes_reports(
     assert result["stacks"]["worker"]["breakdown"]["mean_ms"]["features"] > 0
     # ... and reads the worker's own batch latency histogram from its /metrics
     assert result["stacks"]["worker"]["steps"][0]["worker_ack"]["batches"] > 0
-    # ... and its per-batch stage times, the drift update among them (issue #6)
+    # ... and its per-batch stage times, the drift update among them
     worker_step = result["stacks"]["worker"]["steps"][0]
     stages = worker_step["stage_per_batch_ms"]
     assert stages["score"] > 0 and stages["drift"] > 0, stages
