@@ -158,7 +158,9 @@ def _step(
     ack_before = scrape(ACK_METRIC) if scrape else {}
     stages_before = stage_totals(stack)
     send = send_open_loop(producer, stack.input_topic, batch.keys, batch.payloads, rate)
-    collector.wait(prefix, timeout=max(5.0, 2.0 * duration), alive=stack.alive)
+    # 10 s at least: a consumer that rejoins its group on Apache Kafka (a rebalance after
+    # the drain's pause) answers seconds late, and that is latency to count, not loss.
+    collector.wait(prefix, timeout=max(10.0, 2.0 * duration), alive=stack.alive)
     waited_until = time.time()
     ack_after = scrape(ACK_METRIC) if scrape else {}
     stages_after = stage_totals(stack)
